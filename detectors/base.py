@@ -1,0 +1,61 @@
+"""The one small interface every detector has (ADTK / River style).
+
+A detector keeps its state in numpy arrays indexed by the registry's sensor index and is fed
+one :class:`~config.readings.ReadingBatch` at a time. ``update(batch, now)`` returns a
+:class:`Detection`: the condition transitions it saw (each one an :class:`Event`) and the
+status bits it adds to each reading (alarm 1, power-off 2). ``now`` is passed in, never read
+from the clock, so a replay gives the same answer twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from config.readings import ReadingBatch
+
+__all__ = ["Detection", "Detector", "Event"]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One condition of one sensor starting (``firing``) or ending.
+
+    ``rule`` is the alert contract's rule (``limit_alarm``, ``limit_power_off`` …);
+    ``condition`` tells apart several conditions of one rule on one sensor (a wind-speed sensor
+    can be too slow or too fast: ``alarm_low`` / ``alarm_high``). ``ts`` and ``value`` are the
+    reading that caused the transition; ``limit`` the threshold it crossed.
+    """
+
+    sensor: int
+    rule: str
+    condition: str
+    severity: str
+    firing: bool
+    ts: int
+    value: float
+    limit: float
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """What one ``update`` found: transitions, and status bits per reading of the batch."""
+
+    events: list[Event]
+    status_bits: np.ndarray
+
+
+class Detector(Protocol):
+    """Flags conditions over a stream of reading batches; see the module docstring."""
+
+    def update(self, batch: ReadingBatch, now: int) -> Detection: ...
+
+    def active(self) -> list[tuple[int, str]]:
+        """(sensor index, condition) of every condition currently firing."""
+        ...
+
+    def restore(self, active: list[tuple[int, str]]) -> None:
+        """Mark these conditions as already firing (state carried over a restart)."""
+        ...
