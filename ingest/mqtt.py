@@ -1,0 +1,193 @@
+"""MQTT source: the paho-mqtt 2 subscriber that feeds the ingest worker, acknowledging late.
+
+Config keys (``[broker]`` of the deployment file, :class:`config.model.BrokerConfig`):
+
+- ``url`` (``mqtt://host:1883``; ``mqtts://`` for TLS) and ``username``; the password only from
+  the environment (``JINMEI_MQTT_PASSWORD``).
+- ``client_id`` (default ``jinmei-ingest``): fixed, because the broker keeps the session — the
+  subscription and every unacknowledged message — under this id while the service is away.
+- ``protocol`` ``"5"`` (default) or ``"3.1.1"`` (the embedded amqtt broker speaks only 3.1.1).
+- ``in_flight`` (default 10,000): how many delivered but unacknowledged messages the broker may
+  have out to us (MQTT 5 Receive Maximum). Mosquitto's default of 20 caps throughput at tens of
+  messages per second when acks wait for a commit (design.md); deploy/mosquitto.conf raises the
+  broker side too.
+
+Failure behaviour: the paho callback only puts the message on a queue, so paho's network thread
+never blocks. The worker takes batches with :meth:`MqttSource.take` and calls :meth:`ack` only
+after the readings are committed, so a crash before the commit makes the broker deliver the
+same messages again (persistent session: MQTT 5 ``clean_start=False`` with a session expiry, or
+3.1.1 ``clean_session=False``). A PUBACK belongs to the connection that delivered the message:
+after a reconnect, acks for messages of the old connection are skipped — the broker redelivers
+those and they are acknowledged then. Connection loss is retried by paho with backoff (1 s up
+to 30 s); the first connection too, so the service can start before its broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from config.errors import ConfigError
+from config.model import BrokerConfig
+
+__all__ = ["TELEMETRY_TOPIC", "Inbound", "MqttSource", "broker_address"]
+
+log = logging.getLogger(__name__)
+
+# `#` also matches the parent level, so this covers jinmei/<mine>/telemetry and every
+# jinmei/<mine>/telemetry/<substation>.
+TELEMETRY_TOPIC = "jinmei/+/telemetry/#"
+SESSION_EXPIRY_S = 7 * 24 * 3600  # keep queued telemetry for a week of downtime (AQ 6201: 7 days)
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A message as received: its topic, bytes, and what is needed to acknowledge it."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    connection: int
+    received_ms: int
+
+
+def broker_address(url: str) -> tuple[str, int, bool]:
+    """(host, port, tls) from ``mqtt://host[:port]`` or ``mqtts://host[:port]``."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ConfigError("broker.url", "",
+                          f"expected mqtt://host[:port] or mqtts://host[:port], got {url!r}")
+    tls = parts.scheme == "mqtts"
+    return parts.hostname, parts.port or (8883 if tls else 1883), tls
+
+
+class MqttSource:
+    """Subscribes to telemetry and hands messages to the worker; publishes rejects and alerts.
+
+    ``start()`` connects (in the background, retrying); ``take()`` returns the next batch;
+    ``ack()`` acknowledges a committed batch; ``stop()`` returns when the client is closed.
+    """
+
+    def __init__(self, broker: BrokerConfig, topic: str = TELEMETRY_TOPIC) -> None:
+        self.config = broker
+        self.topic = topic
+        self.host, self.port, tls = broker_address(broker.url)
+        self._inbox: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
+        self._connection = 0  # counts successful connections; tags messages for ack()
+        self._connected = threading.Event()
+        self._subscribed = threading.Event()
+        self.counters = {"received": 0, "acked": 0, "ack_skipped": 0, "connections": 0}
+        v5 = broker.protocol == "5"
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=broker.client_id,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else False, manual_ack=True)
+        if broker.username:
+            self._client.username_pw_set(broker.username, broker.password or None)
+        if tls:
+            self._client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        # paho keeps our own publishes (rejects, alerts) queued while disconnected: no limit.
+        self._client.max_queued_messages_set(0)
+        self._client.max_inflight_messages_set(1000)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
+
+    # ── paho callbacks: run on paho's network thread, so they only record and hand on ──
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                    properties: Any) -> None:
+        if reason.is_failure:
+            log.error("broker %s:%d refused the connection: %s", self.host, self.port, reason)
+            return
+        self._connection += 1
+        self.counters["connections"] += 1
+        log.info("connected to %s:%d (session present: %s)", self.host, self.port,
+                 flags.session_present)
+        client.subscribe(self.topic, qos=1)
+        self._connected.set()
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
+                      properties: Any) -> None:
+        if any(r.is_failure for r in reasons):
+            log.error("broker refused the subscription to %s: %s", self.topic, reasons)
+            return
+        self._subscribed.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                       properties: Any) -> None:
+        self._connected.clear()
+        if reason.is_failure:
+            log.warning("lost the broker %s:%d (%s); reconnecting", self.host, self.port, reason)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self._inbox.put(Inbound(message.topic, message.payload, message.mid, message.qos,
+                                self._connection, int(time.time() * 1000)))
+
+    # ── the worker's side ──
+    def start(self) -> None:
+        properties = None
+        if self.config.protocol == "5":
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = SESSION_EXPIRY_S
+            properties.ReceiveMaximum = self.config.in_flight
+        self._client.connect_async(self.host, self.port, keepalive=self.config.keepalive_s,
+                                   clean_start=False if properties else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+                                   properties=properties)
+        self._client.loop_start()
+
+    def wait_subscribed(self, timeout: float) -> bool:
+        """True once the telemetry subscription is in place (for tests and the demo)."""
+        return self._subscribed.wait(timeout)
+
+    def take(self, max_messages: int, wait_s: float) -> list[Inbound]:
+        """Up to ``max_messages`` messages: waits ``wait_s`` for the first, then takes what is there."""
+        try:
+            first = self._inbox.get(timeout=wait_s)
+        except queue.Empty:
+            return []
+        batch = [first]
+        while len(batch) < max_messages:
+            try:
+                batch.append(self._inbox.get_nowait())
+            except queue.Empty:
+                break
+        self.counters["received"] += len(batch)
+        return batch
+
+    def backlog(self) -> int:
+        """Messages received but not yet taken by the worker."""
+        return self._inbox.qsize()
+
+    def ack(self, messages: list[Inbound]) -> None:
+        """Acknowledge committed messages to the broker (PUBACK), on their own connection only."""
+        current = self._connection
+        for m in messages:
+            if m.qos == 0:
+                continue
+            if m.connection != current:
+                self.counters["ack_skipped"] += 1
+                continue
+            self._client.ack(m.mid, m.qos)
+            self.counters["acked"] += 1
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> mqtt.MQTTMessageInfo:
+        """Publish on the same session (rejects, alerts); queued by paho while disconnected."""
+        return self._client.publish(topic, payload, qos=qos)
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()

@@ -1,0 +1,253 @@
+"""The ``jinmei`` command: one entry point with a subcommand per job.
+
+    jinmei run        the service: MQTT telemetry in, readings stored, alerts out
+    jinmei demo       everything in one process on embedded defaults (no set-up needed)
+    jinmei simulate   play a simulated mine feed to a broker or into a file
+    jinmei config     check configuration files, or show the resolved sensor registry
+
+Exit codes: 0 success, 1 the job failed (e.g. the demo saw no alert), 2 bad configuration or
+arguments (the message names the file and key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from config.errors import ConfigError, JinmeiError
+from config.loader import check_file, load_deployment, registry_json
+from config.model import Deployment
+
+__all__ = ["main"]
+
+log = logging.getLogger("jinmei")
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jinmei", formatter_class=_formatter,
+        description="jinmei (金煤) — coal-mine safety monitoring pipeline of the Golden Coal "
+                    "Project.\nMine telemetry over MQTT → statutory limit checks → alerts to "
+                    "dispatchers and regulators.",
+        epilog="Run 'jinmei COMMAND --help' for the options of each command.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run", formatter_class=_formatter, help="run the monitoring service",
+        description="Run the service: subscribe to jinmei/+/telemetry/#, store every accepted "
+                    "reading,\ncheck it against its statutory limits, and publish alerts on "
+                    "jinmei/<mine>/alerts.\nRejected input is republished with its reason on "
+                    "jinmei/<mine>/rejects. Stop with Ctrl-C\nor SIGTERM: the batch in hand is "
+                    "finished and acknowledged first.")
+    _config_option(run)
+    run.add_argument("--broker", metavar="URL", help="MQTT broker, e.g. mqtt://127.0.0.1:1883 "
+                     "(overrides [broker] url)")
+    run.add_argument("--store", metavar="URL", help="store, e.g. sqlite:///var/jinmei/readings.db "
+                     "or influxdb://host:8086?org=O&bucket=B (overrides [store] url)")
+    run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser(
+        "demo", formatter_class=_formatter, help="run a self-contained demonstration",
+        description="Run everything in one process with no set-up: an embedded MQTT broker, "
+                    "the two pilot\nmines (Dayan 大雁, Qipanjing 棋盘井), SQLite storage in a "
+                    "fresh folder under var/demo,\nand simulators playing a methane rise past "
+                    "the power-off limit and back. Alerts are\nprinted as they happen; a "
+                    "summary per mine closes the run.")
+    demo.add_argument("--duration", type=float, default=20.0, metavar="S",
+                      help="wall-clock seconds to run (default 20)")
+    demo.add_argument("--speed", type=float, default=30.0, metavar="X",
+                      help="feed time runs X times faster than real time (default 30)")
+    demo.add_argument("--seed", type=int, default=0, help="simulator seed (default 0)")
+    demo.add_argument("--workdir", type=Path, default=Path("var/demo"), metavar="DIR",
+                      help="where each run's folder is made (default var/demo)")
+    demo.set_defaults(func=cmd_demo)
+
+    simulate = sub.add_parser(
+        "simulate", formatter_class=_formatter, help="play a simulated mine feed",
+        description="Publish a simulated feed for every configured sensor of a mine, at each "
+                    "sensor's\nsampling period, to an MQTT broker (or write it to a file). "
+                    "With --speed X > 1 the\nfeed's clock starts in the past so that no "
+                    "reading is stamped in the future.")
+    _config_option(simulate)
+    simulate.add_argument("--mine", required=True, help="mine id, e.g. qipanjing")
+    simulate.add_argument("--scenario", default="normal",
+                          help="scenario name (default normal), e.g. methane-rise")
+    simulate.add_argument("--duration", type=float, default=600.0, metavar="S",
+                          help="feed seconds to produce (default 600)")
+    pace = simulate.add_mutually_exclusive_group()
+    pace.add_argument("--speed", type=float, default=1.0, metavar="X",
+                      help="feed time per wall-clock time (default 1: real time)")
+    pace.add_argument("--asap", action="store_true", help="publish as fast as possible")
+    simulate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    simulate.add_argument("--broker", metavar="URL", help="broker (default: the config's)")
+    simulate.add_argument("--out", type=Path, metavar="FILE",
+                          help="write JSON Lines {at_ms, topic, payload} here instead of "
+                               "publishing")
+    simulate.set_defaults(func=cmd_simulate)
+
+    cfg = sub.add_parser("config", formatter_class=_formatter,
+                         help="check configuration or show the sensor registry",
+                         description="Check configuration files, or print the resolved "
+                                     "sensor registry.")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    check = cfg_sub.add_parser(
+        "check", formatter_class=_formatter, help="validate a configuration file",
+        description="Validate a deployment, mine or limits file (default: the shipped "
+                    "deployment and\neverything it names). Prints a summary, or the first "
+                    "problem with its file and key.")
+    check.add_argument("file", nargs="?", type=Path, help="file to check")
+    check.set_defaults(func=cmd_config_check)
+    show = cfg_sub.add_parser(
+        "show", formatter_class=_formatter, help="print the resolved sensor registry",
+        description="Print every sensor with its mine, kind, location, unit, range and "
+                    "effective limits\n(and each limit's source).")
+    _config_option(show)
+    show.add_argument("--json", action="store_true", help="machine-readable JSON")
+    show.set_defaults(func=cmd_config_show)
+    return parser
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", type=Path, metavar="FILE",
+                        help="deployment file (default: the shipped pilot mines, "
+                             "config/jinmei.example.toml)")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from jinmei.service import Service  # imported late: `jinmei config` needs no MQTT stack
+
+    deployment = load_deployment(args.config)
+    if args.broker:
+        deployment = dataclasses.replace(
+            deployment, broker=dataclasses.replace(deployment.broker, url=args.broker))
+    if args.store:
+        deployment = dataclasses.replace(
+            deployment, store=dataclasses.replace(deployment.store, url=args.store))
+    service = Service(deployment, on_alert=lambda a: log.warning("ALERT %s", a.message))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    service.start()
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        log.info("stopping: finishing the batch in hand")
+        service.stop()
+        stats = service.pipeline.stats
+        log.info("stopped: %d messages, readings %s, rejects %s, %d alert transitions",
+                 stats.messages, dict(stats.readings_by_mine), dict(stats.rejects_by_reason),
+                 len(stats.alerts))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from jinmei.demo import run_demo
+
+    summary = run_demo(args.duration, args.speed, args.workdir, args.seed)
+    print(summary.render())
+    if not summary.ok:
+        print("demo FAILED: not every reading was stored, or no alert fired and resolved",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from simulators.feed import generate
+    from simulators.publisher import publish
+
+    deployment = load_deployment(args.config)
+    mine = next((m for m in deployment.mines if m.id == args.mine), None)
+    if mine is None:
+        raise ConfigError(deployment.source_file, "mines",
+                          f"no mine {args.mine!r}; configured: "
+                          f"{', '.join(m.id for m in deployment.mines)}")
+    speed = None if args.asap else args.speed
+    now_ms = int(time.time() * 1000)
+    # the feed's clock starts early enough that it never runs ahead of the wall clock
+    lead_s = 0.0 if speed is None or args.out else max(0.0, args.duration * (1 - 1 / speed))
+    feed = generate(mine, args.scenario, start_ms=now_ms - int(lead_s * 1000),
+                    duration_s=args.duration, seed=args.seed)
+    if args.out:
+        with args.out.open("w", encoding="utf-8") as f:
+            n = 0
+            for m in feed:
+                f.write(json.dumps({"at_ms": m.at_ms, "topic": m.topic,
+                                    "payload": m.payload.decode()}, ensure_ascii=False) + "\n")
+                n += 1
+        print(f"wrote {n} messages to {args.out}")
+        return 0
+    url = args.broker or deployment.broker.url
+    summary = publish(feed, url, speed=speed, client_id=f"jinmei-sim-{mine.id}")
+    print(f"published {summary.messages} messages ({summary.readings} readings) to {url} "
+          f"in {summary.seconds:.1f} s")
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    if args.file is None:
+        deployment = load_deployment(None)
+        print(_deployment_summary(deployment))
+    else:
+        print(check_file(args.file))
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    deployment = load_deployment(args.config)
+    data = registry_json(deployment)
+    if args.json:
+        print(json.dumps(data, ensure_ascii=False, indent=2))
+        return 0
+    print(f"{'mine':<10} {'sensor':<10} {'kind':<11} {'location':<22} {'unit':<4} "
+          f"{'alarm':>6} {'power-off':>9} {'restore':>7}  place")
+    for s in data["sensors"]:
+        lim = s["limits"]
+        print(f"{s['mine']:<10} {s['id']:<10} {s['kind']:<11} {s['location']:<22} "
+              f"{s['unit']:<4} {_num(lim['alarm_high'] or lim['alarm_low']):>6} "
+              f"{_num(lim['power_off']):>9} {_num(lim['restore']):>7}  {s['place']}")
+    return 0
+
+
+def _num(value: float | None) -> str:
+    return "—" if value is None else f"{value:g}"
+
+
+def _deployment_summary(deployment: Deployment) -> str:
+    lines = [f"{deployment.source_file}: OK — {len(deployment.registry)} sensors, "
+             f"config hash {deployment.config_hash}"]
+    lines += [f"  {m.id} ({m.name}): {len(m.sensors)} sensors on {len(m.substations)} "
+              f"substations" for m in deployment.mines]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except JinmeiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The test command of the README: set up everything the tests need on a fresh Debian machine,
+# then run lint, type checks and the whole test suite (unit + integration against real servers).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Real servers the integration tests start (design.md): Mosquitto, VictoriaMetrics, InfluxDB 1.x.
+missing=()
+command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+command -v victoria-metrics >/dev/null || missing+=(victoria-metrics)
+command -v influxd >/dev/null || missing+=(influxdb)
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+python3 -m venv .venv
+.venv/bin/pip install -q -e '.[test]'
+.venv/bin/ruff check .
+.venv/bin/mypy
+.venv/bin/pytest "$@"
