@@ -1,0 +1,569 @@
+"""The configuration loader: TOML files in, the typed model of ``config.model`` out.
+
+Three kinds of file, each validated completely before anything runs:
+
+- the **limits table** (``config/limits.toml``, shipped): kinds, location types and the
+  statutory ``[[limit]]`` rows → :class:`~config.limits_table.LimitsTable`;
+- a **mine file** (``config/mines/<mine>.toml``): ``[mine]``, ``[defaults]``,
+  ``[[substations]]``, ``[[sensors]]`` → :class:`~config.model.Mine`, every sensor carrying
+  its effective :class:`~config.model.Limits` (the governing row, release values defaulted,
+  per-sensor overrides applied — stricter only, unless the row is ``unsure``; any override
+  needs a ``reason``, which becomes part of ``Limits.source``);
+- a **deployment file** (``config/jinmei.example.toml`` is the commented sample and the
+  default): the mine files, the limits file, ``[broker]``, ``[store]``, ``[ingest]``,
+  ``[alerts]`` → :class:`~config.model.Deployment`. Secrets never come from files: the MQTT
+  password from ``JINMEI_MQTT_PASSWORD``, the InfluxDB token from ``JINMEI_INFLUX_TOKEN``.
+
+Failure: the first problem raises :class:`~config.errors.ConfigError` naming the file, where
+(``line N`` for TOML syntax, else the key path, with the line of its ``[[sensors]]`` /
+``[[substations]]`` / ``[[limit]]`` header when the file has one) and what was expected.
+Unknown keys are errors, never ignored. Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+import tomllib
+from collections import Counter
+from collections.abc import Collection, Mapping
+from dataclasses import asdict, dataclass, replace
+from difflib import get_close_matches
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from config.errors import ConfigError
+from config.limits_table import (
+    ANY_LOCATION,
+    THRESHOLDS,
+    UPPER_THRESHOLDS,
+    KindInfo,
+    LimitRow,
+    LimitsTable,
+    LocationInfo,
+    consistency_problem,
+    with_release_defaults,
+)
+from config.model import (
+    AlertsConfig,
+    BrokerConfig,
+    Deployment,
+    IngestConfig,
+    Limits,
+    Mine,
+    Sensor,
+    StoreConfig,
+    Substation,
+)
+
+__all__ = [
+    "DEFAULT_DEPLOYMENT",
+    "DEFAULT_LIMITS",
+    "ENV_INFLUX_TOKEN",
+    "ENV_MQTT_PASSWORD",
+    "LOCAL_TZ",
+    "check_file",
+    "deployment_limits",
+    "load_deployment",
+    "load_limits",
+    "load_mine",
+    "registry_json",
+]
+
+CONFIG_DIR = Path(__file__).resolve().parent
+DEFAULT_LIMITS = CONFIG_DIR / "limits.toml"
+DEFAULT_DEPLOYMENT = CONFIG_DIR / "jinmei.example.toml"
+LOCAL_TZ = "Asia/Shanghai"
+ENV_MQTT_PASSWORD = "JINMEI_MQTT_PASSWORD"
+ENV_INFLUX_TOKEN = "JINMEI_INFLUX_TOKEN"
+
+DEFAULT_PERIOD_S = 10.0
+MAX_PERIOD_S = 30.0  # AQ 6201-2019: every sensor is patrolled at least every 30 s
+
+_MINE_ID = re.compile(r"[a-z][a-z0-9_-]*\Z")  # goes into MQTT topics and store tags
+_POINT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+_TOML_AT = re.compile(r"\s*\(at line (\d+), column \d+\)\s*$")
+_ARRAY_HEADER = re.compile(r"\s*\[\[\s*([A-Za-z0-9_.-]+)\s*\]\]")
+_SECRET_HINTS = {
+    "password": f"passwords are never read from files: set {ENV_MQTT_PASSWORD}",
+    "token": f"tokens are never read from files: set {ENV_INFLUX_TOKEN}",
+}
+_MISSING: Any = object()
+
+
+# ── Reading TOML with errors that say where ──────────────────────────────────────────────────
+
+@dataclass(frozen=True)
+class _Source:
+    """One file as read: its bytes (for the config hash), its document, and the line of every
+    ``[[array]]`` header (so errors inside a sensor block can point at it)."""
+
+    path: Path
+    raw: bytes
+    doc: dict[str, Any]
+    headers: Mapping[str, list[int]]
+
+    @property
+    def file(self) -> str:
+        return str(self.path)
+
+    def root(self) -> _Table:
+        return _Table(self, self.doc, "", None)
+
+
+def _read(path: str | Path) -> _Source:
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(path), "", f"cannot read the file: {exc.strerror}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), f"byte {exc.start}", "not UTF-8 text") from exc
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        at = _TOML_AT.search(message)
+        location = f"line {at.group(1)}" if at else ""
+        raise ConfigError(str(path), location,
+                          f"invalid TOML: {message[:at.start()] if at else message}") from exc
+    headers: dict[str, list[int]] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if header := _ARRAY_HEADER.match(line):
+            headers.setdefault(header.group(1), []).append(number)
+    return _Source(path, raw, doc, headers)
+
+
+def _show(value: object) -> str:
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return repr(value)
+
+
+class _Table:
+    """A TOML table being read: typed getters whose errors name file, line and key path."""
+
+    def __init__(self, source: _Source, data: dict[str, Any], where: str,
+                 line: int | None) -> None:
+        self.source, self.data, self.where, self.line = source, data, where, line
+
+    def error(self, key: str | None, message: str) -> ConfigError:
+        path = ".".join(p for p in (self.where, key) if p)
+        location = f"line {self.line} ({path})" if self.line else path
+        return ConfigError(self.source.file, location, message)
+
+    def allow(self, *keys: str) -> None:
+        for key in self.data:
+            if key not in keys:
+                hint = _SECRET_HINTS.get(key) or "".join(
+                    f"did you mean {m!r}?" for m in get_close_matches(key, keys, n=1))
+                raise self.error(key, f"unknown key {key!r}{'; ' + hint if hint else ''}; "
+                                      f"allowed keys: {', '.join(keys)}")
+
+    def _get(self, key: str, default: Any, expected: str, ok: type | tuple[type, ...]) -> Any:
+        if key not in self.data:
+            if default is _MISSING:
+                raise self.error(key, f"required key {key!r} is missing: expected {expected}")
+            return default
+        value = self.data[key]
+        # TOML booleans are Python ints: never accept one as a number
+        if not isinstance(value, ok) or (isinstance(value, bool) and ok is not bool):
+            raise self.error(key, f"expected {expected}, got {_show(value)}")
+        return value
+
+    def text(self, key: str, default: Any = _MISSING) -> Any:
+        value = self._get(key, default, "a string", str)
+        if default is _MISSING and not value.strip():
+            raise self.error(key, "expected a non-empty string")
+        return value
+
+    def matching(self, key: str, pattern: re.Pattern[str], expected: str) -> str:
+        value: str = self.text(key)
+        if not pattern.match(value):
+            raise self.error(key, f"expected {expected}, got {value!r}")
+        return value
+
+    def choice(self, key: str, options: Collection[str], what: str,
+               default: Any = _MISSING) -> Any:
+        value = self.text(key, default)
+        if key in self.data and value not in options:
+            raise self.error(key, f"{value!r} is not {what}: {', '.join(options)}")
+        return value
+
+    def flag(self, key: str, default: bool) -> bool:
+        return bool(self._get(key, default, "true or false", bool))
+
+    def number(self, key: str, default: Any = _MISSING, *, above: float | None = None) -> Any:
+        value = self._get(key, default, "a number", (int, float))
+        if value is None:
+            return None
+        if not math.isfinite(value):
+            raise self.error(key, f"expected a finite number, got {value}")
+        if above is not None and not value > above:
+            raise self.error(key, f"expected a number above {above:g}, got {value:g}")
+        return float(value)
+
+    def integer(self, key: str, default: int, *, low: int = 1, high: int | None = None) -> int:
+        value: int = self._get(key, default, "an integer", int)
+        if value < low or (high is not None and value > high):
+            bounds = f"from {low} to {high}" if high is not None else f"of at least {low}"
+            raise self.error(key, f"expected an integer {bounds}, got {value}")
+        return value
+
+    def pair(self, key: str, default: tuple[float, float]) -> tuple[float, float]:
+        value = self._get(key, default, "an array [low, high]", (list, tuple))
+        if len(value) != 2 or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+            raise self.error(key, f"expected [low, high] (two numbers), got {value!r}")
+        low, high = float(value[0]), float(value[1])
+        if not low < high:
+            raise self.error(key, f"expected low < high, got [{low:g}, {high:g}]")
+        return low, high
+
+    def strings(self, key: str) -> list[str]:
+        value = self._get(key, _MISSING, "an array of strings", list)
+        if not value or not all(isinstance(v, str) and v for v in value):
+            raise self.error(key, f"expected a non-empty array of strings, got {value!r}")
+        return value
+
+    def table(self, key: str, *, required: bool = False) -> _Table:
+        value = self._get(key, _MISSING if required else {}, "a table", dict)
+        return _Table(self.source, value, ".".join(p for p in (self.where, key) if p), self.line)
+
+    def tables(self, key: str) -> list[_Table]:
+        """The elements of an array of tables, each knowing the line of its header."""
+        value = self._get(key, [], "an array of tables ([[" + key + "]])", list)
+        lines: list[int | None] = list(self.source.headers.get(key, []))
+        if len(lines) != len(value):  # written inline, not as [[key]] blocks: no line to show
+            lines = [None] * len(value)
+        rows = []
+        for i, (item, line) in enumerate(zip(value, lines, strict=True)):
+            if not isinstance(item, dict):
+                raise self.error(f"{key}[{i}]", f"expected a table, got {_show(item)}")
+            rows.append(_Table(self.source, item, f"{key}[{i}]", line or self.line))
+        return rows
+
+    def subtables(self, key: str) -> list[tuple[str, _Table]]:
+        """``[key.<name>]`` tables, e.g. ``[kinds.ch4]``."""
+        outer = self.table(key, required=True)
+        return [(name, outer.table(name, required=True)) for name in outer.data]
+
+
+# ── The limits table ─────────────────────────────────────────────────────────────────────────
+
+_VALUE_TYPES = ("MN", "KG", "LJ", "DT")  # MT/T 1201.1: analog, switch, accumulator, multi-state
+_ROW_KEYS = ("kind", "location", *THRESHOLDS, "inclusive", "power_off_area", "source", "unsure",
+             "note")
+
+
+def _parse_kind(t: _Table) -> KindInfo:
+    t.allow("name", "name_en", "unit", "value_type", "type_code", "range")
+    low, high = t.pair("range", _MISSING)
+    return KindInfo(t.text("name"), t.text("name_en"), t.text("unit", ""),
+                    t.choice("value_type", _VALUE_TYPES, "an MT/T 1201.1 value type"),
+                    t.text("type_code"), low, high)
+
+
+def _parse_location(t: _Table) -> LocationInfo:
+    t.allow("name", "name_en", "tag")
+    return LocationInfo(t.text("name"), t.text("name_en"), t.text("tag", ""))
+
+
+def _parse_limits(src: _Source) -> LimitsTable:
+    root = src.root()
+    root.allow("kinds", "locations", "limit")
+    kinds = {name: _parse_kind(t) for name, t in root.subtables("kinds")}
+    locations = {name: _parse_location(t) for name, t in root.subtables("locations")}
+    rows: dict[tuple[str, str], LimitRow] = {}
+    for t in root.tables("limit"):
+        t.allow(*_ROW_KEYS)
+        kind = t.choice("kind", kinds, "a kind of this table")
+        location = t.choice("location", [ANY_LOCATION, *locations], "a location of this table")
+        if (kind, location) in rows:
+            raise t.error(None, f"a second row for kind {kind!r} at location {location!r}")
+        limits = Limits(**{k: t.number(k, None) for k in THRESHOLDS},
+                        inclusive=t.flag("inclusive", True),
+                        power_off_area=t.text("power_off_area", ""),
+                        source=t.text("source"), unsure=t.flag("unsure", False))
+        if problem := consistency_problem(with_release_defaults(limits)):
+            raise t.error(None, problem)
+        rows[kind, location] = LimitRow(kind, location, limits, t.text("note", ""))
+    return LimitsTable(kinds, locations, tuple(rows.values()), src.file)
+
+
+def load_limits(path: str | Path | None = None) -> LimitsTable:
+    """Load a limits table; ``None`` loads the shipped statutory table."""
+    return _parse_limits(_read(DEFAULT_LIMITS if path is None else path))
+
+
+# ── Mine files ───────────────────────────────────────────────────────────────────────────────
+
+def _period(t: _Table, default: float) -> float:
+    period: float = t.number("period_s", default, above=0.0)
+    if period > MAX_PERIOD_S:
+        raise t.error("period_s", f"{period:g} s is too long: AQ 6201-2019 sets the maximum "
+                                  f"patrol period at {MAX_PERIOD_S:g} s")
+    return period
+
+
+def _effective_limits(t: _Table, row: LimitRow, origin: str) -> Limits:
+    """The row's limits with this sensor's override (if any) applied, release values defaulted."""
+    limits = row.limits
+    if "limits" in t.data:
+        override = t.table("limits")
+        override.allow(*THRESHOLDS, "reason")
+        changes = {k: override.number(k) for k in THRESHOLDS if k in override.data}
+        if not changes:
+            raise override.error(None, f"an override needs at least one of {', '.join(THRESHOLDS)}")
+        reason = override.text("reason")
+        statutory = with_release_defaults(row.limits)
+        for key, value in changes.items():
+            law = getattr(statutory, key)
+            looser = law is not None and (value > law if key in UPPER_THRESHOLDS else value < law)
+            if looser and not row.limits.unsure:
+                raise override.error(key, f"{value:g} is looser than the statutory {law:g} "
+                                          f"({row.limits.source}); an override may only be "
+                                          "stricter unless the row is marked unsure")
+        limits = replace(limits, **changes,
+                         source=f"{row.limits.source}; override in {origin}: {reason}")
+    effective = with_release_defaults(limits)
+    if problem := consistency_problem(effective):
+        raise t.error("limits", problem)
+    return effective
+
+
+def _parse_sensor(t: _Table, mine_id: str, substations: Collection[str], default_period: float,
+                  table: LimitsTable) -> Sensor:
+    t.allow("id", "kind", "location", "place", "area", "substation", "unit", "period_s", "range",
+            "limits")
+    sensor_id = t.matching("id", _POINT_ID, "a point code of letters, digits, '-', '_' or '.'")
+    kind_id = t.choice("kind", table.kinds, "a kind of the limits table")
+    kind = table.kinds[kind_id]
+    location = t.choice("location", table.locations, "a location of the limits table")
+    unit = t.text("unit", kind.unit)
+    if unit != kind.unit:
+        raise t.error("unit", f"{unit!r} differs from the unit of {kind_id}, {kind.unit!r}")
+    try:
+        row = table.resolve(kind_id, location)
+    except ConfigError as exc:
+        raise t.error("location", exc.message) from exc
+    low, high = t.pair("range", (kind.range_low, kind.range_high))
+    return Sensor(
+        mine=mine_id, id=sensor_id, kind=kind_id, unit=unit, location=location,
+        place=t.text("place"), area=t.text("area"),
+        substation=t.choice("substation", substations, "a substation declared in this file"),
+        period_s=_period(t, default_period), range_low=low, range_high=high,
+        limits=_effective_limits(t, row, f"{t.source.path.name} sensors.{sensor_id}"),
+    )
+
+
+def _parse_mine(src: _Source, table: LimitsTable) -> Mine:
+    root = src.root()
+    root.allow("mine", "defaults", "substations", "sensors")
+    head = root.table("mine", required=True)
+    head.allow("id", "name", "name_en", "timezone")
+    mine_id = head.matching("id", _MINE_ID, "a lowercase slug such as 'dayan'")
+    name, name_en = head.text("name"), head.text("name_en")
+    timezone: str = head.text("timezone", LOCAL_TZ)
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise head.error("timezone", f"{timezone!r} is not a known time zone "
+                                     "(expected a name such as 'Asia/Shanghai')") from exc
+    defaults = root.table("defaults")
+    defaults.allow("period_s")
+    default_period = _period(defaults, DEFAULT_PERIOD_S)
+
+    substations: dict[str, Substation] = {}
+    for t in root.tables("substations"):
+        t.allow("id", "name", "place")
+        station = Substation(t.matching("id", _POINT_ID, "a substation code"), t.text("name"),
+                             t.text("place", ""))
+        if station.id in substations:
+            raise t.error("id", f"substation {station.id!r} is declared twice")
+        substations[station.id] = station
+
+    sensors: dict[str, Sensor] = {}
+    for t in root.tables("sensors"):
+        sensor = _parse_sensor(t, mine_id, substations, default_period, table)
+        if sensor.id in sensors:
+            raise t.error("id", f"sensor id {sensor.id!r} is used twice in mine {mine_id!r}")
+        sensors[sensor.id] = sensor
+    if not sensors:
+        raise root.error("sensors", "a mine needs at least one [[sensors]] block")
+    return Mine(mine_id, name, name_en, timezone,
+                tuple(substations.values()), tuple(sensors.values()), src.file)
+
+
+def load_mine(path: str | Path, limits: LimitsTable) -> Mine:
+    """Load one mine file, resolving every sensor's limits against ``limits``."""
+    return _parse_mine(_read(path), limits)
+
+
+# ── Deployment files ─────────────────────────────────────────────────────────────────────────
+
+def _parse_broker(t: _Table, environ: Mapping[str, str]) -> BrokerConfig:
+    t.allow("url", "client_id", "protocol", "username", "in_flight", "keepalive_s")
+    d = BrokerConfig()
+    url: str = t.text("url", d.url)
+    _check_url(t, url, ("mqtt", "mqtts"), "mqtt://host[:port] or mqtts://host[:port]")
+    return BrokerConfig(
+        url=url, client_id=t.text("client_id", d.client_id),
+        protocol=t.choice("protocol", ("5", "3.1.1"), "an MQTT protocol version", d.protocol),
+        username=t.text("username", d.username), password=environ.get(ENV_MQTT_PASSWORD, ""),
+        in_flight=t.integer("in_flight", d.in_flight, high=65535),
+        keepalive_s=t.integer("keepalive_s", d.keepalive_s),
+    )
+
+
+def _check_url(t: _Table, url: str, schemes: tuple[str, ...], expected: str) -> None:
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 — parsing the port is the check
+    except ValueError as exc:
+        raise t.error("url", f"bad port in {url!r}") from exc
+    if parts.scheme not in schemes or not parts.hostname:
+        raise t.error("url", f"expected {expected}, got {url!r}")
+
+
+def _parse_store(t: _Table, environ: Mapping[str, str]) -> StoreConfig:
+    t.allow("url")
+    url: str = t.text("url", StoreConfig().url)
+    if url.startswith("sqlite:"):
+        if not url.startswith("sqlite:///") or url == "sqlite:///":
+            raise t.error("url", f"expected sqlite:///relative/path.db or "
+                                 f"sqlite:////absolute/path.db, got {url!r}")
+    else:
+        _check_url(t, url, ("influxdb", "influxdbs"),
+                   "sqlite:///path.db or influxdb[s]://host:port?org=..&bucket=..")
+        query = parse_qs(urlsplit(url).query)
+        if missing := [k for k in ("org", "bucket") if not query.get(k)]:
+            raise t.error("url", f"{url!r} lacks {' and '.join(missing)}: "
+                                 "expected influxdb://host:port?org=..&bucket=..")
+    return StoreConfig(url=url, influx_token=environ.get(ENV_INFLUX_TOKEN, ""))
+
+
+def _parse_ingest(t: _Table) -> IngestConfig:
+    t.allow("state_dir", "batch_max_messages", "batch_wait_ms", "max_future_s")
+    d = IngestConfig()
+    state_dir: str = t.text("state_dir", d.state_dir)
+    if not state_dir.strip():
+        raise t.error("state_dir", "expected a directory, got an empty string")
+    return IngestConfig(state_dir=state_dir,
+                        batch_max_messages=t.integer("batch_max_messages", d.batch_max_messages),
+                        batch_wait_ms=t.integer("batch_wait_ms", d.batch_wait_ms),
+                        max_future_s=t.number("max_future_s", d.max_future_s, above=0.0))
+
+
+def _limits_path(src: _Source) -> Path:
+    name = src.root().text("limits", None)
+    return DEFAULT_LIMITS if name is None else src.path.parent / name
+
+
+def _config_hash(sources: list[_Source]) -> str:
+    digest = hashlib.sha256()
+    for source in sources:  # length-prefixed, so moving bytes between files changes the hash
+        digest.update(len(source.raw).to_bytes(8, "big"))
+        digest.update(source.raw)
+    return digest.hexdigest()[:16]
+
+
+def _parse_deployment(src: _Source, environ: Mapping[str, str]) -> Deployment:
+    root = src.root()
+    root.allow("mines", "limits", "broker", "store", "ingest", "alerts")
+    limits_src = _read(_limits_path(src))
+    table = _parse_limits(limits_src)
+    mine_srcs = [_read(src.path.parent / name) for name in root.strings("mines")]
+    mines = [_parse_mine(s, table) for s in mine_srcs]
+    seen: dict[str, str] = {}
+    for i, mine in enumerate(mines):
+        if mine.id in seen:
+            raise root.error(f"mines[{i}]", f"mine {mine.id!r} is already loaded from "
+                                            f"{seen[mine.id]}")
+        seen[mine.id] = mine.source_file
+    alerts = root.table("alerts")
+    alerts.allow("mqtt")
+    return Deployment(
+        broker=_parse_broker(root.table("broker"), environ),
+        store=_parse_store(root.table("store"), environ),
+        ingest=_parse_ingest(root.table("ingest")),
+        alerts=AlertsConfig(mqtt=alerts.flag("mqtt", AlertsConfig().mqtt)),
+        mines=tuple(mines), source_file=src.file,
+        config_hash=_config_hash([src, limits_src, *mine_srcs]),
+    )
+
+
+def load_deployment(path: str | Path | None = None, *,
+                    environ: Mapping[str, str] = os.environ) -> Deployment:
+    """Load a deployment and every file it names; ``None`` loads the shipped sample, which
+    runs both pilot mines. Paths in the file are relative to the file itself."""
+    return _parse_deployment(_read(DEFAULT_DEPLOYMENT if path is None else path), environ)
+
+
+def deployment_limits(deployment: Deployment) -> LimitsTable:
+    """The limits table the deployment was loaded with (kind and location names for messages);
+    the shipped table for a Deployment built without a file."""
+    if not deployment.source_file:
+        return load_limits()
+    return load_limits(_limits_path(_read(deployment.source_file)))
+
+
+# ── Checking and showing ─────────────────────────────────────────────────────────────────────
+
+def check_file(path: str | Path) -> str:
+    """Validate a limits, mine or deployment file (told apart by its tables) and summarise it.
+
+    A mine file is checked against the shipped limits table. Raises ConfigError on the first
+    problem.
+    """
+    src = _read(path)
+    if "limit" in src.doc or "kinds" in src.doc:
+        table = _parse_limits(src)
+        unsure = sum(row.limits.unsure for row in table.rows)
+        return (f"{src.file}: limits table, {len(table.kinds)} kinds, {len(table.locations)} "
+                f"location types, {len(table.rows)} limit rows ({unsure} marked unsure).")
+    if "mine" in src.doc or "sensors" in src.doc:
+        table = load_limits()
+        mine = _parse_mine(src, table)
+        kinds = Counter(s.kind for s in mine.sensors)
+        overrides = sum(s.limits != with_release_defaults(table.resolve(s.kind, s.location).limits)
+                        for s in mine.sensors)
+        return (f"{src.file}: mine {mine.id} ({mine.name}, {mine.name_en}), "
+                f"{len(mine.sensors)} sensors on {len(mine.substations)} substations; "
+                f"{', '.join(f'{k} {n}' for k, n in kinds.most_common())}; "
+                f"limit overrides: {overrides}; time zone {mine.timezone}.")
+    if "mines" in src.doc:
+        deployment = _parse_deployment(src, os.environ)
+        per_mine = ", ".join(f"{m.id} {len(m.sensors)} sensors" for m in deployment.mines)
+        return (f"{src.file}: deployment of {len(deployment.mines)} mines ({per_mine}), "
+                f"{len(deployment.registry)} sensors in all; broker {deployment.broker.url} "
+                f"(MQTT {deployment.broker.protocol}); store {deployment.store.url}; limits "
+                f"{_limits_path(src)}; config hash {deployment.config_hash}.")
+    raise ConfigError(src.file, "", "cannot tell what this file is: a limits table has "
+                                    "[[limit]] rows, a mine file a [mine] table, a deployment a "
+                                    "mines = [...] list")
+
+
+def registry_json(deployment: Deployment) -> dict[str, Any]:
+    """The resolved configuration as plain JSON-ready data (``jinmei config show --json``)."""
+    return {
+        "config_hash": deployment.config_hash,
+        "mines": [{"id": m.id, "name": m.name, "name_en": m.name_en, "timezone": m.timezone,
+                   "substations": [asdict(s) for s in m.substations]}
+                  for m in deployment.mines],
+        "sensors": [{"mine": s.mine, "id": s.id, "kind": s.kind, "unit": s.unit,
+                     "location": s.location, "place": s.place, "area": s.area,
+                     "substation": s.substation, "period_s": s.period_s,
+                     "range": [s.range_low, s.range_high], "limits": asdict(s.limits)}
+                    for s in deployment.registry.sensors],
+    }
