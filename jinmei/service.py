@@ -17,7 +17,7 @@ from pathlib import Path
 from alerts.episodes import Names
 from alerts.record import AlertRecord
 from alerts.wire import Alert
-from config.loader import load_limits
+from config.loader import deployment_limits
 from config.model import Deployment
 from ingest.mqtt import MqttSource
 from ingest.sink import open_sink
@@ -28,9 +28,9 @@ __all__ = ["Service", "names_from_limits"]
 log = logging.getLogger(__name__)
 
 
-def names_from_limits(limits_path: str | None = None) -> Names:
-    """Chinese and English names of kinds and locations, from the limits table's vocabularies."""
-    table = load_limits(limits_path)
+def names_from_limits(deployment: Deployment) -> Names:
+    """Chinese and English names of kinds and locations, from the deployment's limits table."""
+    table = deployment_limits(deployment)
     return Names(kind={k: (v.name, v.name_en) for k, v in table.kinds.items()},
                  location={k: (v.name, v.name_en) for k, v in table.locations.items()})
 
@@ -49,7 +49,7 @@ class Service:
                               influx_token=deployment.store.influx_token)
         self.record = AlertRecord(state_dir / "alerts.db")
         self.pipeline = Pipeline(deployment, self.source, self.sink, self.record,
-                                 names_from_limits(), clock=clock, on_alert=on_alert)
+                                 names_from_limits(deployment), clock=clock, on_alert=on_alert)
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self.pipeline.run, args=(self._stop,),
                                         name="jinmei-ingest", daemon=True)

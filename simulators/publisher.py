@@ -1,0 +1,149 @@
+"""Publish a feed to an MQTT broker, paced to the feed clock or as fast as possible, losing nothing.
+
+:func:`publish` connects with paho-mqtt 2 (callback API version 2, MQTT 3.1.1 so that the
+embedded amqtt broker takes it as well as Mosquitto), publishes every message at ``qos``
+(default 1) in order and returns only when the broker has acknowledged each one.
+
+Options: ``broker_url`` ``mqtt://[user:pass@]host[:port]`` (port 1883 by default) ·
+``speed`` feed time per wall time (``10`` = ten times real time; ``None`` = as fast as
+possible) · ``client_id`` (``jinmei-sim``) · ``window`` (1,000): at most this many publishes
+wait for their acknowledgement, the oldest is awaited before the next goes out, so a fast
+feed can neither outrun the broker nor fill memory · ``ack_timeout_s`` (30) · ``stop``: once
+set, nothing more is published, but what was published is still awaited.
+
+Failures are raised, never logged and dropped: a bad URL, ``qos`` or ``speed`` is a
+``ValueError`` before any connection; a broker that cannot be reached, refuses the
+connection or leaves a publish unacknowledged past ``ack_timeout_s`` raises
+:class:`~config.errors.DeliveryError` (``retryable=True``). A connection lost mid-feed is
+not resumed: the publishes it leaves unacknowledged fail the call.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from config.errors import DeliveryError
+from simulators.feed import Message
+
+__all__ = ["Message", "PublishSummary", "publish"]  # Message re-exported: what publish takes
+
+CONNECT_TIMEOUT_S = 10.0
+KEEPALIVE_S = 30
+
+
+@dataclass(frozen=True, slots=True)
+class PublishSummary:
+    """What one :func:`publish` call delivered: messages and readings acknowledged, wall time."""
+
+    messages: int
+    readings: int
+    seconds: float
+
+
+def publish(messages: Iterable[Message], broker_url: str, *, speed: float | None,
+            client_id: str = "jinmei-sim", qos: int = 1,
+            on_message: Callable[[Message], None] | None = None,
+            stop: threading.Event | None = None, window: int = 1_000,
+            ack_timeout_s: float = 30.0) -> PublishSummary:
+    """Publish ``messages`` in order and wait for every acknowledgement (module docstring).
+
+    ``on_message`` is called with each message once it is handed to the client.
+    """
+    host, port, username, password = _broker(broker_url)
+    if qos not in (0, 1, 2):
+        raise ValueError(f"qos value must be 0, 1, or 2: {qos}")
+    if speed is not None and not speed > 0:
+        raise ValueError(f"speed must be positive or None (as fast as possible): {speed}")
+    if window < 1:
+        raise ValueError(f"window must be at least 1: {window}")
+    stop = stop or threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                         protocol=MQTTProtocolVersion.MQTTv311)
+    if username:
+        client.username_pw_set(username, password)
+    client.max_inflight_messages_set(window)  # paho's own window must not be the narrower one
+    answered = threading.Event()
+    refusal: list[str] = []
+
+    def on_connect(_client: mqtt.Client, _userdata: Any, _flags: Any,
+                   reason: Any, _properties: Any) -> None:
+        if reason.is_failure:
+            refusal.append(str(reason))
+        answered.set()
+
+    client.on_connect = on_connect
+    try:
+        client.connect(host, port, KEEPALIVE_S)
+    except OSError as error:
+        raise DeliveryError(broker_url, f"cannot connect: {error}", retryable=True) from error
+    client.loop_start()
+    try:
+        if not answered.wait(CONNECT_TIMEOUT_S) or refusal:
+            why = refusal[0] if refusal else f"no CONNACK within {CONNECT_TIMEOUT_S:g} s"
+            raise DeliveryError(broker_url, f"connection refused: {why}", retryable=True)
+        return _publish_all(client, messages, broker_url, speed, qos, on_message, stop, window,
+                            ack_timeout_s)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def _publish_all(client: mqtt.Client, messages: Iterable[Message], broker_url: str,
+                 speed: float | None, qos: int, on_message: Callable[[Message], None] | None,
+                 stop: threading.Event, window: int, ack_timeout_s: float) -> PublishSummary:
+    pending: deque[mqtt.MQTTMessageInfo] = deque()
+    sent = readings = 0
+    began = time.monotonic()
+    first_ms: int | None = None
+    for message in messages:
+        if stop.is_set():
+            break
+        if speed is not None:
+            first_ms = message.at_ms if first_ms is None else first_ms
+            delay = began + (message.at_ms - first_ms) / 1000 / speed - time.monotonic()
+            if delay > 0 and stop.wait(delay):
+                break
+        if len(pending) >= window:
+            _acknowledged(pending.popleft(), broker_url, ack_timeout_s)
+        pending.append(client.publish(message.topic, message.payload, qos=qos))
+        sent += 1
+        readings += message.readings
+        if on_message is not None:
+            on_message(message)
+    while pending:
+        _acknowledged(pending.popleft(), broker_url, ack_timeout_s)
+    return PublishSummary(sent, readings, time.monotonic() - began)
+
+
+def _acknowledged(info: mqtt.MQTTMessageInfo, broker_url: str, timeout_s: float) -> None:
+    """Wait for one publish to be acknowledged; DeliveryError if it fails or times out."""
+    try:
+        info.wait_for_publish(timeout_s)
+        done = info.is_published()
+    except (RuntimeError, ValueError) as error:  # paho: not queued, or connection lost
+        raise DeliveryError(broker_url, f"publish {info.mid} failed: {error}",
+                            retryable=True) from error
+    if not done:
+        raise DeliveryError(broker_url, f"publish {info.mid} not acknowledged within "
+                            f"{timeout_s:g} s", retryable=True)
+
+
+def _broker(url: str) -> tuple[str, int, str, str]:
+    """(host, port, username, password) of ``mqtt://[user:pass@]host[:port]``."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or 1883
+    except ValueError as error:
+        raise ValueError(f"broker_url {url!r}: bad port") from error
+    if parts.scheme != "mqtt" or not parts.hostname:
+        raise ValueError(f"broker_url must look like mqtt://[user:pass@]host[:port]: {url!r}")
+    return parts.hostname, port, parts.username or "", parts.password or ""
