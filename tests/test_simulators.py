@@ -11,7 +11,6 @@ import math
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from typing import Any
 
 import msgspec
