@@ -1,0 +1,138 @@
+"""The alert record: every alert transition ever raised, kept in SQLite.
+
+Regulators must be able to trust that no alarm or power-off is lost, and AQ 6201-2019 asks
+that alarm / power-off records be kept at least a year (domain.md §3): the record is the
+durable answer to "what was raised, when, under which configuration". One table,
+``alert_transition``: every field of :class:`~alerts.wire.Alert` plus ``config_hash`` (the
+configuration in force) and ``recorded_at`` (epoch ms, passed in as ``now_ms``), primary key
+(id, state, ts). Appends ignore a row whose key is already there (``ON CONFLICT DO NOTHING``,
+the key-only form of ``INSERT OR IGNORE``), so redelivering the same transitions is harmless.
+The file runs in WAL mode with ``synchronous=FULL``: a transition that ``append`` returned for
+survives a power cut. One connection shared under a lock, so the CLI summary can
+read while the pipeline writes. Failures (disk full, unreadable file) raise ``sqlite3.Error``
+to the caller, which must not ack what was not recorded.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import msgspec
+
+from alerts.wire import Alert
+
+__all__ = ["AlertRecord"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS alert_transition (
+    id          TEXT    NOT NULL,
+    mine        TEXT    NOT NULL,
+    sensor      TEXT    NOT NULL,
+    kind        TEXT    NOT NULL,
+    rule        TEXT    NOT NULL,
+    severity    TEXT    NOT NULL,
+    state       TEXT    NOT NULL,
+    value       REAL,
+    "limit"     REAL,
+    started_at  INTEGER NOT NULL,
+    ts          INTEGER NOT NULL,
+    message     TEXT    NOT NULL,
+    condition   TEXT    NOT NULL,
+    unit        TEXT    NOT NULL,
+    location    TEXT    NOT NULL,
+    place       TEXT    NOT NULL,
+    source      TEXT    NOT NULL,
+    ended_at    INTEGER,
+    version     INTEGER NOT NULL,
+    config_hash TEXT    NOT NULL,
+    recorded_at INTEGER NOT NULL,
+    PRIMARY KEY (id, state, ts)
+);
+CREATE INDEX IF NOT EXISTS alert_transition_mine_ts ON alert_transition (mine, ts);
+"""
+
+_FIELDS: tuple[str, ...] = Alert.__struct_fields__
+_COLUMNS = ", ".join(f'"{name}"' for name in _FIELDS)
+# Only a repeat of the primary key is ignored: plain INSERT OR IGNORE would also drop rows
+# that break NOT NULL silently, and nothing may be dropped silently here.
+_INSERT = (f"INSERT INTO alert_transition ({_COLUMNS}, config_hash, recorded_at) "
+           f"VALUES ({', '.join('?' * (len(_FIELDS) + 2))}) "
+           "ON CONFLICT (id, state, ts) DO NOTHING")
+_SELECT = f"SELECT {_COLUMNS} FROM alert_transition"
+# SQLite stores a NaN REAL as NULL; these read back as NaN so the Alert stays a float.
+_FLOATS = frozenset({"value", "limit"})
+
+
+def _alert(row: tuple[object, ...]) -> Alert:
+    fields = {name: (math.nan if cell is None and name in _FLOATS else cell)
+              for name, cell in zip(_FIELDS, row, strict=True)}
+    return msgspec.convert(fields, Alert)
+
+
+class AlertRecord:
+    """Append-only SQLite record of alert transitions; see the module docstring."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def append(self, alerts: Sequence[Alert], config_hash: str, now_ms: int) -> int:
+        """Record these transitions in one transaction; returns how many were new."""
+        rows = [(*(getattr(a, name) for name in _FIELDS), config_hash, now_ms) for a in alerts]
+        with self._lock:
+            before = self._db.total_changes
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(_INSERT, rows)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            return self._db.total_changes - before
+
+    def open_episodes(self) -> list[Alert]:
+        """Latest firing transition of every episode with no resolve at or after it."""
+        return self._query(
+            f"{_SELECT} AS f WHERE state = 'firing' AND NOT EXISTS ("
+            " SELECT 1 FROM alert_transition AS r"
+            " WHERE r.id = f.id AND r.state = 'resolved' AND r.ts >= f.ts)"
+            " AND f.ts = (SELECT MAX(l.ts) FROM alert_transition AS l"
+            "             WHERE l.id = f.id AND l.state = 'firing')"
+            " ORDER BY started_at, id")
+
+    def history(self, mine: str | None = None, since_ms: int | None = None) -> list[Alert]:
+        """Transitions in time order, optionally of one mine and from ``since_ms`` on."""
+        where: list[str] = []
+        params: list[object] = []
+        if mine is not None:
+            where.append("mine = ?")
+            params.append(mine)
+        if since_ms is not None:
+            where.append("ts >= ?")
+            params.append(since_ms)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        return self._query(f"{_SELECT}{clause} ORDER BY ts, rowid", tuple(params))
+
+    def counts(self) -> dict[tuple[str, str, str], int]:
+        """Number of transitions by (mine, rule, state)."""
+        with self._lock:
+            rows = self._db.execute("SELECT mine, rule, state, COUNT(*) FROM alert_transition"
+                                    " GROUP BY mine, rule, state").fetchall()
+        return {(mine, rule, state): n for mine, rule, state, n in rows}
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _query(self, sql: str, params: tuple[object, ...] = ()) -> list[Alert]:
+        with self._lock:
+            rows = self._db.execute(sql, params).fetchall()
+        return [_alert(row) for row in rows]
