@@ -157,6 +157,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from jinmei.demo import run_demo
 
+    if not args.verbose:
+        logging.getLogger().setLevel(logging.WARNING)  # the console is for the alerts
     summary = run_demo(args.duration, args.speed, args.workdir, args.seed)
     print(summary.render())
     if not summary.ok:

@@ -26,8 +26,9 @@ from config.model import Deployment
 from ingest.codec import encode_telemetry
 from jinmei.embedded_broker import EmbeddedBroker
 from jinmei.service import Service
-from simulators.feed import generate
-from simulators.publisher import Message, publish
+from ingest.sqlite import SQLiteSink
+from simulators.feed import Message, generate
+from simulators.publisher import publish
 
 __all__ = ["DemoSummary", "run_demo"]
 
@@ -103,10 +104,10 @@ def run_demo(duration_s: float = 20.0, speed: float = 30.0, workdir: Path | None
         deadline = time.monotonic() + 15
         while not service.drained() and time.monotonic() < deadline:
             time.sleep(0.1)
+        return _summarize(service, deployment, published, workdir)
     finally:
         service.stop()
         broker.stop()
-    return _summarize(service, deployment, published, workdir)
 
 
 def _simulate_all(deployment: Deployment, broker_url: str, duration_s: float, speed: float,
@@ -142,12 +143,13 @@ def alert_line(alert: Alert) -> str:
 def _summarize(service: Service, deployment: Deployment, published: dict[str, int],
                workdir: Path) -> DemoSummary:
     stats = service.pipeline.stats
-    stored = service.sink.stats()
+    assert isinstance(service.sink, SQLiteSink)  # the demo's store, by construction
+    stored = service.sink.count_readings()
     rows = []
     for mine in deployment.mines:
         fired = sum(1 for a in stats.alerts if a.mine == mine.id and a.state == "firing")
         resolved = sum(1 for a in stats.alerts if a.mine == mine.id and a.state == "resolved")
         rows.append(MineSummary(mine.id, mine.name, published.get(mine.id, 0),
-                                stored.get(f"readings.{mine.id}", 0),
+                                stored.get(mine.id, 0),
                                 stats.rejects_by_mine[mine.id], fired, resolved))
     return DemoSummary(workdir, rows)
