@@ -134,7 +134,7 @@ class MqttSource:
             log.warning("lost the broker %s:%d (%s); reconnecting", self.host, self.port, reason)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self._inbox.put(Inbound(message.topic, message.payload, message.mid, message.qos,
+        self._inbox.put(Inbound(message.topic, bytes(message.payload), message.mid, message.qos,
                                 self._connection, int(time.time() * 1000)))
 
     # ── the worker's side ──
@@ -144,9 +144,9 @@ class MqttSource:
             properties = Properties(PacketTypes.CONNECT)
             properties.SessionExpiryInterval = SESSION_EXPIRY_S
             properties.ReceiveMaximum = self.config.in_flight
+        clean_start = False if properties else mqtt.MQTT_CLEAN_START_FIRST_ONLY
         self._client.connect_async(self.host, self.port, keepalive=self.config.keepalive_s,
-                                   clean_start=False if properties else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
-                                   properties=properties)
+                                   clean_start=clean_start, properties=properties)
         self._client.loop_start()
 
     def wait_subscribed(self, timeout: float) -> bool:
@@ -154,7 +154,7 @@ class MqttSource:
         return self._subscribed.wait(timeout)
 
     def take(self, max_messages: int, wait_s: float) -> list[Inbound]:
-        """Up to ``max_messages`` messages: waits ``wait_s`` for the first, then takes what is there."""
+        """Up to ``max_messages`` messages: waits ``wait_s`` for the first, takes what is there."""
         try:
             first = self._inbox.get(timeout=wait_s)
         except queue.Empty:

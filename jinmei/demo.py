@@ -24,9 +24,9 @@ from alerts.wire import Alert
 from config.loader import load_deployment
 from config.model import Deployment
 from ingest.codec import encode_telemetry
+from ingest.sqlite import SQLiteSink
 from jinmei.embedded_broker import EmbeddedBroker
 from jinmei.service import Service
-from ingest.sqlite import SQLiteSink
 from simulators.feed import Message, generate
 from simulators.publisher import publish
 
@@ -58,7 +58,8 @@ class DemoSummary:
             any(m.fired and m.resolved for m in self.mines)
 
     def render(self) -> str:
-        head = f"{'mine':<12}{'published':>10}{'stored':>10}{'rejects':>9}{'fired':>7}{'resolved':>9}"
+        head = (f"{'mine':<12}{'published':>10}{'stored':>10}{'rejects':>9}{'fired':>7}"
+                f"{'resolved':>9}")
         rows = [f"{m.mine:<12}{m.published_readings:>10}{m.stored_readings:>10}{m.rejects:>9}"
                 f"{m.fired:>7}{m.resolved:>9}  {m.name}" for m in self.mines]
         return "\n".join(["summary / 汇总", head, *rows, f"work folder: {self.workdir}"])

@@ -34,6 +34,7 @@ from alerts.record import AlertRecord
 from alerts.wire import Alert, encode_alert
 from config.errors import DeliveryError
 from config.model import Deployment
+from config.readings import ReadingBatch
 from detectors.limits import LimitDetector
 from ingest.codec import Reject, TelemetryCodec, reject_message
 from ingest.mqtt import Inbound, MqttSource
@@ -109,7 +110,7 @@ class Pipeline:
             if messages:
                 self.process(messages, stop)
 
-    def process(self, messages: list[Inbound], stop: threading.Event | None = None) -> bool:
+    def process(self, messages: list[Inbound], stop: threading.Event) -> bool:
         """Run one batch through every stage; True when it was committed and acknowledged."""
         now_ms = int(self.clock() * 1000)
         decoded = self.codec.decode_many([(m.topic, m.payload) for m in messages], now_ms)
@@ -146,7 +147,7 @@ class Pipeline:
             self.stats.rejects_by_mine[reject.mine] += 1
             self.source.publish(*reject_message(reject, now_ms))
 
-    def _store(self, batch, alerts: list[Alert], stop: threading.Event | None) -> bool:  # type: ignore[no-untyped-def]
+    def _store(self, batch: ReadingBatch, alerts: list[Alert], stop: threading.Event) -> bool:
         """Write until the store accepts; False if asked to stop first (nothing is acked then)."""
         delay = 0.5
         while True:
@@ -160,8 +161,6 @@ class Pipeline:
                 if self.stats.store_retries == 1 or not exc.retryable:
                     log.error("store %s failed (%s); holding %d readings and retrying",
                               self.sink.name, exc, len(batch))
-            if stop is not None and stop.wait(delay):
+            if stop.wait(delay):
                 return False
-            if stop is None:
-                time.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
