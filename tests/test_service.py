@@ -35,7 +35,7 @@ from ingest.codec import encode_telemetry
 from ingest.sink import Sink
 from ingest.sqlite import SQLiteSink
 from jinmei.service import Service
-from tests.conftest import Mosquitto
+from tests.servers import Mosquitto, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -113,14 +113,6 @@ def methane_rise(start_ms: int) -> list[tuple[str, bytes]]:
             for i, v in enumerate(values)]
 
 
-def wait_until(predicate, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
-
-
 def test_methane_rise_is_stored_and_raises_then_resolves_alerts(
         mosquitto: Mosquitto, listener: Listener, tmp_path: Path) -> None:
     service = Service(deployment_for(mosquitto, tmp_path))
@@ -131,8 +123,8 @@ def test_methane_rise_is_stored_and_raises_then_resolves_alerts(
         alerts = listener.wait_for(lambda m: m[0] == "jinmei/qipanjing/alerts"
                                    and m[1]["rule"] == "limit_power_off"
                                    and m[1]["state"] == "resolved")
-        wait_until(lambda: service.drained()
-                   and service.pipeline.stats.readings_by_mine["qipanjing"] == 5)
+        assert wait_until(lambda: service.drained()
+                          and service.pipeline.stats.readings_by_mine["qipanjing"] == 5, 15)
         rows = service.sink.read_readings(mine="qipanjing")  # type: ignore[attr-defined]
     finally:
         service.stop()
@@ -179,8 +171,8 @@ def test_bad_input_is_republished_with_its_reason_and_good_readings_kept(
                          ("jinmei/nowhere/telemetry", encode_telemetry(now_ms, [(T1, 0.3, "ok")]))])
         rejects = listener.wait_for(lambda m: m[0].endswith("/rejects")
                                     and m[1]["reason"] == "unknown_mine")
-        wait_until(lambda: sum(service.pipeline.stats.rejects_by_reason.values()) == 4)
-        wait_until(lambda: service.pipeline.stats.readings_by_mine["qipanjing"] == 1)
+        assert wait_until(lambda: sum(service.pipeline.stats.rejects_by_reason.values()) == 4, 15)
+        assert wait_until(lambda: service.pipeline.stats.readings_by_mine["qipanjing"] == 1, 15)
     finally:
         service.stop()
     reasons = sorted(m[1]["reason"] for m in listener.messages if m[0].endswith("/rejects"))
@@ -219,14 +211,14 @@ def test_uncommitted_batch_is_redelivered_to_the_restarted_service(
     assert first.start(wait_subscribed_s=10)
     start_ms = int(time.time() * 1000) - 60_000
     send(mosquitto, methane_rise(start_ms))
-    wait_until(lambda: first.pipeline.stats.store_retries > 0)
+    assert wait_until(lambda: first.pipeline.stats.store_retries > 0, 15)
     first.stop()  # the store never committed: nothing may have been acknowledged
     assert first.source.counters["acked"] == 0
 
     second = Service(deployment)
     assert second.start(wait_subscribed_s=10)
     try:
-        wait_until(lambda: second.pipeline.stats.readings_by_mine["qipanjing"] == 5)
+        assert wait_until(lambda: second.pipeline.stats.readings_by_mine["qipanjing"] == 5, 15)
         stored = sorted(r[4] for r in second.sink.read_readings(mine="qipanjing"))  # type: ignore[attr-defined]
     finally:
         second.stop()
@@ -246,7 +238,7 @@ def test_telemetry_sent_while_the_service_is_down_waits_in_its_session(
     second = Service(deployment)
     assert second.start(wait_subscribed_s=10)
     try:
-        wait_until(lambda: second.pipeline.stats.readings_by_mine["qipanjing"] == 5)
+        assert wait_until(lambda: second.pipeline.stats.readings_by_mine["qipanjing"] == 5, 15)
     finally:
         second.stop()
     assert [a.rule for a in second.pipeline.stats.alerts if a.state == "firing"].count(

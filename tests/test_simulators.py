@@ -17,7 +17,6 @@ import msgspec
 import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import Mosquitto, free_port
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -29,6 +28,7 @@ from detectors.limits import LimitDetector
 from simulators.feed import Message, _episodes, generate, truth
 from simulators.publisher import publish
 from simulators.scenarios import SCENARIOS
+from tests.servers import Mosquitto, free_port
 
 START_MS = 1_795_614_330_000
 CH4_FACE = Limits(alarm_high=1.0, release_high=1.0, power_off=1.5, restore=1.0)

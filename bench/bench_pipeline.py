@@ -1,0 +1,67 @@
+"""Benchmark: the in-process pipeline on one core — decode → validate → detect → serialize.
+
+Target (design.md): ≥ 1,000,000 readings/s with 100-reading payloads. One step is what the
+ingest worker does per batch of 1,000 MQTT messages, minus the I/O: the codec's
+``decode_many`` (msgspec decode, validation, registry lookup), the limit detector's ``update``
+and the status bits, and the InfluxDB line protocol for the whole batch. Each batch is timed on
+its own; the median is reported, with each stage's share.
+
+Run: ``python bench/bench_pipeline.py [--sensors 10000] [--batches 20]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from bench.synthetic import payloads, synthetic_mine
+from config.model import Registry
+from detectors.limits import LimitDetector
+from ingest.codec import TelemetryCodec
+from ingest.lineprotocol import reading_lines
+
+MESSAGES_PER_BATCH = 1_000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sensors", type=int, default=10_000)
+    parser.add_argument("--batches", type=int, default=20)
+    args = parser.parse_args()
+
+    mine = synthetic_mine(args.sensors)
+    registry = Registry.build([mine])
+    start_ms = int(time.time() * 1000) - 3_600_000
+    rounds = -(-args.batches * MESSAGES_PER_BATCH * 100 // args.sensors)
+    messages = payloads(mine, rounds, start_ms)
+    codec = TelemetryCodec(registry)
+    detector = LimitDetector(registry)
+    now_ms = int(time.time() * 1000)
+
+    totals, shares = [], {"decode": [], "detect": [], "serialize": []}
+    readings = 0
+    for b in range(args.batches):
+        chunk = messages[b * MESSAGES_PER_BATCH:(b + 1) * MESSAGES_PER_BATCH]
+        t0 = time.perf_counter()
+        decoded = codec.decode_many(chunk, now_ms)
+        t1 = time.perf_counter()
+        detection = detector.update(decoded.batch, now_ms)
+        batch = decoded.batch.with_status(decoded.batch.status | detection.status_bits)
+        t2 = time.perf_counter()
+        lines = reading_lines(batch, registry)
+        t3 = time.perf_counter()
+        assert not decoded.rejects and lines
+        readings = len(batch)
+        totals.append(readings / (t3 - t0))
+        for name, dt in zip(shares, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+            shares[name].append(dt / (t3 - t0))
+    print(f"pipeline, {args.sensors} sensors, {readings} readings per batch, "
+          f"{args.batches} batches: median {statistics.median(totals) / 1e6:.2f} M readings/s "
+          f"(min {min(totals) / 1e6:.2f}, max {max(totals) / 1e6:.2f})")
+    print("  share of time: " + ", ".join(
+        f"{name} {statistics.median(v) * 100:.0f} %" for name, v in shares.items()))
+
+
+if __name__ == "__main__":
+    main()

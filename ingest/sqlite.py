@@ -1,0 +1,176 @@
+"""The embedded store: readings and alert transitions in one SQLite file.
+
+Config: ``store.url = "sqlite:///relative/path.db"`` (relative to the working directory) or
+``"sqlite:////absolute/path.db"``; the folder is created if missing. Same shape as the
+InfluxDB schema (design.md): table ``reading(mine, sensor, kind, location, ts, value, status)``
+keyed by (mine, sensor, ts), and table ``alert`` with every :class:`~alerts.wire.Alert` field
+as a column, keyed by (id, state, ts).
+
+Durability: :meth:`SQLiteSink.write` returns only after its transaction is on disk. The
+database runs in WAL mode with ``synchronous=FULL``: with ``NORMAL`` a WAL commit is not
+fsynced until the next checkpoint, so a power cut could lose batches whose MQTT messages were
+already acknowledged. One ``executemany`` in one transaction per batch keeps that to one
+fsync per batch. Rows are written with ``INSERT OR REPLACE``: the broker redelivers
+unacknowledged messages after a crash, and a redelivered reading must not be stored twice.
+
+Failure behaviour: every SQLite error becomes :class:`~config.errors.DeliveryError`, retryable
+when the database was busy, full or had an I/O error (it may work later), not retryable
+otherwise (corrupt file, closed sink, schema mismatch). The transaction is rolled back, so a
+failed batch leaves nothing half-written.
+
+Threads: the sink is written from one worker thread; the connection is shared under a lock
+so that a CLI summary may read from another thread.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import threading
+import typing
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import msgspec
+import numpy as np
+
+from alerts.wire import Alert
+from config.errors import DeliveryError
+from config.model import Registry
+from config.readings import ReadingBatch
+
+__all__ = ["SQLiteSink", "StoredReading", "connect_durable", "delivery_errors"]
+
+# SQLite result codes after which the same statement may succeed later.
+_TRANSIENT_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_FULL,
+                              sqlite3.SQLITE_IOERR, sqlite3.SQLITE_NOMEM})
+
+
+def connect_durable(path: str | Path) -> sqlite3.Connection:
+    """Open (creating folders) a WAL database whose commits are fsynced before returning."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # timeout: wait for a reader's lock (CLI summary) instead of failing the write at once.
+    conn = sqlite3.connect(path, timeout=10.0, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    return conn
+
+
+@contextmanager
+def delivery_errors(target: str) -> Iterator[None]:
+    """Turn SQLite errors into DeliveryError, retryable when the cause may pass."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        code = getattr(exc, "sqlite_errorcode", None)
+        retryable = code is not None and code & 0xFF in _TRANSIENT_CODES
+        raise DeliveryError(target, f"SQLite: {exc}", retryable=retryable) from exc
+
+
+# One stored reading: (mine, sensor, kind, location, ts, value, status).
+StoredReading = tuple[str, str, str, str, int, float, int]
+
+_SQL_TYPES = {str: "TEXT", int: "INTEGER", float: "REAL"}
+_ALERT_COLUMNS: tuple[str, ...] = Alert.__struct_fields__
+
+
+def _alert_column(name: str, hint: typing.Any) -> str:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]  # `int | None` → int
+    # Floats stay nullable: SQLite stores NaN (a no_data alert has no value) as NULL.
+    null = "" if args or hint is float else " NOT NULL"
+    return f'"{name}" {_SQL_TYPES[args[0] if args else hint]}{null}'
+
+
+_HINTS = typing.get_type_hints(Alert)
+_NAN_COLUMNS = frozenset(n for n in _ALERT_COLUMNS if _HINTS[n] is float)
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS reading (
+    mine TEXT NOT NULL, sensor TEXT NOT NULL, kind TEXT NOT NULL, location TEXT NOT NULL,
+    ts INTEGER NOT NULL, value REAL NOT NULL, status INTEGER NOT NULL,
+    PRIMARY KEY (mine, sensor, ts)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS alert (
+    {", ".join(_alert_column(n, _HINTS[n]) for n in _ALERT_COLUMNS)},
+    PRIMARY KEY (id, state, ts)) WITHOUT ROWID;
+"""
+_INSERT_READING = "INSERT OR REPLACE INTO reading VALUES (?, ?, ?, ?, ?, ?, ?)"
+_ALERT_COLUMN_LIST = ", ".join(f'"{n}"' for n in _ALERT_COLUMNS)  # "limit" is an SQL keyword
+_INSERT_ALERT = (f"INSERT OR REPLACE INTO alert ({_ALERT_COLUMN_LIST}) "
+                 f"VALUES ({', '.join('?' * len(_ALERT_COLUMNS))})")
+
+
+class SQLiteSink:
+    """Stores readings and alert transitions in one SQLite file; see the module docstring."""
+
+    def __init__(self, path: str | Path, registry: Registry) -> None:
+        self.name = f"sqlite:{path}"
+        self.path = Path(path)
+        # The tag columns of each sensor, looked up once instead of once per reading.
+        self._sensor_columns = [(s.mine, s.id, s.kind, s.location) for s in registry.sensors]
+        # Each sensor's place in primary-key order, to insert a batch in key order.
+        key_order = sorted(range(len(registry)), key=lambda i: self._sensor_columns[i][:2])
+        self._key_rank = np.empty(len(registry), dtype=np.int64)
+        self._key_rank[key_order] = np.arange(len(registry))
+        self._lock = threading.Lock()
+        self._readings = 0
+        self._alerts = 0
+        with delivery_errors(self.name):
+            self._conn = connect_durable(self.path)
+            # 64 MiB page cache (default 2 MiB): inserts land in every sensor's part of the key.
+            self._conn.execute("PRAGMA cache_size = -65536")
+            self._conn.executescript(_SCHEMA)
+
+    def write(self, batch: ReadingBatch) -> None:
+        """Store the batch in one transaction; on disk when this returns."""
+        columns = self._sensor_columns
+        # Inserting in primary-key order touches each B-tree page once (measured 1.4x faster);
+        # the sort is stable, so of two readings with one key the later one wins.
+        order = np.lexsort((batch.ts, self._key_rank[batch.sensor]))
+        rows = [(*columns[i], t, v, s)
+                for i, t, v, s in zip(batch.sensor[order].tolist(), batch.ts[order].tolist(),
+                                      batch.value[order].tolist(), batch.status[order].tolist(),
+                                      strict=True)]
+        with self._lock, delivery_errors(self.name), self._conn:
+            self._conn.executemany(_INSERT_READING, rows)
+        self._readings += len(rows)
+
+    def write_alerts(self, alerts: Sequence[Alert]) -> None:
+        """Store alert transitions in one transaction; on disk when this returns."""
+        rows = [tuple(getattr(a, n) for n in _ALERT_COLUMNS) for a in alerts]
+        with self._lock, delivery_errors(self.name), self._conn:
+            self._conn.executemany(_INSERT_ALERT, rows)
+        self._alerts += len(rows)
+
+    def read_readings(self, mine: str | None = None,
+                      since_ms: int | None = None) -> list[StoredReading]:
+        """(mine, sensor, kind, location, ts, value, status) rows ordered by mine, sensor, ts."""
+        sql = "SELECT * FROM reading WHERE (?1 IS NULL OR mine = ?1) AND (?2 IS NULL OR ts >= ?2)"
+        with self._lock, delivery_errors(self.name):
+            return self._conn.execute(f"{sql} ORDER BY mine, sensor, ts",
+                                      (mine, since_ms)).fetchall()
+
+    def count_readings(self) -> dict[str, int]:
+        """Number of stored readings per mine."""
+        with self._lock, delivery_errors(self.name):
+            return dict(self._conn.execute("SELECT mine, count(*) FROM reading GROUP BY mine"))
+
+    def read_alerts(self, mine: str | None = None) -> list[Alert]:
+        """Stored alert transitions, oldest first."""
+        with self._lock, delivery_errors(self.name):
+            rows = self._conn.execute(
+                f"SELECT {_ALERT_COLUMN_LIST} FROM alert "
+                "WHERE ?1 IS NULL OR mine = ?1 ORDER BY ts, id, state", (mine,)).fetchall()
+        return [msgspec.convert({n: math.nan if v is None and n in _NAN_COLUMNS else v
+                                 for n, v in zip(_ALERT_COLUMNS, row, strict=True)}, Alert)
+                for row in rows]
+
+    def stats(self) -> dict[str, int]:
+        """Readings and alerts written since open; nothing is ever pending or dead here."""
+        return {"readings": self._readings, "alerts": self._alerts, "pending": 0, "dead": 0}
+
+    def close(self) -> None:
+        """Close the database; every write has already been committed."""
+        with self._lock:
+            self._conn.close()
