@@ -168,10 +168,6 @@ class MqttSource:
         self.counters["received"] += len(batch)
         return batch
 
-    def backlog(self) -> int:
-        """Messages received but not yet taken by the worker."""
-        return self._inbox.qsize()
-
     def ack(self, messages: list[Inbound]) -> None:
         """Acknowledge committed messages to the broker (PUBACK), on their own connection only."""
         current = self._connection

@@ -101,9 +101,10 @@ def run_demo(duration_s: float = 20.0, speed: float = 30.0, workdir: Path | None
             f"{', '.join(m.id for m in deployment.mines)}; broker {broker.url}; "
             f"scenario {SCENARIO}, {duration_s:g} s at {speed:g}x ({duration_s * speed / 60:g} "
             f"feed minutes)")
-        published = _simulate_all(deployment, broker.url, duration_s, speed, seed)
+        published, messages = _simulate_all(deployment, broker.url, duration_s, speed, seed)
+        # the broker has every message; wait until the service has processed them all
         deadline = time.monotonic() + 15
-        while not service.drained() and time.monotonic() < deadline:
+        while service.pipeline.stats.messages < messages and time.monotonic() < deadline:
             time.sleep(0.1)
         return _summarize(service, deployment, published, workdir)
     finally:
@@ -112,20 +113,23 @@ def run_demo(duration_s: float = 20.0, speed: float = 30.0, workdir: Path | None
 
 
 def _simulate_all(deployment: Deployment, broker_url: str, duration_s: float, speed: float,
-                  seed: int) -> dict[str, int]:
-    """One publisher thread per mine; returns the readings each published."""
+                  seed: int) -> tuple[dict[str, int], int]:
+    """One publisher thread per mine; returns the readings each published and the number of
+    messages in all."""
     now_ms = int(time.time() * 1000)
     start_ms = now_ms - int(duration_s * (speed - 1) * 1000)
     published: dict[str, int] = {}
+    messages: list[int] = []
 
     def play(mine_index: int) -> None:
         mine = deployment.mines[mine_index]
         feed = generate(mine, SCENARIO, start_ms=start_ms, duration_s=duration_s * speed,
                         seed=seed + mine_index)
         summary = publish(feed, broker_url, speed=speed, client_id=f"jinmei-sim-{mine.id}")
-        publish(broken_messages(mine.id, int(time.time() * 1000)), broker_url, speed=None,
-                client_id=f"jinmei-sim-{mine.id}-broken")
+        broken = publish(broken_messages(mine.id, int(time.time() * 1000)), broker_url,
+                         speed=None, client_id=f"jinmei-sim-{mine.id}-broken")
         published[mine.id] = summary.readings
+        messages.extend((summary.messages, broken.messages))
 
     threads = [threading.Thread(target=play, args=(i,), name=f"sim-{m.id}")
                for i, m in enumerate(deployment.mines)]
@@ -133,7 +137,7 @@ def _simulate_all(deployment: Deployment, broker_url: str, duration_s: float, sp
         t.start()
     for t in threads:
         t.join()
-    return published
+    return published, sum(messages)
 
 
 def alert_line(alert: Alert) -> str:

@@ -62,11 +62,6 @@ class Service:
                  ", ".join(m.id for m in self.deployment.mines), self.sink.name)
         return self.source.wait_subscribed(wait_subscribed_s) if wait_subscribed_s else True
 
-    def drained(self) -> bool:
-        """True when every message received so far has been processed."""
-        return self.source.backlog() == 0 and self.source.counters["received"] == \
-            self.pipeline.stats.messages
-
     def stop(self) -> None:
         self._stop.set()
         self._worker.join()
