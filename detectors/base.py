@@ -48,7 +48,13 @@ class Detection:
 
 
 class Detector(Protocol):
-    """Flags conditions over a stream of reading batches; see the module docstring."""
+    """Flags conditions over a stream of reading batches; see the module docstring.
+
+    ``conditions`` names every condition the detector can raise; names are unique across
+    detectors, so a condition carried over a restart finds its detector again.
+    """
+
+    conditions: tuple[str, ...]
 
     def update(self, batch: ReadingBatch, now: int) -> Detection: ...
 

@@ -129,6 +129,8 @@ class LimitDetector:
     (temperature) — each sensor's row and source are in ``config/limits.toml``.
     """
 
+    conditions = CONDITIONS
+
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         strict = ~registry.inclusive.astype(bool)

@@ -6,12 +6,15 @@ One worker thread runs :meth:`Pipeline.run`. Each step takes a batch of MQTT mes
    republished with its reason on ``jinmei/<mine>/rejects`` (a poison payload is acknowledged
    and set aside, never retried forever);
 2. runs the detectors over the batch (``detectors``) and adds their status bits to the readings;
-3. turns detector transitions into alert transitions (``alerts.episodes``), commits them to the
-   alert record and publishes them on ``jinmei/<mine>/alerts`` — before the readings are
-   stored, so an alarm never waits for the time-series store;
+3. hands detector transitions to the alert dispatcher (``alerts.dispatch``), which commits
+   them to the alert record and publishes them on ``jinmei/<mine>/alerts`` — before the
+   readings are stored, so an alarm never waits for the time-series store;
 4. writes the readings to the store (durable when ``write`` returns; retried with backoff while
    it fails, holding the acknowledgement);
 5. acknowledges the messages to the broker.
+
+About once a second, with or without telemetry, the detectors' clock-driven checks run too
+(``DetectorSuite.tick``), so silence itself can raise an alert.
 
 A crash anywhere before 5 makes the broker redeliver the batch; the stores are idempotent on
 (sensor, ts) and the alert record on (id, state, ts), and the detector state is restored from
@@ -29,26 +32,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from alerts.episodes import EpisodeBook, Names
+from alerts.dispatch import AlertDispatcher
+from alerts.episodes import Names
 from alerts.record import AlertRecord
-from alerts.wire import Alert, encode_alert
+from alerts.wire import Alert
 from config.errors import DeliveryError
 from config.model import Deployment
 from config.readings import ReadingBatch
-from detectors.limits import LimitDetector
+from detectors.suite import build_detectors
 from ingest.codec import Reject, TelemetryCodec, reject_message
 from ingest.mqtt import Inbound, MqttSource
 from ingest.sink import Sink
 
-__all__ = ["Pipeline", "PipelineStats", "alerts_topic"]
+__all__ = ["Pipeline", "PipelineStats"]
 
 log = logging.getLogger(__name__)
 
 RETRY_MAX_S = 30.0
-
-
-def alerts_topic(mine: str) -> str:
-    return f"jinmei/{mine}/alerts"
+TICK_S = 1.0
 
 
 @dataclass
@@ -78,37 +79,35 @@ class Pipeline:
         self.registry = deployment.registry
         self.source = source
         self.sink = sink
-        self.record = record
         self.clock = clock
         self.on_alert = on_alert
         self.stats = PipelineStats()
         self.codec = TelemetryCodec(self.registry,
                                     max_future_ms=int(deployment.ingest.max_future_s * 1000))
-        self.detector = LimitDetector(self.registry)
-        self.episodes = EpisodeBook(self.registry, names, deployment.config_hash)
+        self.detectors = build_detectors(self.registry)
+        self.dispatcher = AlertDispatcher(self.registry, names, record,
+                                          config_hash=deployment.config_hash,
+                                          publish=source.publish,
+                                          mqtt=deployment.alerts.mqtt)
+        for sensor, condition in self.detectors.restore(self.dispatcher.restore()):
+            log.warning("open condition %r of %s is no detector's any more; it stays open",
+                        condition, self.registry.sensors[sensor].key)
         self._mine_ids = sorted({s.mine for s in self.registry.sensors})
         mine_pos = {m: i for i, m in enumerate(self._mine_ids)}
         self._mine_of_sensor = np.array([mine_pos[s.mine] for s in self.registry.sensors],
                                         dtype=np.intp)
-        self._restore_open_episodes()
-
-    def _restore_open_episodes(self) -> None:
-        """Carry firing alerts over a restart: no re-fire, and the resolve keeps the episode id."""
-        open_alerts = self.record.open_episodes()
-        self.episodes.restore(open_alerts)
-        active = [(self.registry.index[f"{a.mine}/{a.sensor}"], a.condition)
-                  for a in open_alerts if f"{a.mine}/{a.sensor}" in self.registry.index]
-        self.detector.restore(active)
-        if open_alerts:
-            log.info("restored %d open alert episode(s) from the alert record", len(open_alerts))
 
     def run(self, stop: threading.Event) -> None:
         """Process batches until ``stop`` is set; returns when nothing more will be emitted."""
         ingest = self.deployment.ingest
+        next_tick = 0.0
         while not stop.is_set():
             messages = self.source.take(ingest.batch_max_messages, ingest.batch_wait_ms / 1000)
             if messages:
                 self.process(messages, stop)
+            if time.monotonic() >= next_tick:
+                self.tick(stop)
+                next_tick = time.monotonic() + TICK_S
 
     def process(self, messages: list[Inbound], stop: threading.Event) -> bool:
         """Run one batch through every stage; True when it was committed and acknowledged."""
@@ -117,25 +116,30 @@ class Pipeline:
         self.stats.messages += decoded.messages
         self._set_aside(decoded.rejects, now_ms)
 
-        detection = self.detector.update(decoded.batch, now_ms)
+        detection = self.detectors.update(decoded.batch, now_ms)
         batch = decoded.batch.with_status(decoded.batch.status | detection.status_bits)
-        alerts = self.episodes.apply(detection.events)
-        if alerts:
-            self.record.append(alerts, self.deployment.config_hash, now_ms)
-            for alert in alerts:
-                self.source.publish(alerts_topic(alert.mine), encode_alert(alert))
-            self.stats.alerts.extend(alerts)
-
+        alerts = self.dispatcher.apply(detection.events, now_ms)
         if not self._store(batch, alerts, stop):
             return False
         counts = np.bincount(self._mine_of_sensor[batch.sensor], minlength=len(self._mine_ids))
         for mine, n in zip(self._mine_ids, counts.tolist(), strict=True):
             self.stats.readings_by_mine[mine] += n
         self.source.ack(messages)
+        self._announce(alerts)
+        return True
+
+    def tick(self, stop: threading.Event) -> None:
+        """Run the clock-driven checks (no readings involved)."""
+        now_ms = int(self.clock() * 1000)
+        alerts = self.dispatcher.apply(self.detectors.tick(now_ms).events, now_ms)
+        if alerts and self._store(ReadingBatch.empty(), alerts, stop):
+            self._announce(alerts)
+
+    def _announce(self, alerts: list[Alert]) -> None:
+        self.stats.alerts.extend(alerts)
         if self.on_alert:
             for alert in alerts:
                 self.on_alert(alert)
-        return True
 
     def _set_aside(self, rejects: list[Reject], now_ms: int) -> None:
         for reject in rejects:
@@ -152,7 +156,8 @@ class Pipeline:
         delay = 0.5
         while True:
             try:
-                self.sink.write(batch)
+                if len(batch):
+                    self.sink.write(batch)
                 if alerts:
                     self.sink.write_alerts(alerts)
                 return True

@@ -1,0 +1,62 @@
+"""All detectors of a deployment, run as one.
+
+The pipeline sees a single detector: :class:`DetectorSuite` feeds every batch to each member,
+concatenates their events in member order and ORs their status bits. ``tick(now)`` runs the
+members that also watch the clock (a detector with a ``tick`` method — e.g. one that must
+notice silence when no message arrives at all) and is called by the service about once a
+second even when no telemetry comes in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from config.model import Registry
+from config.readings import ReadingBatch
+from detectors.base import Detection, Detector
+from detectors.limits import LimitDetector
+
+__all__ = ["DetectorSuite", "build_detectors"]
+
+
+class DetectorSuite:
+    """Several detectors behind the one :class:`~detectors.base.Detector` interface."""
+
+    def __init__(self, members: Sequence[Detector]) -> None:
+        self.members = tuple(members)
+        self.conditions = tuple(c for d in self.members for c in d.conditions)
+        if len(set(self.conditions)) != len(self.conditions):
+            raise ValueError(f"two detectors claim one condition name: {self.conditions}")
+
+    def update(self, batch: ReadingBatch, now: int) -> Detection:
+        return _merge([d.update(batch, now) for d in self.members], len(batch))
+
+    def tick(self, now: int) -> Detection:
+        """Clock-driven findings (no readings involved): events only, no status bits."""
+        ticking = [d.tick(now) for d in self.members if hasattr(d, "tick")]
+        return _merge(ticking, 0)
+
+    def active(self) -> list[tuple[int, str]]:
+        return sorted(a for d in self.members for a in d.active())
+
+    def restore(self, active: list[tuple[int, str]]) -> list[tuple[int, str]]:
+        """Hand each carried-over condition to the detector that owns it; returns those no
+        detector owns (one since removed from the configuration) for the caller to report."""
+        for d in self.members:
+            d.restore([a for a in active if a[1] in d.conditions])
+        return [a for a in active if a[1] not in self.conditions]
+
+
+def _merge(detections: list[Detection], n: int) -> Detection:
+    bits = np.zeros(n, dtype=np.uint16)
+    for d in detections:
+        if len(d.status_bits):
+            bits |= d.status_bits
+    return Detection([e for d in detections for e in d.events], bits)
+
+
+def build_detectors(registry: Registry) -> DetectorSuite:
+    """The detectors every deployment runs, in the order their events are reported."""
+    return DetectorSuite([LimitDetector(registry)])
