@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import logging
 import signal
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,18 +26,22 @@ from config.errors import ConfigError, JinmeiError
 from config.loader import check_file, load_deployment, registry_json
 from config.model import Deployment
 
-__all__ = ["main"]
+__all__ = ["config_option", "formatter", "main"]
 
 log = logging.getLogger("jinmei")
 
+# Further subcommands, each a module with ``register(subparsers)`` that adds its parsers and
+# sets ``func`` on them (one module per concern keeps this file small).
+EXTENSIONS: tuple[str, ...] = ("jinmei.cli_simulate",)
 
-def _formatter(prog: str) -> argparse.HelpFormatter:
+
+def formatter(prog: str) -> argparse.HelpFormatter:
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="jinmei", formatter_class=_formatter,
+        prog="jinmei", formatter_class=formatter,
         description="jinmei (金煤) — coal-mine safety monitoring pipeline of the Golden Coal "
                     "Project.\nMine telemetry over MQTT → statutory limit checks → alerts to "
                     "dispatchers and regulators.",
@@ -46,13 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser(
-        "run", formatter_class=_formatter, help="run the monitoring service",
+        "run", formatter_class=formatter, help="run the monitoring service",
         description="Run the service: subscribe to jinmei/+/telemetry/#, store every accepted "
                     "reading,\ncheck it against its statutory limits, and publish alerts on "
                     "jinmei/<mine>/alerts.\nRejected input is republished with its reason on "
                     "jinmei/<mine>/rejects. Stop with Ctrl-C\nor SIGTERM: the batch in hand is "
                     "finished and acknowledged first.")
-    _config_option(run)
+    config_option(run)
     run.add_argument("--broker", metavar="URL", help="MQTT broker, e.g. mqtt://127.0.0.1:1883 "
                      "(overrides [broker] url)")
     run.add_argument("--store", metavar="URL", help="store, e.g. sqlite:///var/jinmei/readings.db "
@@ -60,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser(
-        "demo", formatter_class=_formatter, help="run a self-contained demonstration",
+        "demo", formatter_class=formatter, help="run a self-contained demonstration",
         description="Run everything in one process with no set-up: an embedded MQTT broker, "
                     "the two pilot\nmines (Dayan 大雁, Qipanjing 棋盘井), SQLite storage in a "
                     "fresh folder under var/demo,\nand simulators playing a methane rise past "
@@ -75,52 +79,31 @@ def build_parser() -> argparse.ArgumentParser:
                       help="where each run's folder is made (default var/demo)")
     demo.set_defaults(func=cmd_demo)
 
-    simulate = sub.add_parser(
-        "simulate", formatter_class=_formatter, help="play a simulated mine feed",
-        description="Publish a simulated feed for every configured sensor of a mine, at each "
-                    "sensor's\nsampling period, to an MQTT broker (or write it to a file). "
-                    "With --speed X > 1 the\nfeed's clock starts in the past so that no "
-                    "reading is stamped in the future.")
-    _config_option(simulate)
-    simulate.add_argument("--mine", required=True, help="mine id, e.g. qipanjing")
-    simulate.add_argument("--scenario", default="normal",
-                          help="scenario name (default normal), e.g. methane-rise")
-    simulate.add_argument("--duration", type=float, default=600.0, metavar="S",
-                          help="feed seconds to produce (default 600)")
-    pace = simulate.add_mutually_exclusive_group()
-    pace.add_argument("--speed", type=float, default=1.0, metavar="X",
-                      help="feed time per wall-clock time (default 1: real time)")
-    pace.add_argument("--asap", action="store_true", help="publish as fast as possible")
-    simulate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    simulate.add_argument("--broker", metavar="URL", help="broker (default: the config's)")
-    simulate.add_argument("--out", type=Path, metavar="FILE",
-                          help="write JSON Lines {at_ms, topic, payload} here instead of "
-                               "publishing")
-    simulate.set_defaults(func=cmd_simulate)
-
-    cfg = sub.add_parser("config", formatter_class=_formatter,
+    cfg = sub.add_parser("config", formatter_class=formatter,
                          help="check configuration or show the sensor registry",
                          description="Check configuration files, or print the resolved "
                                      "sensor registry.")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     check = cfg_sub.add_parser(
-        "check", formatter_class=_formatter, help="validate a configuration file",
+        "check", formatter_class=formatter, help="validate a configuration file",
         description="Validate a deployment, mine or limits file (default: the shipped "
                     "deployment and\neverything it names). Prints a summary, or the first "
                     "problem with its file and key.")
     check.add_argument("file", nargs="?", type=Path, help="file to check")
     check.set_defaults(func=cmd_config_check)
     show = cfg_sub.add_parser(
-        "show", formatter_class=_formatter, help="print the resolved sensor registry",
+        "show", formatter_class=formatter, help="print the resolved sensor registry",
         description="Print every sensor with its mine, kind, location, unit, range and "
                     "effective limits\n(and each limit's source).")
-    _config_option(show)
+    config_option(show)
     show.add_argument("--json", action="store_true", help="machine-readable JSON")
     show.set_defaults(func=cmd_config_show)
+    for module in EXTENSIONS:
+        importlib.import_module(module).register(sub)
     return parser
 
 
-def _config_option(parser: argparse.ArgumentParser) -> None:
+def config_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", type=Path, metavar="FILE",
                         help="deployment file (default: the shipped pilot mines, "
                              "config/jinmei.example.toml)")
@@ -165,38 +148,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print("demo FAILED: not every reading was stored, or no alert fired and resolved",
               file=sys.stderr)
         return 1
-    return 0
-
-
-def cmd_simulate(args: argparse.Namespace) -> int:
-    from simulators.feed import generate
-    from simulators.publisher import publish
-
-    deployment = load_deployment(args.config)
-    mine = next((m for m in deployment.mines if m.id == args.mine), None)
-    if mine is None:
-        raise ConfigError(deployment.source_file, "mines",
-                          f"no mine {args.mine!r}; configured: "
-                          f"{', '.join(m.id for m in deployment.mines)}")
-    speed = None if args.asap else args.speed
-    now_ms = int(time.time() * 1000)
-    # the feed's clock starts early enough that it never runs ahead of the wall clock
-    lead_s = 0.0 if speed is None or args.out else max(0.0, args.duration * (1 - 1 / speed))
-    feed = generate(mine, args.scenario, start_ms=now_ms - int(lead_s * 1000),
-                    duration_s=args.duration, seed=args.seed)
-    if args.out:
-        with args.out.open("w", encoding="utf-8") as f:
-            n = 0
-            for m in feed:
-                f.write(json.dumps({"at_ms": m.at_ms, "topic": m.topic,
-                                    "payload": m.payload.decode()}, ensure_ascii=False) + "\n")
-                n += 1
-        print(f"wrote {n} messages to {args.out}")
-        return 0
-    url = args.broker or deployment.broker.url
-    summary = publish(feed, url, speed=speed, client_id=f"jinmei-sim-{mine.id}")
-    print(f"published {summary.messages} messages ({summary.readings} readings) to {url} "
-          f"in {summary.seconds:.1f} s")
     return 0
 
 
