@@ -6,7 +6,7 @@ ingest worker does per batch of 1,000 MQTT messages, minus the I/O: the codec's
 and the status bits, and the InfluxDB line protocol for the whole batch. Each batch is timed on
 its own; the median is reported, with each stage's share.
 
-Run: ``python bench/bench_pipeline.py [--sensors 10000] [--batches 20]``
+Run from the repository root: ``python -m bench.bench_pipeline [--sensors 10000] [--batches 20]``
 """
 
 from __future__ import annotations

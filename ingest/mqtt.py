@@ -12,14 +12,19 @@ Config keys (``[broker]`` of the deployment file, :class:`config.model.BrokerCon
   messages per second when acks wait for a commit (design.md); deploy/mosquitto.conf raises the
   broker side too.
 
-Failure behaviour: the paho callback only puts the message on a queue, so paho's network thread
+Failure behaviour: the paho callback only puts the message on a queue, so the network thread
 never blocks. The worker takes batches with :meth:`MqttSource.take` and calls :meth:`ack` only
 after the readings are committed, so a crash before the commit makes the broker deliver the
 same messages again (persistent session: MQTT 5 ``clean_start=False`` with a session expiry, or
 3.1.1 ``clean_session=False``). A PUBACK belongs to the connection that delivered the message:
 after a reconnect, acks for messages of the old connection are skipped — the broker redelivers
-those and they are acknowledged then. Connection loss is retried by paho with backoff (1 s up
-to 30 s); the first connection too, so the service can start before its broker.
+those and they are acknowledged then. Connection loss is retried with backoff (1 s up to 30 s);
+the first connection too, so the service can start before its broker.
+
+Threading: one network thread owns the paho client. Other threads never call into it; their
+acks and publishes go through a queue that the network thread empties between socket reads.
+(Measured: acknowledging from the worker thread through paho's ``loop_start`` woke the network
+thread once per PUBACK and spent half the worker's time handing the GIL back and forth.)
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import queue
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -49,6 +55,8 @@ log = logging.getLogger(__name__)
 # jinmei/<mine>/telemetry/<substation>.
 TELEMETRY_TOPIC = "jinmei/+/telemetry/#"
 SESSION_EXPIRY_S = 7 * 24 * 3600  # keep queued telemetry for a week of downtime (AQ 6201: 7 days)
+LOOP_TIMEOUT_S = 0.005  # how long the network thread waits on the socket before serving its queue
+RECONNECT_MIN_S, RECONNECT_MAX_S = 1.0, 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +93,9 @@ class MqttSource:
         self.topic = topic
         self.host, self.port, tls = broker_address(broker.url)
         self._inbox: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
+        self._requests: queue.SimpleQueue[Callable[[], object]] = queue.SimpleQueue()
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="jinmei-mqtt", daemon=True)
         self._connection = 0  # counts successful connections; tags messages for ack()
         self._connected = threading.Event()
         self._subscribed = threading.Event()
@@ -98,7 +109,6 @@ class MqttSource:
             self._client.username_pw_set(broker.username, broker.password or None)
         if tls:
             self._client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
-        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
         # paho keeps our own publishes (rejects, alerts) queued while disconnected: no limit.
         self._client.max_queued_messages_set(0)
         self._client.max_inflight_messages_set(1000)
@@ -147,7 +157,36 @@ class MqttSource:
         clean_start = False if properties else mqtt.MQTT_CLEAN_START_FIRST_ONLY
         self._client.connect_async(self.host, self.port, keepalive=self.config.keepalive_s,
                                    clean_start=clean_start, properties=properties)
-        self._client.loop_start()
+        self._thread.start()
+
+    def _serve(self) -> None:
+        """The network thread: connect (again), read the socket, serve the request queue."""
+        delay = RECONNECT_MIN_S
+        while not self._closing.is_set():
+            if not self._client.is_connected():
+                try:
+                    self._client.reconnect()
+                    delay = RECONNECT_MIN_S
+                except OSError as exc:
+                    log.warning("cannot reach the broker %s:%d (%s); retrying in %.0f s",
+                                self.host, self.port, exc, delay)
+                    self._closing.wait(delay)
+                    delay = min(delay * 2, RECONNECT_MAX_S)
+                    continue
+            rc = self._client.loop(timeout=LOOP_TIMEOUT_S)
+            self._serve_requests()
+            if rc != mqtt.MQTT_ERR_SUCCESS and not self._closing.wait(delay):
+                delay = min(delay * 2, RECONNECT_MAX_S)  # lost: back off before reconnecting
+        self._serve_requests()
+        self._client.disconnect()
+        self._client.loop(timeout=LOOP_TIMEOUT_S)  # send the DISCONNECT
+
+    def _serve_requests(self) -> None:
+        while True:
+            try:
+                self._requests.get_nowait()()
+            except queue.Empty:
+                return
 
     def wait_subscribed(self, timeout: float) -> bool:
         """True once the telemetry subscription is in place (for tests and the demo)."""
@@ -170,6 +209,9 @@ class MqttSource:
 
     def ack(self, messages: list[Inbound]) -> None:
         """Acknowledge committed messages to the broker (PUBACK), on their own connection only."""
+        self._requests.put(lambda: self._ack(messages))
+
+    def _ack(self, messages: list[Inbound]) -> None:
         current = self._connection
         for m in messages:
             if m.qos == 0:
@@ -180,10 +222,12 @@ class MqttSource:
             self._client.ack(m.mid, m.qos)
             self.counters["acked"] += 1
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1) -> mqtt.MQTTMessageInfo:
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
         """Publish on the same session (rejects, alerts); queued by paho while disconnected."""
-        return self._client.publish(topic, payload, qos=qos)
+        self._requests.put(lambda: self._client.publish(topic, payload, qos=qos))
 
     def stop(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
+        """Serve what is queued (acks, publishes), disconnect, and return once closed."""
+        self._closing.set()
+        if self._thread.is_alive():
+            self._thread.join()
