@@ -19,18 +19,14 @@ Run from the repository root:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import multiprocessing
 import tempfile
 import time
 from pathlib import Path
 
-from bench.synthetic import payloads, synthetic_deployment
-from config.model import BrokerConfig, IngestConfig, StoreConfig
-from jinmei.service import Service
+from bench.synthetic import payloads, running_service
 from simulators.feed import Message
 from simulators.publisher import publish
-from tests.servers import Mosquitto, victoria_metrics
 
 
 def publish_share(messages: list[Message], url: str, client_id: str) -> None:
@@ -46,31 +42,15 @@ def main() -> None:
     parser.add_argument("--publishers", type=int, default=2)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
-        work = Path(tmp)
-        broker = Mosquitto(work)
-        broker.start()
-        stack.callback(broker.stop)
-        if args.store == "influx":
-            vm = stack.enter_context(victoria_metrics(work / "vm"))
-            store = f"influxdb://127.0.0.1:{vm.port}?org=jinmei&bucket=jinmei"
-        else:
-            store = f"sqlite:///{work / 'readings.db'}"
-        deployment = synthetic_deployment(
-            args.sensors,
-            broker=BrokerConfig(url=broker.url, client_id="bench-ingest"),
-            store=StoreConfig(url=store),
-            ingest=IngestConfig(state_dir=str(work / "state")))
-        mine = deployment.mines[0]
+    with tempfile.TemporaryDirectory() as tmp, \
+            running_service(Path(tmp), args.sensors, args.store) as (broker, service):
+        mine = service.deployment.mines[0]
         rounds = -(-args.readings // args.sensors)
         start_ms = int(time.time() * 1000) - rounds * 1000 - 60_000
         messages = [Message(0, t, p, args.per_message)
                     for t, p in payloads(mine, rounds, start_ms, per_message=args.per_message)]
         total = sum(m.readings for m in messages)
 
-        service = Service(deployment)
-        assert service.start(wait_subscribed_s=10)
-        stack.callback(service.stop)
         spawn = multiprocessing.get_context("spawn")
         publishers = [spawn.Process(target=publish_share,
                                     args=(messages[i::args.publishers], broker.url, f"pub-{i}"))

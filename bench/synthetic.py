@@ -7,15 +7,28 @@ real limits from config/limits.toml and the codec's own encoder for its payloads
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 
 from config.loader import load_deployment, load_limits
-from config.model import Deployment, Mine, Sensor, Substation
+from config.model import (
+    BrokerConfig,
+    Deployment,
+    IngestConfig,
+    Mine,
+    Sensor,
+    StoreConfig,
+    Substation,
+)
 from ingest.codec import encode_telemetry
+from jinmei.service import Service
+from tests.servers import Mosquitto, victoria_metrics
 
-__all__ = ["payloads", "synthetic_deployment", "synthetic_mine"]
+__all__ = ["payloads", "running_service", "synthetic_deployment", "synthetic_mine"]
 
 PER_SUBSTATION = 100
 
@@ -57,3 +70,25 @@ def payloads(mine: Mine, rounds: int, start_ms: int, per_message: int = PER_SUBS
             sub = mine.sensors[lo].substation
             out.append((f"jinmei/{mine.id}/telemetry/{sub}", encode_telemetry(ts, chunk)))
     return out
+
+
+@contextlib.contextmanager
+def running_service(work: Path, n_sensors: int, store: str = "sqlite") -> Iterator[
+        tuple[Mosquitto, Service]]:
+    """A Mosquitto (deploy/mosquitto.conf limits) and the service on the synthetic mine, storing
+    into SQLite or, with ``store="influx"``, through the InfluxDB sink to a VictoriaMetrics."""
+    with contextlib.ExitStack() as stack:
+        broker = Mosquitto(work)
+        broker.start()
+        stack.callback(broker.stop)
+        if store == "influx":
+            vm = stack.enter_context(victoria_metrics(work / "vm"))
+            url = f"influxdb://127.0.0.1:{vm.port}?org=jinmei&bucket=jinmei"
+        else:
+            url = f"sqlite:///{work / 'readings.db'}"
+        service = Service(synthetic_deployment(
+            n_sensors, broker=BrokerConfig(url=broker.url, client_id="bench-ingest"),
+            store=StoreConfig(url=url), ingest=IngestConfig(state_dir=str(work / "state"))))
+        assert service.start(wait_subscribed_s=10)
+        stack.callback(service.stop)
+        yield broker, service
