@@ -140,6 +140,7 @@ class MqttSource:
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:
         self._connected.clear()
+        self._subscribed.clear()
         if reason.is_failure:
             log.warning("lost the broker %s:%d (%s); reconnecting", self.host, self.port, reason)
 
@@ -161,12 +162,12 @@ class MqttSource:
 
     def _serve(self) -> None:
         """The network thread: connect (again), read the socket, serve the request queue."""
-        delay = RECONNECT_MIN_S
+        delay, need_connect = RECONNECT_MIN_S, True
         while not self._closing.is_set():
-            if not self._client.is_connected():
+            if need_connect:
                 try:
-                    self._client.reconnect()
-                    delay = RECONNECT_MIN_S
+                    self._client.reconnect()  # returns once the TCP connection is up
+                    need_connect = False
                 except OSError as exc:
                     log.warning("cannot reach the broker %s:%d (%s); retrying in %.0f s",
                                 self.host, self.port, exc, delay)
@@ -175,8 +176,12 @@ class MqttSource:
                     continue
             rc = self._client.loop(timeout=LOOP_TIMEOUT_S)
             self._serve_requests()
-            if rc != mqtt.MQTT_ERR_SUCCESS and not self._closing.wait(delay):
-                delay = min(delay * 2, RECONNECT_MAX_S)  # lost: back off before reconnecting
+            if self._connected.is_set():
+                delay = RECONNECT_MIN_S
+            if rc != mqtt.MQTT_ERR_SUCCESS:  # lost or refused: back off, then connect again
+                need_connect = True
+                self._closing.wait(delay)
+                delay = min(delay * 2, RECONNECT_MAX_S)
         self._serve_requests()
         self._client.disconnect()
         self._client.loop(timeout=LOOP_TIMEOUT_S)  # send the DISCONNECT
@@ -189,7 +194,7 @@ class MqttSource:
                 return
 
     def wait_subscribed(self, timeout: float) -> bool:
-        """True once the telemetry subscription is in place (for tests and the demo)."""
+        """True once the telemetry subscription is in place on the current connection."""
         return self._subscribed.wait(timeout)
 
     def take(self, max_messages: int, wait_s: float) -> list[Inbound]:

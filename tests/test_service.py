@@ -270,3 +270,28 @@ def test_jinmei_run_command_serves_until_sigterm(mosquitto: Mosquitto, listener:
         output, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, output.decode()
     assert b"stopped:" in output
+
+
+def test_service_starts_before_its_broker_and_rides_out_a_broker_restart(
+        tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path)  # not started yet: the service must wait for it
+    service = Service(deployment_for(broker, tmp_path, client_id="jinmei-reconnect"))
+    service.start()
+    start_ms = int(time.time() * 1000) - 60_000
+    try:
+        broker.start()
+        assert service.source.wait_subscribed(15)
+        send(broker, methane_rise(start_ms)[:2])
+        assert wait_until(lambda: service.pipeline.stats.readings_by_mine["qipanjing"] == 2, 15)
+
+        broker.stop()
+        broker.start()
+        # reconnects with backoff (1 s, doubling) and subscribes again
+        assert wait_until(lambda: service.source.counters["connections"] == 2, 35)
+        assert service.source.wait_subscribed(10)
+        send(broker, methane_rise(start_ms)[2:])
+        assert wait_until(lambda: service.pipeline.stats.readings_by_mine["qipanjing"] == 5, 15)
+    finally:
+        service.stop()
+        broker.stop()
+    assert service.source.counters["connections"] == 2
