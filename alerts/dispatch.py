@@ -1,14 +1,27 @@
 """From detector events to alerts that have reached their receivers.
 
-:class:`AlertDispatcher` is the alerts side of the pipeline: detector events become alert
-transitions (``alerts.episodes``), every transition is committed to the alert record first
-(``alerts.record``: nothing announced is ever missing from the record), then sent to the
-channels — for now the MQTT topic ``jinmei/<mine>/alerts`` of the wire contract, through the
-``publish`` function the service hands in (the dispatcher knows nothing of MQTT clients).
+:class:`AlertDispatcher` is the alerts side of the pipeline, behind two calls: ``restore()`` at
+start and ``apply(events, now_ms)`` with every batch and about once a second with no events
+(the clock: pending timers, group waits, escalations and silence expiry all run on it). One
+``apply`` is this pipeline, in order::
 
-At start, :meth:`AlertDispatcher.restore` takes the open episodes back from the record and
-returns the detector conditions that were firing, so a restarted service neither forgets a
-firing alert nor announces it again.
+    debounce (pending / resolve hold) → episodes → record → MQTT stream
+        → route → inhibit → silence → group → dedup → outbox   (alerts.notify)
+
+and the :class:`~alerts.outbox.DeliveryWorker` thread then delivers, retries and records.
+
+- Every transition is committed to the alert record (``alerts.record``, with the config hash)
+  before anything is announced: nothing announced is ever missing from the record, and muted
+  alerts are recorded all the same.
+- ``[alerts] mqtt`` (default true) publishes every transition at once on the wire contract's
+  ``jinmei/<mine>/alerts`` through the ``publish`` function the service hands in (QoS 1; the
+  dispatcher knows nothing of MQTT clients). Routed notifications go through the durable outbox.
+- Safety floor: a ``limit_power_off`` is never pending (the loader refuses a ``for`` on it),
+  never muted, and its group is sent at once.
+
+At start, :meth:`AlertDispatcher.restore` takes back the open episodes, the held (pending)
+events, the notification groups and the escalations, and returns the detector conditions that
+were firing, so a restarted service neither forgets a firing alert nor announces it again.
 """
 
 from __future__ import annotations
@@ -16,10 +29,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
+from alerts.channels.base import Notification
+from alerts.db import StateDB
+from alerts.debounce import Debounce
 from alerts.episodes import EpisodeBook, Names
+from alerts.grouping import Timing
+from alerts.notify import Notifier
+from alerts.outbox import Outbox
 from alerts.record import AlertRecord
+from alerts.silences import SilenceBook
 from alerts.wire import Alert, encode_alert
-from config.model import Registry
+from config.model import AlertsConfig, Registry
 from detectors.base import Event
 
 __all__ = ["AlertDispatcher", "alerts_topic"]
@@ -31,44 +51,85 @@ def alerts_topic(mine: str) -> str:
     return f"jinmei/{mine}/alerts"
 
 
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
 class AlertDispatcher:
-    """Episodes → record → channels, for one deployment.
+    """Debounce → episodes → record → channels, for one deployment.
 
     ``publish(topic, payload)`` sends one message with QoS 1 (queued by the client while the
-    broker is away); ``mqtt`` False keeps alerts off the broker (they are still recorded).
+    broker is away); ``mqtt`` False keeps the stream off the broker (alerts are still recorded
+    and routed). ``config`` carries the timers, receivers and routes; ``on_outbox`` is called
+    when notifications were put in the outbox (the service wakes its delivery worker).
     """
 
     def __init__(self, registry: Registry, names: Names, record: AlertRecord, *,
                  config_hash: str, publish: Callable[[str, bytes], object],
-                 mqtt: bool = True) -> None:
+                 mqtt: bool = True, config: AlertsConfig | None = None,
+                 on_outbox: Callable[[], None] | None = None) -> None:
+        config = config or AlertsConfig(mqtt=mqtt)
         self.registry = registry
         self.record = record
         self.config_hash = config_hash
         self.episodes = EpisodeBook(registry, names, config_hash)
+        self.db = StateDB(record.path)
+        self.debounce = Debounce(registry, self.db,
+                                 for_ms={rule: _ms(s) for rule, s in config.for_s},
+                                 resolve_hold_ms=_ms(config.resolve_hold_s))
+        self.silences = SilenceBook(self.db)
+        self.outbox = Outbox(self.db)
+        self.notifier = Notifier(
+            registry, self.db, self.outbox, self.silences, config.routes,
+            Timing(_ms(config.group_wait_s), _ms(config.group_interval_s),
+                   _ms(config.repeat_interval_s)),
+            acknowledged=record.acknowledgements)
         self._publish = publish
-        self._mqtt = mqtt
+        self._mqtt = mqtt and config.mqtt
+        self.on_outbox = on_outbox
+        self._silences_read_at = -(2**62)
 
     def restore(self) -> list[tuple[int, str]]:
-        """Reload open episodes from the record; the (sensor index, condition) still firing."""
+        """Reload open episodes, held events and notification state; the (sensor index,
+        condition) still firing, for the detectors."""
         open_alerts = self.record.open_episodes()
         self.episodes.restore(open_alerts)
-        if open_alerts:
-            log.info("restored %d open alert episode(s) from the alert record", len(open_alerts))
+        self.notifier.restore(open_alerts)
+        held = self.debounce.restore()
+        if open_alerts or held:
+            log.info("restored %d open alert episode(s) and %d pending one(s)",
+                     len(open_alerts), len(held))
         index = self.registry.index
         gone = [a for a in open_alerts if f"{a.mine}/{a.sensor}" not in index]
         for a in gone:
             log.warning("open episode %s of %s/%s: the sensor is no longer configured; it "
                         "stays open in the record", a.id, a.mine, a.sensor)
-        return [(index[f"{a.mine}/{a.sensor}"], a.condition) for a in open_alerts
-                if f"{a.mine}/{a.sensor}" in index]
+        firing = [(index[f"{a.mine}/{a.sensor}"], a.condition) for a in open_alerts
+                  if f"{a.mine}/{a.sensor}" in index]
+        return sorted(set(firing + held))
 
     def apply(self, events: Sequence[Event], now_ms: int) -> list[Alert]:
-        """Record and send the transitions these events make; returns them."""
-        alerts = self.episodes.apply(events)
-        if not alerts:
-            return alerts
-        self.record.append(alerts, self.config_hash, now_ms)
-        if self._mqtt:
-            for alert in alerts:
-                self._publish(alerts_topic(alert.mine), encode_alert(alert))
+        """Record and send the transitions these events make (and the clock's); returns the
+        recorded transitions."""
+        alerts = self.episodes.apply(self.debounce.apply(events, now_ms))
+        if alerts:
+            self.record.append(alerts, self.config_hash, now_ms)
+            if self._mqtt:
+                for alert in alerts:
+                    self._publish(alerts_topic(alert.mine), encode_alert(alert))
+        if now_ms >= self._silences_read_at + 1000:  # another process may add or end one
+            self.silences.refresh()
+            self._silences_read_at = now_ms
+        open_alerts = self.episodes.open()
+        self.notifier.accept(alerts, open_alerts, now_ms)
+        sent = self.notifier.flush(open_alerts, now_ms)
+        if sent and self.on_outbox:
+            self.on_outbox()
         return alerts
+
+    def notifications(self) -> list[Notification]:
+        """Everything ever put in the outbox, oldest first (for tests and ``alerts list``)."""
+        return [row.notification for row in self.outbox.rows()]
+
+    def close(self) -> None:
+        self.db.close()

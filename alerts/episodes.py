@@ -31,6 +31,16 @@ __all__ = ["EpisodeBook", "Names", "episode_id"]
 
 _DEFAULT_TIMEZONE = "Asia/Shanghai"
 
+# Where a non-limit rule comes from (a limit rule names its limits.toml row instead).
+RULE_SOURCES = {
+    "trend": "jinmei trend early warning (瓦斯涌出异常预警, domain.md §5): no statutory algorithm",
+    "no_data": "AQ 6201-2019 patrol period ≤ 30 s; silent 2–3 periods = communication lost "
+               "(通讯中断, domain.md §3)",
+    "sensor_fault": "AQ 6201-2019 / MT/T 1201.1 point states: sensor fault, over-range "
+                    "(domain.md §4)",
+    "feed_fault": "AQ 1029-2019 馈电异常 and 风电闭锁 interlocks (domain.md §4)",
+}
+
 
 def episode_id(mine: str, sensor: str, rule: str, condition: str, started_at: int) -> str:
     """Stable id of one episode: first 16 hex of SHA-256 over its identity and start time."""
@@ -72,7 +82,8 @@ class EpisodeBook:
                 severity=event.severity, state="firing" if event.firing else "resolved",
                 value=event.value, limit=event.limit, started_at=started_at, ts=event.ts,
                 message="", condition=event.condition, unit=sensor.unit,
-                location=sensor.location, place=sensor.place, source=sensor.limits.source,
+                location=sensor.location, place=sensor.place, scope=event.scope,
+                source=RULE_SOURCES.get(event.rule, sensor.limits.source),
                 ended_at=None if event.firing else event.ts, version=1)
             mine = self.registry.mine(sensor.mine)
             message = render(

@@ -11,6 +11,12 @@ time (``Mine.timezone``, Asia/Shanghai for the pilots) as ``YYYY-MM-DD HH:MM:SS`
 (the English line is wrapped here only). Resolved transitions say 解除 / RESOLVED, or 复电 /
 RESTORED for power-off, with the release or restore limit the value went back past.
 
+Conditions of the other rules (trend, no data, sensor faults, interlocks) are not limit
+crossings, so they are worded by what their ``value`` and ``limit`` mean — seconds of silence
+against the seconds allowed, a rate against the plausible rate, a face/return gap against its
+tolerance — never as "value ≥ limit". A condition with no wording of its own falls back to the
+generic form rather than being dropped.
+
 Names of kinds and locations come from a :class:`Names` value, which the composition root
 builds from ``config/limits.toml`` ([kinds.*] and [locations.*] ``name`` / ``name_en``); an
 unknown key is shown as itself rather than failing, so a message is never lost to a missing name.
@@ -60,6 +66,74 @@ _WORDING = {
 _GENERIC = _Wording(("报警", "ALARM"), ("解除", "RESOLVED"), ("限值", "limit"),
                     ("限值", "limit"), True)
 
+@dataclass(frozen=True, slots=True)
+class _Described:
+    """Tags and sentence templates of a non-limit condition: ``{v}`` value, ``{l}`` limit
+    (both with the sensor's unit), ``{s}`` / ``{sl}`` as plain seconds, ``{scope}``."""
+
+    tag: tuple[str, str]
+    cleared: tuple[str, str]
+    fire: tuple[str, str]
+    clear: tuple[str, str]
+
+
+_DESCRIBED = {
+    "trend_high": _Described(
+        ("趋势预警", "TREND"), ("趋势解除", "TREND ENDED"),
+        ("{v} 持续上升，趋近报警值 {l}", "{v} rising towards the alarm limit {l}"),
+        ("{v} 不再趋近报警值 {l}", "{v} no longer heading for the alarm limit {l}")),
+    "trend_low": _Described(
+        ("趋势预警", "TREND"), ("趋势解除", "TREND ENDED"),
+        ("{v} 持续下降，趋近下限报警值 {l}", "{v} falling towards the low alarm limit {l}"),
+        ("{v} 不再趋近下限报警值 {l}", "{v} no longer heading for the low alarm limit {l}")),
+    "level_shift": _Described(
+        ("涌出突变", "LEVEL SHIFT"), ("突变解除", "SHIFT ENDED"),
+        ("突变至 {v}，超过突变阈 {l}", "jumped to {v}, past the shift threshold {l}"),
+        ("回落至 {v}", "back to {v}")),
+    "face_return_mismatch": _Described(
+        ("工作面与回风不一致", "FACE/RETURN MISMATCH"), ("一致性恢复", "MISMATCH ENDED"),
+        ("工作面与回风巷读数相差 {v}，超过容差 {l}",
+         "face and return airway differ by {v}, more than the tolerance {l}"),
+        ("相差 {v}，在容差 {l} 以内", "difference {v}, within the tolerance {l}")),
+    "silent": _Described(
+        ("通讯中断", "NO DATA"), ("通讯恢复", "DATA BACK"),
+        ("已 {s} s 无数据（允许 {sl} s）", "silent for {s} s (allowed {sl} s)"),
+        ("恢复上报，读数 {v}", "reporting again: {v}")),
+    "substation_silent": _Described(
+        ("分站中断", "SUBSTATION SILENT"), ("分站恢复", "SUBSTATION BACK"),
+        ("分站 {scope} 全部测点已 {s} s 无数据（允许 {sl} s）",
+         "every point of substation {scope} silent for {s} s (allowed {sl} s)"),
+        ("分站 {scope} 恢复上报", "substation {scope} reporting again")),
+    "device_fault": _Described(
+        ("传感器故障", "SENSOR FAULT"), ("故障解除", "FAULT CLEARED"),
+        ("设备自报故障，读数 {v}", "the device reports a fault (reading {v})"),
+        ("设备恢复正常，读数 {v}", "the device reports normal again ({v})")),
+    "out_of_range": _Described(
+        ("超量程", "OUT OF RANGE"), ("量程恢复", "BACK IN RANGE"),
+        ("读数 {v} 超出测量范围（界限 {l}）",
+         "reading {v} outside the measuring range (bound {l})"),
+        ("读数 {v} 回到测量范围内", "reading {v} back inside the measuring range")),
+    "spike": _Described(
+        ("数据跳变", "SPIKE"), ("跳变解除", "SPIKE ENDED"),
+        ("读数 {v} 变化速率超过 {l}/s", "reading {v} changed faster than {l}/s"),
+        ("读数 {v} 变化恢复正常", "reading {v} changes plausibly again")),
+    "stuck": _Described(
+        ("数值不变", "STUCK"), ("恢复变化", "MOVING AGAIN"),
+        ("读数 {v} 已 {sl} s 未变化", "reading {v} unchanged for {sl} s"),
+        ("读数恢复变化：{v}", "reading moving again: {v}")),
+    "feed_on_power_off": _Described(
+        ("馈电异常", "FEED FAULT"), ("馈电异常解除", "FEED FAULT CLEARED"),
+        ("区域 {scope} 甲烷断电后负荷侧仍有电",
+         "area {scope}: load side still live after methane power-off"),
+        ("区域 {scope} 负荷侧已断电", "area {scope}: load side de-energized")),
+    "feed_on_fan_stopped": _Described(
+        ("风电闭锁失效", "WIND-ELECTRIC LOCKOUT FAILED"), ("风电闭锁恢复", "LOCKOUT RESTORED"),
+        ("掘进 {scope} 局部通风机全部停止而负荷侧仍有电",
+         "heading {scope}: every local fan stopped but the load side is still live"),
+        ("掘进 {scope} 负荷侧已断电或局扇已恢复",
+         "heading {scope}: load side off or fan running again")),
+}
+
 # Digits shown by unit: methane's resolution is 0.01 % (domain.md §4).
 _DECIMALS = {"%": 2, "m/s": 2}
 
@@ -84,8 +158,12 @@ def render(alert: Alert, *, mine_name: tuple[str, str], timezone: str, names: Na
     ``inclusive`` whether the limit counts the value itself (``≥``) or not (``>``);
     ``start_known`` false adds that the episode's start was not seen (state lost).
     """
-    wording = _WORDING.get(alert.condition, _GENERIC)
     firing = alert.state == "firing"
+    described = _DESCRIBED.get(alert.condition)
+    if described is not None:
+        return _render_described(alert, described, firing, mine_name, timezone, names,
+                                 start_known)
+    wording = _WORDING.get(alert.condition, _GENERIC)
     tag = wording.firing if firing else wording.resolved
     limit_name = wording.fire_limit if firing else wording.clear_limit
     relation = _comparison(wording.upper, firing, inclusive)
@@ -103,3 +181,29 @@ def render(alert: Alert, *, mine_name: tuple[str, str], timezone: str, names: Na
           f"{_quantity(alert.limit, alert.unit, ' ')} "
           f"({when} {local.strftime('%Z')}{unknown_en})")
     return f"{zh}\n{en}"
+
+
+def _when(alert: Alert, timezone: str) -> tuple[str, str]:
+    local = datetime.fromtimestamp(alert.ts / 1000, UTC).astimezone(ZoneInfo(timezone))
+    return local.strftime("%Y-%m-%d %H:%M:%S"), local.strftime("%Z")
+
+
+def _render_described(alert: Alert, described: _Described, firing: bool,
+                      mine_name: tuple[str, str], timezone: str, names: Names,
+                      start_known: bool) -> str:
+    tag = described.tag if firing else described.cleared
+    sentence = described.fire if firing else described.clear
+    kind_zh, kind_en = names.kind.get(alert.kind, (alert.kind, alert.kind))
+    where_zh, where_en = names.location.get(alert.location, (alert.location, alert.location))
+    when, zone = _when(alert, timezone)
+    fields = {"s": f"{alert.value:.0f}", "sl": f"{alert.limit:.0f}",
+              "scope": alert.scope or alert.sensor}
+    unknown_zh, unknown_en = ("", "") if start_known else ("，开始时间未知", ", start unknown")
+    zh = sentence[0].format(v=_quantity(alert.value, alert.unit, ""),
+                            l=_quantity(alert.limit, alert.unit, ""), **fields)
+    en = sentence[1].format(v=_quantity(alert.value, alert.unit, " "),
+                            l=_quantity(alert.limit, alert.unit, " "), **fields)
+    return (f"【{tag[0]}】{mine_name[0]} {alert.sensor} {alert.place or where_zh} {kind_zh} {zh}"
+            f"（{when}{unknown_zh}）\n"
+            f"[{tag[1]}] {mine_name[1]} {alert.sensor} {where_en} {kind_en} {en} "
+            f"({when} {zone}{unknown_en})")

@@ -5,8 +5,10 @@ that alarm / power-off records be kept at least a year (domain.md §3): the reco
 durable answer to "what was raised, when, under which configuration". One table,
 ``alert_transition``: every field of :class:`~alerts.wire.Alert` plus ``config_hash`` (the
 configuration in force) and ``recorded_at`` (epoch ms, passed in as ``now_ms``), primary key
-(id, state, ts). Appends ignore a row whose key is already there (``ON CONFLICT DO NOTHING``,
-the key-only form of ``INSERT OR IGNORE``), so redelivering the same transitions is harmless.
+(id, state, ts). Table ``alert_ack`` keeps who acknowledged which episode and when (the
+``acknowledged`` state of the lifecycle; first acknowledgement wins). Appends ignore a row
+whose key is already there (``ON CONFLICT DO NOTHING``, the key-only form of ``INSERT OR
+IGNORE``), so redelivering the same transitions is harmless.
 The file runs in WAL mode with ``synchronous=FULL``: a transition that ``append`` returned for
 survives a power cut. One connection shared under a lock, so the CLI summary can
 read while the pipeline writes. Failures (disk full, unreadable file) raise ``sqlite3.Error``
@@ -46,6 +48,7 @@ CREATE TABLE IF NOT EXISTS alert_transition (
     location    TEXT    NOT NULL,
     place       TEXT    NOT NULL,
     source      TEXT    NOT NULL,
+    scope       TEXT    NOT NULL DEFAULT '',
     ended_at    INTEGER,
     version     INTEGER NOT NULL,
     config_hash TEXT    NOT NULL,
@@ -53,6 +56,12 @@ CREATE TABLE IF NOT EXISTS alert_transition (
     PRIMARY KEY (id, state, ts)
 );
 CREATE INDEX IF NOT EXISTS alert_transition_mine_ts ON alert_transition (mine, ts);
+CREATE TABLE IF NOT EXISTS alert_ack (
+    id     TEXT    PRIMARY KEY,
+    by     TEXT    NOT NULL,
+    at     INTEGER NOT NULL,
+    note   TEXT    NOT NULL
+);
 """
 
 _FIELDS: tuple[str, ...] = Alert.__struct_fields__
@@ -120,6 +129,33 @@ class AlertRecord:
             params.append(since_ms)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         return self._query(f"{_SELECT}{clause} ORDER BY ts, rowid", tuple(params))
+
+    def acknowledge(self, episode: str, by: str, now_ms: int, note: str = "") -> bool:
+        """Mark an episode acknowledged; False if it is unknown or was already acknowledged."""
+        with self._lock:
+            known = self._db.execute("SELECT 1 FROM alert_transition WHERE id = ? LIMIT 1",
+                                     (episode,)).fetchone()
+            if known is None:
+                return False
+            cursor = self._db.execute(
+                "INSERT INTO alert_ack (id, by, at, note) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (id) DO NOTHING", (episode, by, now_ms, note))
+            return cursor.rowcount == 1
+
+    def acknowledgements(self, episodes: Sequence[str] | None = None
+                         ) -> dict[str, tuple[str, int, str]]:
+        """(by, at, note) by episode id, of these episodes or of all."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, by, at, note FROM alert_ack").fetchall()
+        wanted = None if episodes is None else set(episodes)
+        return {i: (by, at, note) for i, by, at, note in rows if wanted is None or i in wanted}
+
+    def config_hashes(self) -> dict[tuple[str, str, int], str]:
+        """The configuration hash each transition was raised under, by (id, state, ts)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, state, ts, config_hash FROM alert_transition").fetchall()
+        return {(i, state, ts): h for i, state, ts, h in rows}
 
     def counts(self) -> dict[tuple[str, str, str], int]:
         """Number of transitions by (mine, rule, state)."""

@@ -31,6 +31,7 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
     location: str = ""
     place: str = ""
     source: str = ""
+    scope: str = ""  # what a grouped condition covers: a substation id, an area
     ended_at: int | None = None
     version: int = 1
 

@@ -52,9 +52,14 @@ from config.model import (
     AlertsConfig,
     BrokerConfig,
     Deployment,
+    DetectorConfig,
     IngestConfig,
     Limits,
     Mine,
+    MineNetworking,
+    NetworkingConfig,
+    Receiver,
+    Route,
     Sensor,
     StoreConfig,
     Substation,
@@ -86,6 +91,7 @@ MAX_PERIOD_S = 30.0  # AQ 6201-2019: every sensor is patrolled at least every 30
 
 _MINE_ID = re.compile(r"[a-z][a-z0-9_-]*\Z")  # goes into MQTT topics and store tags
 _POINT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+_NETWORK_CODE = re.compile(r"[A-Za-z0-9]+\Z")  # goes into `;`-separated networking files
 _TOML_AT = re.compile(r"\s*\(at line (\d+), column \d+\)\s*$")
 _ARRAY_HEADER = re.compile(r"\s*\[\[\s*([A-Za-z0-9_.-]+)\s*\]\]")
 _SECRET_HINTS = {
@@ -345,7 +351,7 @@ def _effective_limits(t: _Table, row: LimitRow, origin: str) -> Limits:
 def _parse_sensor(t: _Table, mine_id: str, substations: Collection[str], default_period: float,
                   table: LimitsTable) -> Sensor:
     t.allow("id", "kind", "location", "place", "area", "substation", "unit", "period_s", "range",
-            "limits")
+            "limits", "point_code")
     sensor_id = t.matching("id", _POINT_ID, "a point code of letters, digits, '-', '_' or '.'")
     kind_id = t.choice("kind", table.kinds, "a kind of the limits table")
     kind = table.kinds[kind_id]
@@ -364,12 +370,14 @@ def _parse_sensor(t: _Table, mine_id: str, substations: Collection[str], default
         substation=t.choice("substation", substations, "a substation declared in this file"),
         period_s=_period(t, default_period), range_low=low, range_high=high,
         limits=_effective_limits(t, row, f"{t.source.path.name} sensors.{sensor_id}"),
+        point_code=t.matching("point_code", _NETWORK_CODE, "a point code of letters and digits")
+        if "point_code" in t.data else "",
     )
 
 
 def _parse_mine(src: _Source, table: LimitsTable) -> Mine:
     root = src.root()
-    root.allow("mine", "defaults", "substations", "sensors")
+    root.allow("mine", "defaults", "substations", "sensors", "networking")
     head = root.table("mine", required=True)
     head.allow("id", "name", "name_en", "timezone")
     mine_id = head.matching("id", _MINE_ID, "a lowercase slug such as 'dayan'")
@@ -386,9 +394,11 @@ def _parse_mine(src: _Source, table: LimitsTable) -> Mine:
 
     substations: dict[str, Substation] = {}
     for t in root.tables("substations"):
-        t.allow("id", "name", "place")
+        t.allow("id", "name", "place", "code")
         station = Substation(t.matching("id", _POINT_ID, "a substation code"), t.text("name"),
-                             t.text("place", ""))
+                             t.text("place", ""),
+                             t.matching("code", _NETWORK_CODE, "a substation code of letters "
+                                        "and digits") if "code" in t.data else "")
         if station.id in substations:
             raise t.error("id", f"substation {station.id!r} is declared twice")
         substations[station.id] = station
@@ -402,7 +412,34 @@ def _parse_mine(src: _Source, table: LimitsTable) -> Mine:
     if not sensors:
         raise root.error("sensors", "a mine needs at least one [[sensors]] block")
     return Mine(mine_id, name, name_en, timezone,
-                tuple(substations.values()), tuple(sensors.values()), src.file)
+                tuple(substations.values()), tuple(sensors.values()), src.file,
+                _parse_mine_networking(root, substations.values(), sensors.values()))
+
+
+def _parse_mine_networking(root: _Table, substations: Collection[Substation],
+                           sensors: Collection[Sensor]) -> MineNetworking:
+    """``[networking]``: with a mine code, every substation needs a ``code`` and every sensor
+    a ``point_code``, unique in the mine (the regulator keys its records by them)."""
+    if "networking" not in root.data:
+        return MineNetworking()
+    t = root.table("networking")
+    t.allow("code", "system_model", "system_name", "manufacturer")
+    net = MineNetworking(t.matching("code", _NETWORK_CODE, "a mine code (矿井编码) of letters "
+                                    "and digits"), t.text("system_model", ""),
+                         t.text("system_name", ""), t.text("manufacturer", ""))
+    for what, items, key in (("substations", substations, "code"),
+                             ("sensors", sensors, "point_code")):
+        seen: dict[str, str] = {}
+        for item in items:
+            code = getattr(item, key)
+            if not code:
+                raise root.error(what, f"{item.id!r} has no {key}: with a [networking] mine "
+                                       f"code every one of the {what} needs one")
+            if code in seen:
+                raise root.error(what, f"{key} {code!r} of {item.id!r} is already used by "
+                                       f"{seen[code]!r}")
+            seen[code] = item.id
+    return net
 
 
 def load_mine(path: str | Path, limits: LimitsTable) -> Mine:
@@ -465,6 +502,150 @@ def _parse_ingest(t: _Table) -> IngestConfig:
                         max_future_s=t.number("max_future_s", d.max_future_s, above=0.0))
 
 
+_CHANNEL_KEYS = {
+    "webhook": ("url", "timeout_s", "secret_env"),
+    "email": ("host", "port", "starttls", "username", "password_env", "sender", "to",
+              "timeout_s"),
+    "sms": ("url", "to", "body", "content_type", "timeout_s", "secret_env"),
+    "mqtt": ("topic",),
+}
+_NO_DEBOUNCE = "limit_power_off"  # the safety floor: a power-off alert is never held back
+
+
+def _parse_receiver(t: _Table, environ: Mapping[str, str]) -> Receiver:
+    name = t.matching("name", _MINE_ID, "a name of lower-case letters, digits, - and _")
+    channel = t.choice("channel", tuple(_CHANNEL_KEYS), "a channel")
+    t.allow("name", "channel", *_CHANNEL_KEYS[channel])
+    options: dict[str, object] = {}
+    for key in _CHANNEL_KEYS[channel]:
+        if key not in t.data or key.endswith("_env"):
+            continue
+        if key in ("port",):
+            options[key] = t.integer(key, 25, high=65535)
+        elif key == "timeout_s":
+            options[key] = t.number(key, above=0.0)
+        elif key == "starttls":
+            options[key] = t.flag(key, True)
+        elif key == "to":
+            options[key] = tuple(t.strings(key))
+        else:
+            options[key] = t.text(key)
+    if channel in ("webhook", "sms"):
+        _check_url(t, str(options.get("url", "")), ("http", "https"), "http(s)://host/path")
+    if channel == "email":
+        for key in ("host", "sender", "to"):
+            if key not in options:
+                raise t.error(key, f"required key {key!r} is missing for an email receiver")
+    if channel == "sms" and ("to" not in options or "body" not in options):
+        raise t.error("to" if "to" not in options else "body",
+                      "an sms receiver needs `to` (numbers) and a `body` template")
+    secret_env = next((k for k in ("secret_env", "password_env") if k in t.data), None)
+    secret = ""
+    if secret_env is not None:
+        variable = t.text(secret_env)
+        if variable not in environ:
+            raise t.error(secret_env, f"environment variable {variable} is not set")
+        secret = environ[variable]
+    return Receiver(name=name, channel=channel, options=tuple(options.items()), secret=secret)
+
+
+def _parse_route(t: _Table, receivers: Collection[str]) -> Route:
+    t.allow("receivers", "mines", "kinds", "rules", "severities", "escalate_after_s",
+            "escalate_to")
+
+    def names(key: str, required: bool = False) -> tuple[str, ...]:
+        if key not in t.data and not required:
+            return ()
+        values = tuple(t.strings(key))
+        if key in ("receivers", "escalate_to"):
+            for value in values:
+                if value not in receivers:
+                    raise t.error(key, f"no receiver {value!r}; defined: "
+                                       f"{', '.join(receivers) or 'none'}")
+        return values
+
+    escalate_to = names("escalate_to")
+    after = t.number("escalate_after_s", None, above=0.0)
+    if bool(escalate_to) != (after is not None):
+        raise t.error("escalate_after_s", "escalate_after_s and escalate_to go together")
+    return Route(receivers=names("receivers", required=True), mines=names("mines"),
+                 kinds=names("kinds"), rules=names("rules"),
+                 severities=names("severities"), escalate_after_s=after,
+                 escalate_to=escalate_to)
+
+
+def _parse_alerts(t: _Table, environ: Mapping[str, str]) -> AlertsConfig:
+    t.allow("mqtt", "group_wait_s", "group_interval_s", "repeat_interval_s", "resolve_hold_s",
+            "for_s", "retry_max_s", "receivers", "routes")
+    d = AlertsConfig()
+    for_table = t.table("for_s")
+    for_s = []
+    for rule in for_table.data:
+        if rule == _NO_DEBOUNCE:
+            raise for_table.error(rule, "limit_power_off is never debounced: a methane "
+                                        "power-off alert goes out at once")
+        for_s.append((rule, for_table.number(rule, above=0.0)))
+    receivers = [_parse_receiver(r, environ) for r in t.tables("receivers")]
+    names = [r.name for r in receivers]
+    if duplicate := next((n for n in names if names.count(n) > 1), None):
+        raise t.error("receivers", f"receiver {duplicate!r} is defined twice")
+    return AlertsConfig(
+        mqtt=t.flag("mqtt", d.mqtt),
+        group_wait_s=t.number("group_wait_s", d.group_wait_s, above=-1e-9),
+        group_interval_s=t.number("group_interval_s", d.group_interval_s, above=0.0),
+        repeat_interval_s=t.number("repeat_interval_s", d.repeat_interval_s, above=0.0),
+        resolve_hold_s=t.number("resolve_hold_s", d.resolve_hold_s, above=-1e-9),
+        for_s=tuple(for_s),
+        retry_max_s=t.number("retry_max_s", d.retry_max_s, above=0.0),
+        receivers=tuple(receivers),
+        routes=tuple(_parse_route(r, names) for r in t.tables("routes")))
+
+
+def _parse_detectors(t: _Table) -> DetectorConfig:
+    times = ("history_s", "trend_window_s", "trend_horizon_s", "level_shift_recent_s",
+             "level_shift_reference_s", "stuck_s", "feed_response_s")
+    others = ("level_shift_sigmas", "level_shift_min_fraction", "face_return_tolerance",
+              "no_data_periods")
+    t.allow(*times, *others, "max_rate")
+    d = DetectorConfig()
+    values = {k: t.number(k, getattr(d, k), above=0.0) for k in (*times, *others)}
+    if values["no_data_periods"] < 1:
+        raise t.error("no_data_periods", "expected at least 1 patrol period, got "
+                                         f"{values['no_data_periods']:g}")
+    longest = max(values["trend_window_s"],
+                  values["level_shift_recent_s"] + values["level_shift_reference_s"])
+    if values["history_s"] < longest:
+        raise t.error("history_s", f"{values['history_s']:g} s is shorter than the longest "
+                                   f"window it feeds ({longest:g} s)")
+    rates = t.table("max_rate")
+    max_rate = dict(d.max_rate) | {k: rates.number(k, above=0.0) for k in rates.data}
+    return DetectorConfig(**values, max_rate=tuple(sorted(max_rate.items())))
+
+
+ENV_NETWORKING_PASSWORD = "JINMEI_NETWORKING_PASSWORD"
+
+
+def _parse_networking(t: _Table, environ: Mapping[str, str],
+                      mines: Collection[Mine]) -> NetworkingConfig:
+    t.allow("enabled", "url", "password_env", "encoding", "cdss_period_s", "retry_max_s",
+            "system_code")
+    d = NetworkingConfig()
+    enabled = t.flag("enabled", d.enabled)
+    url: str = t.text("url", d.url)
+    if enabled or url:
+        _check_url(t, url, ("sftp", "ftp"), "sftp://user@host[:port]/dir or ftp://user@host/dir")
+    if enabled and (uncoded := [m.id for m in mines if not m.networking.code]):
+        raise t.error("enabled", f"mine {uncoded[0]!r} has no [networking] code (矿井编码)")
+    variable: str = t.text("password_env", ENV_NETWORKING_PASSWORD)
+    return NetworkingConfig(
+        enabled=enabled, url=url, password=environ.get(variable, ""),
+        encoding=t.choice("encoding", ("utf-8", "gbk"), "a text encoding", d.encoding),
+        cdss_period_s=t.number("cdss_period_s", d.cdss_period_s, above=0.0),
+        retry_max_s=t.number("retry_max_s", d.retry_max_s, above=0.0),
+        system_code=t.choice("system_code", ("01", "02"), "an MT/T 1201.1 system code "
+                             "(01 safety monitoring, 02 gas drainage)", d.system_code))
+
+
 def _limits_path(src: _Source) -> Path:
     name = src.root().text("limits", None)
     return DEFAULT_LIMITS if name is None else src.path.parent / name
@@ -480,7 +661,7 @@ def _config_hash(sources: list[_Source]) -> str:
 
 def _parse_deployment(src: _Source, environ: Mapping[str, str]) -> Deployment:
     root = src.root()
-    root.allow("mines", "limits", "broker", "store", "ingest", "alerts")
+    root.allow("mines", "limits", "broker", "store", "ingest", "alerts", "detectors", "networking")
     limits_src = _read(_limits_path(src))
     table = _parse_limits(limits_src)
     mine_srcs = [_read(src.path.parent / name) for name in root.strings("mines")]
@@ -491,14 +672,14 @@ def _parse_deployment(src: _Source, environ: Mapping[str, str]) -> Deployment:
             raise root.error(f"mines[{i}]", f"mine {mine.id!r} is already loaded from "
                                             f"{seen[mine.id]}")
         seen[mine.id] = mine.source_file
-    alerts = root.table("alerts")
-    alerts.allow("mqtt")
     return Deployment(
         broker=_parse_broker(root.table("broker"), environ),
         store=_parse_store(root.table("store"), environ),
         ingest=_parse_ingest(root.table("ingest")),
-        alerts=AlertsConfig(mqtt=alerts.flag("mqtt", AlertsConfig().mqtt)),
+        alerts=_parse_alerts(root.table("alerts"), environ),
         mines=tuple(mines), source_file=src.file,
+        detectors=_parse_detectors(root.table("detectors")),
+        networking=_parse_networking(root.table("networking"), environ, mines),
         config_hash=_config_hash([src, limits_src, *mine_srcs]),
     )
 

@@ -17,10 +17,15 @@ __all__ = [
     "AlertsConfig",
     "BrokerConfig",
     "Deployment",
+    "DetectorConfig",
     "IngestConfig",
     "Limits",
     "Mine",
+    "MineNetworking",
+    "NetworkingConfig",
+    "Receiver",
     "Registry",
+    "Route",
     "Sensor",
     "StoreConfig",
     "Substation",
@@ -63,6 +68,7 @@ class Substation:
     id: str
     name: str
     place: str = ""
+    code: str = ""  # the substation code networked to the regulator (FZDY, CDDY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +92,7 @@ class Sensor:
     range_low: float
     range_high: float
     limits: Limits
+    point_code: str = ""  # 测点编码 networked to the regulator (networking/, MT/T 1201.1)
 
     @property
     def key(self) -> str:
@@ -95,6 +102,17 @@ class Sensor:
     @property
     def is_switch(self) -> bool:
         return self.kind in SWITCH_KINDS
+
+
+@dataclass(frozen=True, slots=True)
+class MineNetworking:
+    """The mine as the regulator's platform knows it (``[networking]`` of a mine file):
+    矿井编码 and the monitoring system's model, name and manufacturer (MT/T 1201.1 headers)."""
+
+    code: str = ""
+    system_model: str = ""
+    system_name: str = ""
+    manufacturer: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +126,7 @@ class Mine:
     substations: tuple[Substation, ...]
     sensors: tuple[Sensor, ...]
     source_file: str = ""
+    networking: MineNetworking = MineNetworking()
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,10 +161,95 @@ class IngestConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Receiver:
+    """A named destination of alert notifications (dispatcher desk, safety officer, regulator).
+
+    ``channel`` is ``webhook``, ``email``, ``sms`` or ``mqtt``; ``options`` holds that channel's
+    keys as written (checked by the loader); ``secret`` is read from the environment variable
+    the file names (``secret_env``), never from the file.
+    """
+
+    name: str
+    channel: str
+    options: tuple[tuple[str, object], ...] = ()
+    secret: str = ""
+
+    def option(self, key: str, default: object = None) -> object:
+        return dict(self.options).get(key, default)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Alerts matching every non-empty matcher go to ``receivers``; a critical one not
+    acknowledged within ``escalate_after_s`` is re-sent and also goes to ``escalate_to``."""
+
+    receivers: tuple[str, ...]
+    mines: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
+    rules: tuple[str, ...] = ()
+    severities: tuple[str, ...] = ()
+    escalate_after_s: float | None = None
+    escalate_to: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class AlertsConfig:
-    """Where alert transitions go besides the alert record (always kept)."""
+    """Where alert transitions go besides the alert record (always kept), and when.
+
+    ``mqtt`` publishes every transition on ``jinmei/<mine>/alerts``; ``receivers`` and
+    ``routes`` drive notifications through the durable outbox. Times in seconds.
+    """
 
     mqtt: bool = True
+    group_wait_s: float = 10.0
+    group_interval_s: float = 60.0
+    repeat_interval_s: float = 3600.0
+    resolve_hold_s: float = 0.0
+    for_s: tuple[tuple[str, float], ...] = ()
+    retry_max_s: float = 300.0
+    receivers: tuple[Receiver, ...] = ()
+    routes: tuple[Route, ...] = ()
+
+
+# Fastest change a sensor of each kind can really show, in its unit per second: a reading that
+# implies more is a spike (sensor_fault), not the air. Kinds not named are never checked.
+DEFAULT_MAX_RATE: tuple[tuple[str, float], ...] = (
+    ("ch4", 1.0), ("co", 100.0), ("co2", 1.0), ("h2s", 20.0), ("o2", 1.0),
+    ("temperature", 1.0), ("wind_speed", 3.0))
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorConfig:
+    """Settings of the detectors beyond the statutory limits (``[detectors]``; what each one
+    flags is in detectors/suite.py). Times in seconds."""
+
+    history_s: float = 3600.0
+    trend_window_s: float = 300.0
+    trend_horizon_s: float = 600.0
+    level_shift_recent_s: float = 60.0
+    level_shift_reference_s: float = 600.0
+    level_shift_sigmas: float = 6.0
+    level_shift_min_fraction: float = 0.2
+    face_return_tolerance: float = 0.5
+    stuck_s: float = 3600.0
+    max_rate: tuple[tuple[str, float], ...] = DEFAULT_MAX_RATE
+    no_data_periods: float = 3.0
+    feed_response_s: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkingConfig:
+    """Regulator networking (``[networking]`` of the deployment; see networking/): where the
+    data files go (``sftp://user@host[:port]/dir`` or ``ftp://…``; the password from the
+    environment variable ``password_env``), their text encoding and how often CDSS is written."""
+
+    enabled: bool = False
+    url: str = ""
+    password: str = ""
+    encoding: str = "utf-8"
+    cdss_period_s: float = 10.0
+    retry_max_s: float = 300.0
+    system_code: str = "01"
 
 
 @dataclass(frozen=True)
@@ -159,6 +263,8 @@ class Deployment:
     mines: tuple[Mine, ...]
     source_file: str = ""
     config_hash: str = ""
+    detectors: DetectorConfig = field(default_factory=DetectorConfig)
+    networking: NetworkingConfig = field(default_factory=NetworkingConfig)
 
     @cached_property
     def registry(self) -> Registry:

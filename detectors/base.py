@@ -26,7 +26,9 @@ class Event:
     ``rule`` is the alert contract's rule (``limit_alarm``, ``limit_power_off`` …);
     ``condition`` tells apart several conditions of one rule on one sensor (a wind-speed sensor
     can be too slow or too fast: ``alarm_low`` / ``alarm_high``). ``ts`` and ``value`` are the
-    reading that caused the transition; ``limit`` the threshold it crossed.
+    reading that caused the transition; ``limit`` the threshold it crossed. ``scope`` names
+    what a grouped condition covers beyond its one (representative) sensor: the substation id
+    of ``substation_silent``, the area of an interlock; empty otherwise.
     """
 
     sensor: int
@@ -37,6 +39,7 @@ class Event:
     ts: int
     value: float
     limit: float
+    scope: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +57,8 @@ class Detector(Protocol):
     detectors, so a condition carried over a restart finds its detector again.
     """
 
-    conditions: tuple[str, ...]
+    @property
+    def conditions(self) -> tuple[str, ...]: ...  # read-only: a class constant satisfies it
 
     def update(self, batch: ReadingBatch, now: int) -> Detection: ...
 

@@ -31,6 +31,7 @@ import numpy as np
 from config.model import Registry
 from config.readings import ReadingBatch, Status
 from detectors.base import Detection, Event
+from detectors.segments import Segments, changes, hold, segment
 
 __all__ = ["CONDITIONS", "LimitDetector"]
 
@@ -53,6 +54,7 @@ _CHANNELS = (
 )
 CONDITIONS: tuple[str, ...] = tuple(c.condition for c in _CHANNELS)
 _LOW = CONDITIONS.index("alarm_low")
+_POWER_OFF = CONDITIONS.index("power_off")
 _UPPER = np.array([c.upper for c in _CHANNELS])
 _SIGN = np.where(_UPPER, 1.0, -1.0)
 _BITS = np.array([int(c.status_bit) for c in _CHANNELS], dtype=np.uint16)
@@ -83,7 +85,8 @@ class LimitDetector:
     thresholds, or masked by its status bits). Readings are stable-sorted by sensor (arrival
     order kept within a sensor) and the state after each reading is the last determinate verdict
     of that sensor so far, else the state carried from the previous batch: a segmented forward
-    fill with ``np.maximum.accumulate`` over the indices of determinate readings. Transitions
+    fill with ``np.maximum.accumulate`` over the indices of determinate readings (shared with
+    the fault detector in ``detectors/segments.py``). Transitions
     are where that state differs from the one before it; only they become Python objects.
 
     Parameters
@@ -158,8 +161,8 @@ class LimitDetector:
         # leave a quiet sensor quiet, so whole batches of normal readings skip the sort.
         self._can_fire_high = np.fmin.reduce(self._fire[_UPPER], axis=0)
         self._state = np.zeros((len(_CHANNELS), len(registry)), dtype=bool)
-        # uint16 sensor keys let numpy's stable sort use radix sort: O(n), ~7x faster.
-        self._key_dtype = np.uint16 if len(registry) <= 1 << 16 else np.int64
+        # 0 until set by a reading: a power-off carried over a restart started long ago.
+        self._power_off_since = np.zeros(len(registry), dtype=np.int64)
 
     def __repr__(self) -> str:
         return f"LimitDetector(sensors={len(self.registry)}, active={int(self._state.sum())})"
@@ -169,47 +172,26 @@ class LimitDetector:
         if len(batch) == 0:
             return Detection([], status_bits)
         involved = self._involved(batch)
-        if involved is None:
-            order = np.argsort(batch.sensor.astype(self._key_dtype), kind="stable")
-        else:
-            rows = np.flatnonzero(involved[batch.sensor])
-            if rows.size == 0:
-                return Detection([], status_bits)
-            order = rows[np.argsort(batch.sensor[rows].astype(self._key_dtype), kind="stable")]
-        sensor = batch.sensor[order]
-        value = batch.value[order]
-        n = len(order)
-        # Segments: the run of each sensor's readings in the sorted order.
-        starts_segment = np.empty(n, dtype=bool)
-        starts_segment[0] = True
-        np.not_equal(sensor[1:], sensor[:-1], out=starts_segment[1:])
-        starts = np.flatnonzero(starts_segment).astype(np.int32)
-        length = np.diff(starts, append=np.int32(n))
-        segment_sensor = sensor[starts]
-        segment_start = np.repeat(starts, length)
-        sets, determinate = self._verdicts(segment_sensor, length, value, batch.status[order])
+        rows = None if involved is None else np.flatnonzero(involved[batch.sensor])
+        if rows is not None and rows.size == 0:
+            return Detection([], status_bits)
+        seg = segment(batch.sensor, rows)
+        value = batch.value[seg.order]
+        sets, determinate = self._verdicts(seg.segment_sensor, seg.length, value,
+                                           batch.status[seg.order])
+        state, before = hold(sets, determinate, self._state[:, seg.segment_sensor], seg)
+        self._state[:, seg.segment_sensor] = state[:, seg.ends]
 
-        # Segmented forward fill of the last determinate verdict: key = 2·position + verdict
-        # (−1 where indeterminate), so a running maximum finds the latest one and its verdict.
-        key = np.add(2 * np.arange(n, dtype=np.int32), sets, dtype=np.int32)
-        key += 1
-        key *= determinate
-        key -= 1
-        latest = np.maximum.accumulate(key, axis=1)
-        carried = self._state[:, segment_sensor]
-        state = np.bitwise_and(latest, 1).astype(bool)
-        np.copyto(state, np.repeat(carried, length, axis=1), where=latest < 2 * segment_start)
-        before = np.empty_like(state)
-        before[:, 1:] = state[:, :-1]
-        before[:, starts] = carried
-        self._state[:, segment_sensor] = state[:, starts + length - 1]
-
-        bits = np.zeros(n, dtype=np.uint16)
+        bits = np.zeros(len(seg.order), dtype=np.uint16)
         for channel, bit in enumerate(_BITS):  # four channels, not a loop over readings
             np.bitwise_or(bits, bit, out=bits, where=state[channel])
-        status_bits[order] = bits
-        return Detection(self._events(state, before, order, sensor, value, batch.ts),
-                         status_bits)
+        status_bits[seg.order] = bits
+        return Detection(self._events(state, before, seg, value, batch.ts), status_bits)
+
+    def powered_off(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per sensor: is its power-off (断电) condition active, and since when (epoch ms of the
+        reading that set it; 0 for one carried over a restart, whose start is unknown)."""
+        return self._state[_POWER_OFF].copy(), self._power_off_since.copy()
 
     def _involved(self, batch: ReadingBatch) -> np.ndarray | None:
         """Per sensor: may its state change or be active in this batch (else it stays quiet).
@@ -246,19 +228,17 @@ class LimitDetector:
         clears &= ~(calibrating | faulty | over_range)
         return sets, sets | clears
 
-    def _events(self, state: np.ndarray, before: np.ndarray, order: np.ndarray,
-                sensor: np.ndarray, value: np.ndarray, ts: np.ndarray) -> list[Event]:
-        channel, position = np.divmod(np.flatnonzero(state != before), state.shape[1])
-        # Events in arrival order of their readings, then channel order: as one-by-one feeding.
-        arrival = order[position]
-        by_arrival = np.lexsort((channel, arrival))
+    def _events(self, state: np.ndarray, before: np.ndarray, seg: Segments, value: np.ndarray,
+                ts: np.ndarray) -> list[Event]:
         events = []
-        for c, p, a in zip(channel[by_arrival].tolist(), position[by_arrival].tolist(),
-                           arrival[by_arrival].tolist(), strict=True):
+        channel, position, arrival = changes(state, before, seg)
+        for c, p, a in zip(channel.tolist(), position.tolist(), arrival.tolist(), strict=True):
             spec = _CHANNELS[c]
             firing = bool(state[c, p])
-            i = int(sensor[p])
+            i = int(seg.sensor[p])
             limit = (self._fire_limit if firing else self._clear_limit)[c, i]
+            if c == _POWER_OFF and firing:
+                self._power_off_since[i] = ts[a]
             events.append(Event(i, spec.rule, spec.condition, spec.severity, firing,
                                 int(ts[a]), float(value[p]), float(limit)))
         return events

@@ -5,6 +5,19 @@ concatenates their events in member order and ORs their status bits. ``tick(now)
 members that also watch the clock (a detector with a ``tick`` method — e.g. one that must
 notice silence when no message arrives at all) and is called by the service about once a
 second even when no telemetry comes in.
+
+The members (each module's docstring says what it flags, why, and the source of its limits):
+
+- ``detectors.limits`` — statutory alarm / power-off / restore limits (``limit_alarm``,
+  ``limit_power_off``), fail-safe on device status;
+- ``detectors.faults`` — ``sensor_fault``: device fault, out of range, spike, stuck;
+- ``detectors.trend`` — ``trend``: forecast time to the alarm limit, level shift, working
+  face / return airway mismatch;
+- ``detectors.silence`` — ``no_data``: silent sensors, whole silent substations (clock-driven);
+- ``detectors.interlocks`` — ``feed_fault``: power still on after a methane power-off or with
+  every local fan of a heading stopped.
+
+Calibrating readings (标校) never raise anything in any of them.
 """
 
 from __future__ import annotations
@@ -13,10 +26,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from config.model import Registry
+from config.model import DetectorConfig, Registry
 from config.readings import ReadingBatch
 from detectors.base import Detection, Detector
+from detectors.faults import SensorFaultDetector
+from detectors.interlocks import InterlockDetector
 from detectors.limits import LimitDetector
+from detectors.silence import NoDataDetector
+from detectors.trend import TrendDetector
 
 __all__ = ["DetectorSuite", "build_detectors"]
 
@@ -57,6 +74,14 @@ def _merge(detections: list[Detection], n: int) -> Detection:
     return Detection([e for d in detections for e in d.events], bits)
 
 
-def build_detectors(registry: Registry) -> DetectorSuite:
-    """The detectors every deployment runs, in the order their events are reported."""
-    return DetectorSuite([LimitDetector(registry)])
+def build_detectors(registry: Registry, config: DetectorConfig | None = None) -> DetectorSuite:
+    """The detectors every deployment runs, in the order their events are reported.
+
+    ``config`` is the deployment's ``[detectors]`` section (defaults when None). The limit
+    detector comes first: the interlocks read its power-off state after it saw the batch.
+    """
+    config = DetectorConfig() if config is None else config
+    limits = LimitDetector(registry)
+    return DetectorSuite([limits, SensorFaultDetector(registry, config),
+                          TrendDetector(registry, config), NoDataDetector(registry, config),
+                          InterlockDetector(registry, limits, config)])

@@ -90,9 +90,11 @@ def reading_lines(batch: ReadingBatch, registry: Registry) -> str:
 
 
 def _alert_line(alert: Alert) -> str:
-    tags = _tag_set("alert", {"kind": alert.kind, "mine": alert.mine, "rule": alert.rule,
-                              "sensor": alert.sensor, "severity": alert.severity,
-                              "state": alert.state})
+    # `condition` is a tag so that two conditions of one sensor changing in the same
+    # millisecond (an alarm and a power-off) stay two points instead of overwriting each other.
+    tags = _tag_set("alert", {"condition": alert.condition, "kind": alert.kind,
+                              "mine": alert.mine, "rule": alert.rule, "sensor": alert.sensor,
+                              "severity": alert.severity, "state": alert.state})
     fields = [f'id="{_escape_string(alert.id)}"']
     fields += [f"{name}={number!r}" for name, number in (("limit", float(alert.limit)),
                                                          ("value", float(alert.value)))

@@ -84,11 +84,12 @@ class Pipeline:
         self.stats = PipelineStats()
         self.codec = TelemetryCodec(self.registry,
                                     max_future_ms=int(deployment.ingest.max_future_s * 1000))
-        self.detectors = build_detectors(self.registry)
+        self.detectors = build_detectors(self.registry, deployment.detectors)
         self.dispatcher = AlertDispatcher(self.registry, names, record,
                                           config_hash=deployment.config_hash,
                                           publish=source.publish,
-                                          mqtt=deployment.alerts.mqtt)
+                                          mqtt=deployment.alerts.mqtt,
+                                          config=deployment.alerts)
         for sensor, condition in self.detectors.restore(self.dispatcher.restore()):
             log.warning("open condition %r of %s is no detector's any more; it stays open",
                         condition, self.registry.sensors[sensor].key)

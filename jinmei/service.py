@@ -1,9 +1,10 @@
 """Assemble and run the jinmei service for one deployment (used by ``jinmei run`` and the demo).
 
 :class:`Service` owns the long-lived parts — MQTT source, store, alert record, pipeline worker —
-and starts and stops them in the right order: ``start`` connects and launches the worker;
-``stop`` stops taking messages, lets the worker finish its batch, then closes the store (which
-flushes what it can) and the record.
+and starts and stops them in the right order: ``start`` connects and launches the worker and
+the alert delivery thread (``alerts.outbox``); ``stop`` stops taking messages, lets the worker
+finish its batch, stops the delivery thread (what it still owes stays in the outbox for the
+next start), then closes the store (which flushes what it can) and the record.
 """
 
 from __future__ import annotations
@@ -14,16 +15,20 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from alerts.channels.base import build_channel
+from alerts.channels.mqtt import PahoPublisher
+from alerts.dispatch import AlertDispatcher
 from alerts.episodes import Names
+from alerts.outbox import DeliveryWorker
 from alerts.record import AlertRecord
 from alerts.wire import Alert
 from config.loader import deployment_limits
 from config.model import Deployment
-from ingest.mqtt import MqttSource
+from ingest.mqtt import MqttSource, broker_address
 from ingest.sink import open_sink
 from jinmei.pipeline import Pipeline
 
-__all__ = ["Service", "names_from_limits"]
+__all__ = ["Service", "delivery_worker", "names_from_limits"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,24 @@ def names_from_limits(deployment: Deployment) -> Names:
     table = deployment_limits(deployment)
     return Names(kind={k: (v.name, v.name_en) for k, v in table.kinds.items()},
                  location={k: (v.name, v.name_en) for k, v in table.locations.items()})
+
+
+def delivery_worker(deployment: Deployment, dispatcher: AlertDispatcher,
+                    clock: Callable[[], float]) -> tuple[DeliveryWorker, PahoPublisher | None]:
+    """The outbox's delivery thread with a channel per configured receiver, and the MQTT
+    connection of routed notifications (only when a receiver uses the mqtt channel)."""
+    config = deployment.alerts
+    publish = None
+    if any(r.channel == "mqtt" for r in config.receivers):
+        host, port, tls = broker_address(deployment.broker.url)
+        publish = PahoPublisher(host, port, tls=tls, username=deployment.broker.username,
+                                password=deployment.broker.password,
+                                client_id=f"{deployment.broker.client_id}-notify")
+    worker = DeliveryWorker(dispatcher.outbox,
+                            {r.name: build_channel(r, publish) for r in config.receivers},
+                            clock=clock, retry_max_s=config.retry_max_s)
+    dispatcher.on_outbox = worker.wake
+    return worker, publish
 
 
 class Service:
@@ -50,6 +73,8 @@ class Service:
         self.record = AlertRecord(state_dir / "alerts.db")
         self.pipeline = Pipeline(deployment, self.source, self.sink, self.record,
                                  names_from_limits(deployment), clock=clock, on_alert=on_alert)
+        self.delivery, self._notify_mqtt = delivery_worker(deployment, self.pipeline.dispatcher,
+                                                           clock)
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self.pipeline.run, args=(self._stop,),
                                         name="jinmei-ingest", daemon=True)
@@ -57,6 +82,7 @@ class Service:
     def start(self, wait_subscribed_s: float = 0.0) -> bool:
         """Connect and start the worker; with a wait, True once the subscription is in place."""
         self.source.start()
+        self.delivery.start()
         self._worker.start()
         log.info("jinmei serving %d sensors of %s; store %s", len(self.deployment.registry),
                  ", ".join(m.id for m in self.deployment.mines), self.sink.name)
@@ -65,6 +91,10 @@ class Service:
     def stop(self) -> None:
         self._stop.set()
         self._worker.join()
+        self.delivery.stop()
+        if self._notify_mqtt is not None:
+            self._notify_mqtt.close()
+        self.pipeline.dispatcher.close()
         self.source.stop()
         self.sink.close()
         self.record.close()

@@ -1,43 +1,49 @@
-"""Synthetic telemetry of one mine, deterministic for a seed, and the alerts it must raise.
+"""Synthetic telemetry of one mine, deterministic for a seed: the feed a scenario tells.
 
 :func:`generate` yields the feed as MQTT messages in time order: every configured sensor
 reports at its own ``period_s`` from ``start_ms`` on, and at each tick every substation (分站)
 with a sensor due sends one message on ``jinmei/<mine>/telemetry/<substation>`` (or
-``jinmei/<mine>/telemetry`` for a sensor with no substation) in wire contract v1, whose
-``ts`` is the tick time. Payloads are encoded by ``ingest.codec.encode_telemetry``, the
-contract's own encoder.
+``jinmei/<mine>/telemetry`` for a sensor with no substation) in wire contract v1, whose ``ts``
+is the tick time. Payloads are encoded by ``ingest.codec.encode_telemetry``, the contract's
+own encoder; the same seed gives the same bytes.
 
-The model, vectorized over all sensors due at a tick (numpy ``Generator(PCG64(seed))``):
-value = baseline + scenario excursion + AR(1) noise (phi 0.9 per reading, bounded at ±4 σ),
-quantised to the sensor's resolution and clipped to its range. Baselines come from the
-sensor's kind and location (:data:`_MODELS`) and are kept 5 σ + one resolution step inside
-every limit of the sensor, so the ``normal`` scenario never crosses one. A kind with no model
-here is refused with ``ValueError`` rather than invented.
+A reading, vectorized over all sensors due at a tick (``simulators.model`` has the physics):
+the modelled value (baseline × production cycle × area emission / airflow, carried downstream
+with a transport delay) moved toward a scenario excursion's peak, plus the sensor's own AR(1)
+noise (phi 0.9 per reading, bounded at ±4 σ), plus a fault's drift; quantised to the sensor's
+resolution and clipped to its measuring range (except where the scenario goes past it), then
+stuck or spiked by a fault. Baselines sit 5 σ + one resolution step inside every limit of the
+sensor even at the model's extremes, so the ``normal`` scenario never crosses one.
 
-:func:`truth` replays the same model (same seed) and reports, per sensor and limit condition,
-the episodes the detectors must raise (``fires: True``, ``from_ms`` = first reading past the
-limit, ``to_ms`` = first reading back past the release, or ``None`` if still firing at the
-end) or that the condition must stay silent for the whole feed (``fires: False``).
+The substation plays its part: a feed sensor (馈电) reads 0 while its area's power is cut — a
+methane sensor at or over its power-off limit until it is back under the restore limit, or every
+local fan of a heading stopped (风电闭锁) — unless the scenario says the interlock fails.
+Calibrating readings never cut power. A kind with no model is refused with ``ValueError``
+rather than invented.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from itertools import pairwise, repeat
-from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
 from config.model import Mine, Registry
 from ingest.codec import encode_telemetry
-from simulators.scenarios import Scenario, get_scenario
+from simulators import model
+from simulators.scenarios import Excursion, Fault, Outage, Scenario, get_scenario
 
-__all__ = ["Message", "generate", "truth"]
+__all__ = ["Feed", "Message", "Tick", "generate"]
 
 PHI = 0.9  # readings of a real gas sensor are strongly autocorrelated; white noise looks fabricated
 NOISE_BOUND = 4.0  # in σ: with baselines 5 σ inside a limit, noise alone can never cross it
+_NEVER = np.inf
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,54 +57,6 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
-class _KindModel:
-    """Baseline drawn uniformly from [low, high]; noise of stationary σ; reading resolution."""
-
-    low: float
-    high: float
-    sigma: float
-    resolution: float
-
-
-def _steady(value: float) -> _KindModel:
-    return _KindModel(value, value, 0.0, 1.0)
-
-
-_CH4 = 0.01  # ch4 noise σ and resolution, % by volume
-_MODELS: dict[tuple[str, str], _KindModel] = {
-    ("ch4", "*"): _KindModel(0.05, 0.20, _CH4, _CH4),
-    **{("ch4", loc): _KindModel(0.20, 0.40, _CH4, _CH4)  # the face gives off the gas
-       for loc in ("longwall_face", "longwall_upper_corner", "heading_face", "shearer")},
-    **{("ch4", loc): _KindModel(0.15, 0.35, _CH4, _CH4)
-       for loc in ("longwall_return", "heading_return", "district_return")},
-    ("ch4", "main_return"): _KindModel(0.25, 0.35, _CH4, _CH4),
-    **{("ch4", loc): _KindModel(0.05, 0.10, _CH4, _CH4)  # fresh air: little methane yet
-       for loc in ("longwall_intake", "series_intake", "face_intake")},
-    ("co", "*"): _KindModel(0.0, 3.0, 0.5, 1.0),
-    ("co", "goaf"): _KindModel(3.0, 6.0, 0.5, 1.0),  # slow oxidation of left coal (lignite: Dayan)
-    ("o2", "*"): _KindModel(20.6, 20.9, 0.05, 0.1),
-    ("co2", "*"): _KindModel(0.05, 0.30, 0.01, 0.01),
-    ("h2s", "*"): _KindModel(0.0, 0.5, 0.1, 0.1),
-    ("temperature", "*"): _KindModel(18.0, 24.0, 0.1, 0.1),
-    ("wind_speed", "*"): _KindModel(1.5, 2.5, 0.05, 0.01),
-    ("wind_speed", "main_airway"): _KindModel(3.0, 5.0, 0.05, 0.01),
-    ("wind_speed", "fan_drift"): _KindModel(8.0, 10.0, 0.05, 0.01),
-    **{(kind, "*"): _steady(1.0)  # running / live / air flowing
-       for kind in ("local_fan", "main_fan", "feed", "air_duct")},
-    **{(kind, "*"): _steady(0.0)  # closed / no smoke / not tripped
-       for kind in ("air_door", "smoke", "power_off_relay")},
-}
-
-# Limit conditions a detector checks: (condition = Limits field, rule, release field, upper?).
-_CONDITIONS = (
-    ("alarm_high", "limit_alarm", "release_high", True),
-    ("power_off", "limit_power_off", "restore", True),
-    ("warning_high", "limit_alarm", "warning_high", True),
-    ("alarm_low", "limit_alarm", "release_low", False),
-)
-
-
-@dataclass(frozen=True, slots=True)
 class _Due:
     """The sensors due together at a tick, ordered by substation, and each substation's slice."""
 
@@ -107,53 +65,160 @@ class _Due:
     messages: list[tuple[str, int, int]]  # (topic, first, stop) into index / ids
 
 
-class _Feed:
-    """The model's state for one run: per-sensor arrays, the schedule, the noise."""
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """The readings of one tick: sensors due, values, which are calibrating, which go unsent."""
 
-    def __init__(self, mine: Mine, story: Scenario, start_ms: int, duration_s: float,
+    at_ms: int
+    due: _Due
+    value: np.ndarray
+    calibrating: np.ndarray
+    silent: np.ndarray
+
+
+class Feed:
+    """The model's state for one run of a scenario: per-sensor arrays, the schedule, the noise.
+
+    Besides :meth:`ticks`, it exposes what the scenario did to which sensor (offsets in ms from
+    ``start_ms``; ``inf`` = never) for the ground truth (``simulators.truth``).
+    """
+
+    def __init__(self, mine: Mine, scenario: Scenario, start_ms: int, duration_s: float,
                  seed: int) -> None:
-        sensors = mine.sensors
         if not duration_s > 0:
             raise ValueError(f"duration_s must be positive: {duration_s}")
-        self.mine = mine
-        self.start_ms = start_ms
-        self.duration_ms = round(duration_s * 1000)
+        sensors = mine.sensors
         n = len(sensors)
+        self.mine, self.scenario, self.start_ms = mine, scenario, start_ms
+        self.duration_ms = round(duration_s * 1000)
+        self.registry = registry = Registry.build([mine])
+        noise_seed, area_seed = np.random.SeedSequence(seed).spawn(2)
+        self.rng = np.random.Generator(np.random.PCG64(noise_seed))
         models = [_model(mine, i) for i in range(n)]
-        registry = Registry.build([mine])
-        self.registry = registry
         self.sigma = np.array([m.sigma for m in models])
         self.resolution = np.array([m.resolution for m in models])
-        self.rng = np.random.Generator(np.random.PCG64(seed))
-        low = np.array([m.low for m in models])
-        high = np.array([m.high for m in models])
-        self.baseline = _inside_limits(self.rng.uniform(low, high), registry,
-                                       (NOISE_BOUND + 1) * self.sigma + self.resolution)
-        self.bound = NOISE_BOUND * self.sigma
-        self.innovation = self.sigma * math.sqrt(1 - PHI**2)
-        self.noise = np.clip(self.rng.standard_normal(n) * self.sigma, -self.bound, self.bound)
         self.period_ms = np.array([round(s.period_s * 1000) for s in sensors], dtype=np.int64)
         if n and self.period_ms.min() <= 0:
             bad = sensors[int(self.period_ms.argmin())]
             raise ValueError(f"sensor {bad.key}: period_s must be positive: {bad.period_s}")
-        self.peak, self.delay_ms = _excursions(mine, story, self.period_ms)
-        self.lifted = bool(np.isfinite(self.peak).any())
-        self.knots_ms = np.array(story.shape) * self.duration_ms
+        kinds = np.array([s.kind for s in sensors], dtype=object)
+        self.gas = np.array([s.kind == "ch4" and s.location in model.EMITTING for s in sensors],
+                            dtype=bool)
+        self.wind = kinds == "wind_speed"
+        self.fan = kinds == "local_fan"
+        self.feed = kinds == "feed"
+        self.guard = (kinds == "ch4") & np.isfinite(registry.power_off)
+        areas = {a: k for k, a in enumerate(dict.fromkeys(s.area for s in sensors))}
+        self.area = np.array([areas[s.area] for s in sensors], dtype=np.int64)
+        self.areas = len(areas)
+        # Baselines inside every limit even at the model's extremes (module docstring).
+        rise = (1 + model.EMISSION_BOUND) / (1 - model.AIRFLOW_BOUND)
+        fall = model.MAINTENANCE * (1 - model.EMISSION_BOUND) / (1 + model.AIRFLOW_BOUND)
+        gain_up = np.where(self.gas, rise, np.where(self.wind, 1 + model.AIRFLOW_BOUND, 1.0))
+        gain_down = np.where(self.gas, fall, np.where(self.wind, 1 - model.AIRFLOW_BOUND, 1.0))
+        low = np.array([m.low for m in models])
+        high = np.array([m.high for m in models])
+        self.baseline = _inside_limits(self.rng.uniform(low, high), registry,
+                                       (NOISE_BOUND + 1) * self.sigma + self.resolution,
+                                       gain_up, gain_down)
+        self.bound = NOISE_BOUND * self.sigma
+        self.innovation = self.sigma * math.sqrt(1 - PHI**2)
+        self.noise = np.clip(self.rng.standard_normal(n) * self.sigma, -self.bound, self.bound)
+        # Air carries gas downstream: delay = distance / the area's mean air velocity.
+        wind_sum = np.bincount(self.area[self.wind], self.baseline[self.wind], self.areas)
+        wind_count = np.bincount(self.area[self.wind], minlength=self.areas)
+        area_wind = np.where(wind_count > 0, wind_sum / np.maximum(wind_count, 1), 2.0)
+        distance = np.array([model.DISTANCE_M.get(s.location, 0.0) for s in sensors])
+        self.delay_ms = np.round(distance / area_wind[self.area] * 1000).astype(np.int64)
+        area_rng = np.random.Generator(np.random.PCG64(area_seed))
+        seconds = self.duration_ms // 1000 + 1
+        self.emission = model.area_signal(area_rng, self.areas, seconds, "emission")
+        self.airflow = model.area_signal(area_rng, self.areas, seconds, "airflow")
+        start = datetime.fromtimestamp(start_ms / 1000, UTC)
+        offset = ZoneInfo(mine.timezone).utcoffset(start) if mine.timezone else None
+        self.local_ms = start_ms + (round(offset.total_seconds() * 1000) if offset else 0)
+        self._apply(scenario)
+        self.ceiling = np.where(self.peak > registry.range_high, _NEVER, registry.range_high)
+        self.floor = np.where(np.isfinite(self.drift_from), -_NEVER, registry.range_low)
+        self.frozen = np.full(n, np.nan)
+        self.cut = np.zeros(n, dtype=bool)
+        self.last = self.baseline.copy()  # the latest reading of each sensor (fans: running?)
         ranks = {sub.id: r for r, sub in enumerate(mine.substations)}
         self.rank = np.array([ranks.setdefault(s.substation, len(ranks)) for s in sensors])
         self.order = np.lexsort((np.arange(n), self.rank))
         self.periods = np.unique(self.period_ms)
         self.members = [self.period_ms == p for p in self.periods]
         self._due: dict[tuple[bool, ...], _Due] = {}
+        self.refused = _refused(mine, scenario.malformed, self.start_ms, self.duration_ms,
+                                int(self.periods.min()) if n else 1000)
 
-    def ticks(self) -> Iterator[tuple[int, _Due, np.ndarray]]:
-        """(tick time, sensors due, their values) in time order."""
+    # ── what the scenario does, resolved to sensors ──────────────────────────────────────────
+    def _apply(self, scenario: Scenario) -> None:
+        n = len(self.mine.sensors)
+        self.peak = np.full(n, np.nan)
+        self.knots_ms = np.zeros((n, 4))
+        self.calibration = np.zeros(n, dtype=bool)
+        self.warns = np.zeros(n, dtype=bool)
+        self.stuck_from = np.full(n, _NEVER)
+        self.drift_from = np.full(n, _NEVER)
+        self.drift_rate = np.zeros(n)  # per ms
+        self.spike_at: list[list[tuple[float, float]]] = [[] for _ in range(n)]
+        self.silent_from = np.full(n, _NEVER)
+        self.silent_to = np.full(n, _NEVER)
+        self.lockout_fails = np.zeros(self.areas, dtype=bool)
+        ms = self.duration_ms
+        area: int | None = None
+        rows: list[Excursion | Fault | Outage] = [*scenario.excursions, *scenario.faults,
+                                                  *scenario.outages]
+        for row in rows:
+            match = np.flatnonzero([s.kind == row.kind and s.location == row.location
+                                    for s in self.mine.sensors])
+            if area is None and not len(match):
+                raise ValueError(f"scenario {scenario.name!r} needs a {row.kind} sensor at "
+                                 f"{row.location}; mine {self.mine.id!r} has none")
+            area = int(self.area[match[0]]) if area is None else area
+            match = match[self.area[match] == area]
+            if not len(match):
+                continue  # the area lacks this sensor: the change passes unmeasured
+            if isinstance(row, Excursion):
+                shape = np.array(row.shape or scenario.shape) * ms
+                self.peak[match] = row.peak
+                self.calibration[match] = row.calibrating
+                self.warns[match] |= row.warns
+                # standard gas is put on the sensor head: it is not carried downstream
+                lag = 0 if row.calibrating else self.delay_ms[match]
+                self.knots_ms[match] = shape[None, :] + np.reshape(lag, (-1, 1))
+            elif isinstance(row, Fault):
+                first = int(match[0])
+                at = row.at * ms
+                if row.condition == "stuck":
+                    self.stuck_from[first] = at
+                elif row.condition == "drift":
+                    self.drift_from[first] = at
+                    self.drift_rate[first] = row.value / max(ms - at, 1.0)
+                else:
+                    self.spike_at[first].append((at, row.value))
+            elif isinstance(row, Outage):
+                substation = self.mine.sensors[int(match[0])].substation
+                on = np.array([s.substation == substation for s in self.mine.sensors])
+                self.silent_from[on] = row.at * ms
+                self.silent_to[on] = row.until * ms
+        if scenario.lockout_fails and area is not None:
+            self.lockout_fails[area] = True
+        self.spiked = np.array([bool(s) for s in self.spike_at])
+
+    # ── the schedule ─────────────────────────────────────────────────────────────────────────
+    def ticks(self) -> Iterator[Tick]:
+        """Every tick of the feed in time order (see :class:`Tick`)."""
         offsets = np.unique(np.concatenate(
             [np.arange(0, self.duration_ms, p, dtype=np.int64) for p in self.periods]
             or [np.empty(0, np.int64)]))
         for offset in offsets.tolist():
             due = self._due_at(tuple(bool(offset % p == 0) for p in self.periods.tolist()))
-            yield self.start_ms + offset, due, self._values(offset, due.index)
+            value, calibrating = self._values(offset, due.index)
+            silent = ((offset >= self.silent_from[due.index])
+                      & (offset < self.silent_to[due.index]))
+            yield Tick(self.start_ms + offset, due, value, calibrating, silent)
 
     def _due_at(self, key: tuple[bool, ...]) -> _Due:
         due = self._due.get(key)
@@ -173,145 +238,165 @@ class _Feed:
         base = f"jinmei/{self.mine.id}/telemetry"
         return f"{base}/{substation}" if substation else base
 
-    def _values(self, offset_ms: int, index: np.ndarray) -> np.ndarray:
+    # ── the model ────────────────────────────────────────────────────────────────────────────
+    def _values(self, offset_ms: int, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Values and calibrating flags of the sensors ``index`` at ``offset_ms``."""
         noise = PHI * self.noise[index] + self.innovation[index] * self.rng.standard_normal(
             len(index))
         noise = np.clip(noise, -self.bound[index], self.bound[index])
         self.noise[index] = noise
-        value = self.baseline[index] + noise
-        if self.lifted:
-            peak = self.peak[index]
-            lifted = np.isfinite(peak)
-            envelope = np.interp(offset_ms - self.delay_ms[index][lifted], self.knots_ms,
-                                 (0.0, 1.0, 1.0, 0.0))
-            value[lifted] += envelope * (peak[lifted] - self.baseline[index][lifted])
+        value = self._physical(offset_ms, index)
+        peak = self.peak[index]
+        lifted = np.isfinite(peak)
+        calibrating = np.zeros(len(index), dtype=bool)
+        if lifted.any():
+            knots = self.knots_ms[index[lifted]]
+            rise = (offset_ms - knots[:, 0]) / np.maximum(knots[:, 1] - knots[:, 0], 1.0)
+            fall = (knots[:, 3] - offset_ms) / np.maximum(knots[:, 3] - knots[:, 2], 1.0)
+            envelope = np.clip(np.minimum(rise, fall), 0.0, 1.0)
+            value[lifted] += envelope * (peak[lifted] - value[lifted])
+            calibrating[lifted] = (self.calibration[index[lifted]] & (offset_ms >= knots[:, 0])
+                                   & (offset_ms < knots[:, 3]))
+        value += noise + self.drift_rate[index] * np.maximum(offset_ms - self.drift_from[index],
+                                                             0.0)
         resolution = self.resolution[index]
         value = np.round(value / resolution) * resolution
-        value = np.clip(value, self.registry.range_low[index], self.registry.range_high[index])
-        return np.round(value, 6)  # 0.29, not 0.29000000000000004, on the wire
+        value = np.clip(value, self.floor[index], self.ceiling[index])
+        stuck = offset_ms >= self.stuck_from[index]
+        if stuck.any():
+            held = index[stuck]
+            self.frozen[held] = np.where(np.isnan(self.frozen[held]), value[stuck],
+                                         self.frozen[held])
+            value[stuck] = self.frozen[held]
+        for k in np.flatnonzero(self.spiked[index]).tolist():  # a handful of spiking sensors
+            period = self.period_ms[index[k]]
+            for at, spike in self.spike_at[int(index[k])]:
+                if offset_ms - period < at <= offset_ms:
+                    value[k] = spike
+        self._substation(index, value, calibrating)
+        return np.round(value, 6), calibrating  # 0.29, not 0.29000000000000004, on the wire
+
+    def _physical(self, offset_ms: int, index: np.ndarray) -> np.ndarray:
+        """Baseline × production × emission / airflow (gas, delayed) or × airflow (wind)."""
+        value = self.baseline[index].copy()
+        gas, wind = self.gas[index], self.wind[index]
+        if gas.any():
+            at = offset_ms - self.delay_ms[index[gas]]
+            second = np.clip(at // 1000, 0, self.emission.shape[1] - 1)
+            area = self.area[index[gas]]
+            value[gas] *= (model.production(self.local_ms + at)
+                           * (1 + self.emission[area, second]) / (1 + self.airflow[area, second]))
+        if wind.any():
+            second = min(offset_ms // 1000, self.airflow.shape[1] - 1)
+            value[wind] *= 1 + self.airflow[self.area[index[wind]], second]
+        return value
+
+    def _substation(self, index: np.ndarray, value: np.ndarray, calibrating: np.ndarray) -> None:
+        """Track power-off state; a feed sensor reads 0 while its area's power is cut."""
+        self.last[index] = value
+        guard = self.guard[index] & ~calibrating
+        if guard.any():
+            g = index[guard]
+            registry = self.registry
+            over = _past(value[guard], registry.power_off[g], registry.inclusive[g])
+            back = ~_past(value[guard], registry.restore[g], registry.inclusive[g])
+            self.cut[g] = over | (self.cut[g] & ~back)
+        feed = self.feed[index]
+        if feed.any():
+            cut = np.bincount(self.area, self.cut, self.areas) > 0
+            fans = np.bincount(self.area, self.fan, self.areas)
+            running = np.bincount(self.area, self.fan & (self.last > 0.5), self.areas)
+            cut |= (fans > 0) & (running == 0)  # 风电闭锁: no local fan running, no power
+            area = self.area[index[feed]]
+            value[feed] = np.where(cut[area] & ~self.lockout_fails[area], 0.0, value[feed])
 
 
-def _model(mine: Mine, i: int) -> _KindModel:
+def _model(mine: Mine, i: int) -> model.KindModel:
     sensor = mine.sensors[i]
-    found = _MODELS.get((sensor.kind, sensor.location)) or _MODELS.get((sensor.kind, "*"))
+    found = (model.KIND_MODELS.get((sensor.kind, sensor.location))
+             or model.KIND_MODELS.get((sensor.kind, "*")))
     if found is None:
         raise ValueError(f"sensor {sensor.key}: the simulator has no model for kind "
                          f"{sensor.kind!r}; known kinds: "
-                         f"{', '.join(sorted({k for k, _ in _MODELS}))}")
+                         f"{', '.join(sorted({k for k, _ in model.KIND_MODELS}))}")
+    profile = model.PROFILES.get(mine.id, model.DEFAULT_PROFILE)
+    if sensor.kind == "ch4":
+        return model.KindModel(found.low * profile.ch4_scale, found.high * profile.ch4_scale,
+                               found.sigma, found.resolution)
+    if sensor.location == "goaf" and sensor.kind in ("co", "temperature"):
+        low, high = profile.goaf_co if sensor.kind == "co" else profile.goaf_temperature
+        return model.KindModel(low, high, found.sigma, found.resolution)
     return found
 
 
-def _inside_limits(baseline: np.ndarray, registry: Registry, margin: np.ndarray) -> np.ndarray:
-    """Move each baseline at least ``margin`` inside every limit of its sensor."""
+def _inside_limits(baseline: np.ndarray, registry: Registry, margin: np.ndarray,
+                   gain_up: np.ndarray, gain_down: np.ndarray) -> np.ndarray:
+    """Move each baseline so that, scaled by its gains, it stays ``margin`` inside its limits."""
     upper = np.fmin(np.fmin(registry.warning_high, registry.alarm_high), registry.power_off)
-    below = np.fmin(baseline, upper - margin)  # fmin: an absent (NaN) limit leaves it alone
-    return np.fmax(below, registry.alarm_low + margin)
+    below = np.fmin(baseline, (upper - margin) / gain_up)  # fmin: absent (NaN) limit: no change
+    return np.fmax(below, (registry.alarm_low + margin) / gain_down)
 
 
-def _excursions(mine: Mine, story: Scenario,
-                period_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per sensor: the scenario's peak value (NaN = not lifted) and its delay in ms."""
-    peak = np.full(len(mine.sensors), np.nan)
-    delay_ms = np.zeros(len(mine.sensors), dtype=np.int64)
-    area: str | None = None
-    for excursion in story.excursions:
-        target = next((i for i, s in enumerate(mine.sensors)
-                       if s.kind == excursion.kind and s.location == excursion.location
-                       and area in (None, s.area)), None)
-        if target is None and area is None:
-            raise ValueError(f"scenario {story.name!r} needs a {excursion.kind} sensor at "
-                             f"{excursion.location}; mine {mine.id!r} has none")
-        if target is None:
-            continue  # the area lacks this sensor: the plume passes unmeasured
-        area = mine.sensors[target].area
-        peak[target] = excursion.peak
-        delay_ms[target] = excursion.delay_periods * period_ms[target]
-    return peak, delay_ms
+def _past(value: np.ndarray, limit: np.ndarray, inclusive: np.ndarray) -> np.ndarray:
+    """Is each reading at or over (``inclusive``) or strictly over its upper limit?"""
+    return np.where(inclusive, value >= limit, value > limit)
 
 
-def generate(mine: Mine, scenario: str, *, start_ms: int, duration_s: float,
+def _refused(mine: Mine, count: int, start_ms: int, duration_ms: int,
+             step_ms: int) -> dict[int, list[tuple[str, Message]]]:
+    """``count`` payloads the ingestor must refuse, each with its reason, by feed time.
+
+    They go out right after the regular messages of a tick, cycling through the reasons.
+    """
+    sensor = mine.sensors[0].id if mine.sensors else "T1-0000"
+    topic = f"jinmei/{mine.id}/telemetry"
+    out: dict[int, list[tuple[str, Message]]] = {}
+    for k, fraction in enumerate(np.linspace(0.1, 0.9, count).tolist()):
+        at = start_ms + int(fraction * duration_ms) // step_ms * step_ms
+
+        def body(ts: int, reading: dict[str, object]) -> bytes:
+            return json.dumps({"ts": ts, "readings": [reading]}, separators=(",", ":")).encode()
+
+        reason, where, payload = [
+            ("bad_json", topic, b'{"ts": %d, "readings": [' % at),
+            ("bad_schema", topic, b'{"ts":%d,"values":[]}' % at),
+            ("unknown_sensor", topic, encode_telemetry(at, [("X-9999", 0.5, "ok")])),
+            ("unknown_mine", "jinmei/nowhere/telemetry",
+             encode_telemetry(at, [(sensor, 0.3, "ok")])),
+            ("bad_value", topic, body(at, {"sensor": sensor, "value": "0.31"})),
+            ("non_finite", topic, b'{"ts":%d,"readings":[{"sensor":"%s","value":1e999}]}'
+             % (at, sensor.encode())),
+            ("bad_status", topic, body(at, {"sensor": sensor, "value": 0.3, "status": "broken"})),
+            ("bad_timestamp", topic, body(at // 1000, {"sensor": sensor, "value": 0.3})),
+        ][k % 8]
+        out.setdefault(at, []).append((reason, Message(at, where, payload)))
+    return out
+
+
+def generate(mine: Mine, scenario: str, *, start_ms: int, duration_s: float | None = None,
              seed: int = 0) -> Iterator[Message]:
-    """The feed of ``mine`` under the named scenario, in time order (see the module docstring).
+    """The feed of ``mine`` under the named scenario, in time order (module docstring).
 
-    Raises ``ValueError`` at once (not on first iteration) for an unknown scenario, a scenario
-    the mine cannot play, a sensor kind without a model or a non-positive period or duration.
+    ``duration_s`` defaults to the scenario's own. Raises ``ValueError`` at once (not on first
+    iteration) for an unknown scenario, a scenario the mine cannot play, a sensor kind without a
+    model or a non-positive period or duration.
     """
-    feed = _Feed(mine, get_scenario(scenario), start_ms, duration_s, seed)
-    return _messages(feed)
+    story = get_scenario(scenario)
+    return _messages(Feed(mine, story, start_ms, duration_s or story.duration_s, seed))
 
 
-def _messages(feed: _Feed) -> Iterator[Message]:
-    for at_ms, due, values in feed.ticks():
-        value = values.tolist()
+def _messages(feed: Feed) -> Iterator[Message]:
+    for tick in feed.ticks():
+        due = tick.due
+        value = tick.value.tolist()
+        status = (["calibrating" if c else "ok" for c in tick.calibrating.tolist()]
+                  if tick.calibrating.any() else None)
+        silent = tick.silent.tolist()
         for topic, first, stop in due.messages:
-            readings = list(zip(due.ids[first:stop], value[first:stop], repeat("ok")))
-            yield Message(at_ms, topic, encode_telemetry(at_ms, readings), stop - first)
-
-
-def truth(mine: Mine, scenario: str, *, start_ms: int, duration_s: float,
-          seed: int = 0) -> list[dict[str, Any]]:
-    """What the detectors must conclude from ``generate`` with the same arguments.
-
-    One dict per limit episode (``fires: True``) and per limit condition of a sensor that must
-    stay silent (``fires: False``, ``from_ms``/``to_ms`` spanning the feed); keys ``mine``,
-    ``sensor``, ``rule``, ``condition``, ``fires``, ``from_ms``, ``to_ms``. Sensors without
-    limits (switches, goaf O2) cannot raise a limit alert and are not listed.
-    """
-    feed = _Feed(mine, get_scenario(scenario), start_ms, duration_s, seed)
-    sensor, ts, value = [], [], []
-    for at_ms, due, values in feed.ticks():
-        sensor.append(due.index)
-        ts.append(np.full(len(due.index), at_ms, dtype=np.int64))
-        value.append(values)
-    by_sensor = np.argsort(np.concatenate(sensor), kind="stable")  # each sensor's series in time
-    return _episodes(mine, feed.registry, np.concatenate(sensor)[by_sensor],
-                     np.concatenate(ts)[by_sensor], np.concatenate(value)[by_sensor],
-                     (start_ms, start_ms + feed.duration_ms))
-
-
-def _episodes(mine: Mine, registry: Registry, sensor: np.ndarray, ts: np.ndarray,
-              value: np.ndarray, span: tuple[int, int]) -> list[dict[str, Any]]:
-    """Limit episodes of readings grouped by sensor, in time order within each sensor."""
-    first = np.r_[True, sensor[1:] != sensor[:-1]] if len(sensor) else np.empty(0, bool)
-    firing: list[tuple[int, int, dict[str, Any]]] = []
-    silent: list[tuple[int, int, dict[str, Any]]] = []
-    for order, (condition, rule, release_name, upper) in enumerate(_CONDITIONS):
-        limit_of = getattr(registry, condition)
-        release_of = getattr(registry, release_name)
-        limit = limit_of[sensor]
-        release = np.where(np.isnan(release_of[sensor]), limit, release_of[sensor])
-        inclusive = registry.inclusive[sensor]
-        past = _past(value, limit, inclusive, upper)
-        back = ~_past(value, release, inclusive, upper)  # as detectors.limits: strict both ways
-        # Hysteresis without a loop: the latest "past" or "back" reading decides the state;
-        # each sensor's first reading starts it at "back" unless it is already past.
-        step = np.where(past, 1, np.where(back | first, -1, 0))
-        latest = np.maximum.accumulate(np.where(step != 0, np.arange(len(step)), 0))
-        state = step[latest] == 1
-        before = np.r_[False, state[:-1]] & ~first
-        starts = np.flatnonzero(state & ~before)
-        ends = np.flatnonzero(~state & before)
-        following = np.searchsorted(ends, starts)
-        for start, k in zip(starts.tolist(), following.tolist(), strict=True):
-            s = int(sensor[start])
-            end = int(ends[k]) if k < len(ends) and sensor[ends[k]] == s else None
-            firing.append((int(ts[start]), s * len(_CONDITIONS) + order, {
-                "mine": mine.id, "sensor": mine.sensors[s].id, "rule": rule,
-                "condition": condition, "fires": True, "from_ms": int(ts[start]),
-                "to_ms": None if end is None else int(ts[end])}))
-        quiet = np.isfinite(limit_of)
-        quiet[sensor[starts]] = False
-        for s in np.flatnonzero(quiet).tolist():
-            silent.append((0, s * len(_CONDITIONS) + order, {
-                "mine": mine.id, "sensor": mine.sensors[s].id, "rule": rule,
-                "condition": condition, "fires": False, "from_ms": span[0], "to_ms": span[1]}))
-    return [entry for _, _, entry in sorted(firing, key=lambda e: e[:2])
-            + sorted(silent, key=lambda e: e[:2])]
-
-
-def _past(value: np.ndarray, limit: np.ndarray, inclusive: np.ndarray,
-          upper: bool) -> np.ndarray:
-    """Is each reading on the firing side of its limit (NaN limit: never)?"""
-    if upper:
-        return np.where(inclusive, value >= limit, value > limit)
-    return np.where(inclusive, value <= limit, value < limit)
+            if silent[first]:  # the substation is down: nothing from any of its sensors
+                continue
+            statuses = repeat("ok") if status is None else status[first:stop]
+            readings = list(zip(due.ids[first:stop], value[first:stop], statuses, strict=False))
+            yield Message(tick.at_ms, topic, encode_telemetry(tick.at_ms, readings), stop - first)
+        for _reason, message in feed.refused.get(tick.at_ms, ()):
+            yield message

@@ -34,7 +34,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from config.errors import DeliveryError
 from simulators.feed import Message
 
-__all__ = ["Message", "PublishSummary", "publish"]  # Message re-exported: what publish takes
+# Message re-exported: what publish takes
+__all__ = ["Message", "PublishSummary", "broker_address", "publish"]
 
 CONNECT_TIMEOUT_S = 10.0
 KEEPALIVE_S = 30
@@ -58,7 +59,7 @@ def publish(messages: Iterable[Message], broker_url: str, *, speed: float | None
 
     ``on_message`` is called with each message once it is handed to the client.
     """
-    host, port, username, password = _broker(broker_url)
+    host, port, username, password = broker_address(broker_url)
     if qos not in (0, 1, 2):
         raise ValueError(f"qos value must be 0, 1, or 2: {qos}")
     if speed is not None and not speed > 0:
@@ -137,7 +138,7 @@ def _acknowledged(info: mqtt.MQTTMessageInfo, broker_url: str, timeout_s: float)
                             f"{timeout_s:g} s", retryable=True)
 
 
-def _broker(url: str) -> tuple[str, int, str, str]:
+def broker_address(url: str) -> tuple[str, int, str, str]:
     """(host, port, username, password) of ``mqtt://[user:pass@]host[:port]``."""
     parts = urlsplit(url)
     try:

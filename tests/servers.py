@@ -36,8 +36,9 @@ from typing import Any
 
 from config.model import Limits, Sensor
 
-__all__ = ["Mosquitto", "Request", "ScriptedServer", "VictoriaMetrics", "free_port",
-           "sample_sensor", "scripted_http_server", "victoria_metrics", "wait_until"]
+__all__ = ["InfluxDB1", "Mosquitto", "Request", "ScriptedServer", "SmtpServer",
+           "VictoriaMetrics", "free_port", "ftp_server", "influxdb1", "sample_sensor",
+           "scripted_http_server", "sftp_server", "smtp_server", "victoria_metrics", "wait_until"]
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -133,6 +134,7 @@ class ScriptedServer:
 
     port: int
     requests: list[Request] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)  # of each request, in order
 
     @property
     def url(self) -> str:
@@ -151,6 +153,7 @@ def scripted_http_server(answer: Answer, port: int | None = None) -> Iterator[Sc
             with lock:
                 number = len(server.requests)
                 server.requests.append(Request(self.command, self.path, body, time.monotonic()))
+                server.headers.append(dict(self.headers.items()))
             status, headers, reply = answer(number, body)
             self.send_response(status)
             for name, value in {"Content-Length": str(len(reply)), **headers}.items():
@@ -225,3 +228,200 @@ class Mosquitto:
             self.proc.terminate()
             self.proc.wait(timeout=10)
             self.proc = None
+
+
+@dataclass(frozen=True)
+class InfluxDB1:
+    """A running InfluxDB 1.x (Debian ``influxdb``): v1 ``/write`` and InfluxQL ``/query``."""
+
+    port: int
+    database: str = "jinmei"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def write(self, lines: str, precision: str = "ms") -> None:
+        """POST line protocol to ``/write``; raises on anything but 204."""
+        query = urllib.parse.urlencode({"db": self.database, "precision": precision})
+        request = urllib.request.Request(f"{self.url}/write?{query}", data=lines.encode(),
+                                         method="POST")
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            if reply.status != 204:
+                raise RuntimeError(f"InfluxDB write answered {reply.status}")
+
+    def query(self, influxql: str) -> dict[str, Any]:
+        """The first statement's result of ``GET /query`` (epoch ms times); raises on an error."""
+        query = urllib.parse.urlencode({"db": self.database, "q": influxql, "epoch": "ms"})
+        with urllib.request.urlopen(f"{self.url}/query?{query}", timeout=30) as reply:
+            results = json.loads(reply.read())["results"]
+        for result in results:
+            if "error" in result:
+                raise RuntimeError(f"InfluxQL error {result['error']!r} in: {influxql}")
+        return dict(results[0])
+
+
+@contextmanager
+def influxdb1(tmp_path: Path, database: str = "jinmei") -> Iterator[InfluxDB1]:
+    """Start ``influxd`` (InfluxDB 1.6) with its meta, data and WAL under ``tmp_path`` on free
+    ports (HTTP and RPC), create ``database``, and stop the process on exit."""
+    root = tmp_path / "influxdb1"
+    root.mkdir(parents=True, exist_ok=True)
+    server = InfluxDB1(free_port(), database)
+    conf = root / "influxdb.conf"
+    conf.write_text(
+        "reporting-disabled = true\n"
+        f'bind-address = "127.0.0.1:{free_port()}"\n'
+        f'[meta]\n  dir = "{root / "meta"}"\n'
+        f'[data]\n  dir = "{root / "data"}"\n  wal-dir = "{root / "wal"}"\n'
+        "  query-log-enabled = false\n"
+        f'[http]\n  bind-address = "127.0.0.1:{server.port}"\n  log-enabled = false\n')
+    log_path = root / "influxd.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(["influxd", "-config", str(conf)], stdout=log,
+                                   stderr=subprocess.STDOUT)
+    try:
+        wait_listening(server.port, process, timeout=20.0)
+        body = urllib.parse.urlencode({"q": f'CREATE DATABASE "{database}"'}).encode()
+        # /ping answers before the meta store is open: retry the CREATE until it is.
+        if not wait_until(lambda: _post_ok(f"{server.url}/query", body), 15.0):
+            raise RuntimeError(f"influxd did not accept CREATE DATABASE:\n"
+                               f"{log_path.read_text()[-2000:]}")
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _post_ok(url: str, body: bytes) -> bool:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST"),
+                                    timeout=2) as reply:
+            return bool(reply.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@dataclass
+class SmtpServer:
+    """A running aiosmtpd server: STARTTLS required, AUTH LOGIN/PLAIN with one user."""
+
+    port: int
+    client_tls: Any  # ssl.SSLContext trusting the server's self-signed certificate
+    messages: list[Any] = field(default_factory=list)  # email.message.EmailMessage
+
+
+@contextmanager
+def smtp_server(tmp_path: Path, user: str = "jinmei",
+                password: str = "secret") -> Iterator[SmtpServer]:
+    """aiosmtpd in this process with a fresh self-signed certificate for 127.0.0.1."""
+    import email
+    import email.policy
+    import ssl
+
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    cert, key = tmp_path / "smtp.crt", tmp_path / "smtp.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    server = SmtpServer(free_port(), ssl.create_default_context(cafile=str(cert)))
+
+    class Handler:
+        async def handle_DATA(self, smtp: Any, session: Any, envelope: Any) -> str:
+            server.messages.append(email.message_from_bytes(envelope.content,
+                                                            policy=email.policy.default))
+            return "250 OK"
+
+    def authenticate(smtp: Any, session: Any, envelope: Any, mechanism: str,
+                     data: Any) -> AuthResult:
+        ok = (isinstance(data, LoginPassword) and data.login.decode() == user
+              and data.password.decode() == password)
+        return AuthResult(success=ok)
+
+    controller = Controller(Handler(), hostname="127.0.0.1", port=server.port,
+                            tls_context=server_tls, require_starttls=True,
+                            authenticator=authenticate, auth_required=True)
+    controller.start()
+    try:
+        yield server
+    finally:
+        controller.stop()
+
+
+@contextmanager
+def ftp_server(root: Path, port: int | None = None, user: str = "jinmei",
+               password: str = "secret") -> Iterator[int]:
+    """pyftpdlib serving ``root`` (read-write for one user) on loopback; yields its port.
+    Enter it again with the same port to bring a stopped server back."""
+    import warnings
+
+    with warnings.catch_warnings():  # pyftpdlib still imports asyncore (deprecated in 3.11)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from pyftpdlib.authorizers import DummyAuthorizer
+        from pyftpdlib.handlers import FTPHandler
+        from pyftpdlib.servers import FTPServer
+
+    authorizer = DummyAuthorizer()
+    authorizer.add_user(user, password, str(root), perm="elradfmwMT")
+    handler = type("Handler", (FTPHandler,), {"authorizer": authorizer, "passive_ports": None})
+    server = FTPServer(("127.0.0.1", port or free_port()), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"timeout": 0.05},
+                              daemon=True)
+    thread.start()
+    try:
+        yield server.address[1]
+    finally:
+        server.close_all()
+        thread.join(5)
+
+
+@contextmanager
+def sftp_server(root: Path, port: int | None = None, user: str = "jinmei",
+                password: str = "secret") -> Iterator[int]:
+    """asyncssh's SFTP server (password login, chrooted to ``root``) in its own event-loop
+    thread on loopback; yields its port. Enter it again with the same port to bring it back."""
+    import asyncio
+
+    import asyncssh
+
+    class Server(asyncssh.SSHServer):
+        def begin_auth(self, username: str) -> bool:
+            return True
+
+        def password_auth_supported(self) -> bool:
+            return True
+
+        def validate_password(self, username: str, secret: str) -> bool:
+            return username == user and secret == password
+
+    port = port or free_port()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    key = asyncssh.generate_private_key("ssh-ed25519")
+
+    async def listen() -> Any:
+        return await asyncssh.listen(
+            "127.0.0.1", port, server_factory=Server, server_host_keys=[key], reuse_address=True,
+            sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=str(root)))
+
+    acceptor = asyncio.run_coroutine_threadsafe(listen(), loop).result(10)
+    try:
+        yield port
+    finally:
+        async def close() -> None:
+            acceptor.close()
+            await acceptor.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()

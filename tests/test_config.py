@@ -25,7 +25,14 @@ from config.loader import (
     load_mine,
     registry_json,
 )
-from config.model import AlertsConfig, BrokerConfig, IngestConfig, Limits, StoreConfig
+from config.model import (
+    AlertsConfig,
+    BrokerConfig,
+    DetectorConfig,
+    IngestConfig,
+    Limits,
+    StoreConfig,
+)
 
 LIMITS = load_limits()
 MINES = CONFIG_DIR / "mines"
@@ -151,12 +158,13 @@ def test_every_kind_has_a_range_and_switches_are_zero_one() -> None:
 def test_sample_deployment_shows_the_model_defaults(config_copy: Path) -> None:
     sample = (config_copy / DEFAULT_DEPLOYMENT.name).read_text(encoding="utf-8")
     uncommented, count = re.subn(r"^# (\w+ = .*)$", r"\1", sample, flags=re.MULTILINE)
-    assert count == 13  # limits + 6 broker + 1 store + 4 ingest + 1 alerts
+    assert count == 30  # limits + 6 broker + 1 store + 4 ingest + 6 alerts + 12 detectors
     deployment = load_deployment(write(config_copy, uncommented, "all.toml"), environ={})
     assert deployment.broker == BrokerConfig()
     assert deployment.store == StoreConfig()
     assert deployment.ingest == IngestConfig()
     assert deployment.alerts == AlertsConfig()
+    assert deployment.detectors == DetectorConfig()
 
 
 # ── mine-file errors ──────────────────────────────────────────────────────────────────────────
@@ -454,7 +462,7 @@ def test_registry_json_round_trips() -> None:
     assert json.loads(json.dumps(shown, ensure_ascii=False)) == shown
     assert shown["config_hash"] == loaded.config_hash
     assert [m["id"] for m in shown["mines"]] == ["dayan", "qipanjing"]
-    assert shown["mines"][0]["substations"][0].keys() == {"id", "name", "place"}
+    assert shown["mines"][0]["substations"][0].keys() == {"id", "name", "place", "code"}
     t1 = next(s for s in shown["sensors"] if s["id"] == "T1-1201")
     assert t1["range"] == [0.0, 4.0] and t1["mine"] == "dayan"
     assert {k: t1["limits"][k] for k in ("alarm_high", "power_off", "restore", "warning_high")} \

@@ -25,9 +25,9 @@ from config.errors import DeliveryError
 from config.model import Limits, Mine, Registry, Sensor, Substation
 from config.readings import ReadingBatch
 from detectors.limits import LimitDetector
-from simulators.feed import Message, _episodes, generate, truth
+from simulators.feed import Message, generate
 from simulators.publisher import publish
-from simulators.scenarios import SCENARIOS
+from simulators.truth import _episodes, ground_truth
 from tests.servers import Mosquitto, free_port
 
 START_MS = 1_795_614_330_000
@@ -85,6 +85,10 @@ class _Readings(msgspec.Struct):
 class _Payload(msgspec.Struct):
     ts: int
     readings: list[_Readings]
+
+
+def truth(mine: Mine, scenario: str, **kwargs: Any) -> list[dict[str, Any]]:
+    return list(ground_truth(mine, scenario, **kwargs)["alerts"])
 
 
 def _columns(mine: Mine, messages: list[Message]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -161,7 +165,7 @@ def test_normal_never_crosses_a_limit_of_its_sensor(seed: int) -> None:
     assert not (value <= registry.alarm_low[sensor]).any()
 
 
-@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+@pytest.mark.parametrize("scenario", ["normal", "methane-rise", "calibration", "sensor-spikes"])
 def test_values_are_quantised_and_within_range(scenario: str) -> None:
     mine = _mine()
     registry = Registry.build([mine])
@@ -226,7 +230,7 @@ def test_methane_rise_truth_is_the_feed_s_own_crossings() -> None:
             ("T1-1102", "alarm_high"), ("O2-1101", "alarm_low")} <= silent
 
 
-@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+@pytest.mark.parametrize("scenario", ["normal", "methane-rise", "sensor-spikes"])
 def test_truth_agrees_with_the_limit_detector_on_the_feed(scenario: str) -> None:
     mine = _mine()
     kwargs: dict[str, Any] = {"start_ms": START_MS, "duration_s": 300, "seed": 11}
@@ -241,14 +245,15 @@ def test_truth_agrees_with_the_limit_detector_on_the_feed(scenario: str) -> None
             episodes[-1] = event.ts
     expected: dict[tuple[str, str], list[int | None]] = defaultdict(list)
     for e in truth(mine, scenario, **kwargs):
-        if e["fires"]:
+        if e["fires"] and e["rule"].startswith("limit_"):
             expected[e["sensor"], e["condition"]] += [e["from_ms"], e["to_ms"]]
     assert detected == expected
 
 
 def test_normal_truth_expects_every_limited_sensor_to_stay_silent() -> None:
     mine = _mine()
-    expected = truth(mine, "normal", start_ms=START_MS, duration_s=600)
+    expected = [e for e in truth(mine, "normal", start_ms=START_MS, duration_s=600)
+                if e["sensor"] != "*"]
     assert not any(e["fires"] for e in expected)
     limited = {s.id for s in mine.sensors if s.limits.alarm_high or s.limits.alarm_low}
     assert {e["sensor"] for e in expected} == limited

@@ -1,0 +1,1 @@
+"""Notification channels, one module each: webhook, email, sms, mqtt (see ``base``)."""

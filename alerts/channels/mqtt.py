@@ -1,0 +1,66 @@
+"""MQTT channel: the notification as JSON on a topic, QoS 1, confirmed by the broker.
+
+Receiver key: ``topic`` (default ``jinmei/{mine}/notifications/{receiver}``; ``{mine}`` and
+``{receiver}`` are filled in). ``send`` waits up to 10 s for the broker's PUBACK: an
+unconfirmed publish is a retryable failure, so the outbox tries again (the payload carries its
+idempotency ``key``). This is the routed channel; the unconditional stream of every transition
+on ``jinmei/<mine>/alerts`` is published by the dispatcher itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alerts.channels.base import Notification, Publish, encode_notification
+from config.errors import DeliveryError
+from config.model import Receiver
+
+__all__ = ["MqttChannel", "PahoPublisher"]
+
+_DEFAULT_TOPIC = "jinmei/{mine}/notifications/{receiver}"
+_PUBACK_WAIT_S = 10.0
+
+
+class MqttChannel:
+    def __init__(self, receiver: Receiver, publish: Publish) -> None:
+        self.name = receiver.name
+        self.topic = str(receiver.option("topic", _DEFAULT_TOPIC))
+        self._publish = publish
+
+    def send(self, notification: Notification) -> None:
+        topic = self.topic.format(mine=notification.mine, receiver=self.name)
+        try:
+            result = self._publish(topic, encode_notification(notification))
+            result.wait_for_publish(_PUBACK_WAIT_S)
+            published = result.is_published()
+        except (RuntimeError, ValueError) as exc:  # paho: queue full, not connected
+            raise DeliveryError(f"mqtt {self.name}", str(exc), retryable=True) from exc
+        if not published:
+            raise DeliveryError(f"mqtt {self.name}", f"no PUBACK on {topic} within "
+                                f"{_PUBACK_WAIT_S:g} s", retryable=True)
+
+
+class PahoPublisher:
+    """A connection of its own for routed MQTT notifications, so a PUBACK can be awaited
+    (the ingest session's publishes are fire-and-queue). Connects in the background and
+    reconnects by itself; ``close`` disconnects."""
+
+    def __init__(self, host: str, port: int, *, tls: bool = False, username: str = "",
+                 password: str = "", client_id: str = "jinmei-notify") -> None:
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        if username:
+            self._client.username_pw_set(username, password)
+        if tls:
+            self._client.tls_set()
+        self._client.connect_async(host, port)
+        self._client.loop_start()
+
+    def __call__(self, topic: str, payload: bytes) -> Any:
+        return self._client.publish(topic, payload, qos=1)
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()

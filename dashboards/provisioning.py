@@ -1,0 +1,194 @@
+"""Provisioning: the dashboards of a deployment as Grafana files, or pushed through its HTTP API.
+
+What is provisioned: the folder ``jinmei`` (uid :data:`FOLDER_UID`), the InfluxDB data source
+(uid :data:`DATASOURCE_UID`, InfluxQL mode) and one dashboard per configured mine plus the
+regulator overview, each with a stable uid.
+
+The data source points at the deployment's store: for ``influxdb[s]://host:port?org=O&bucket=B``
+the InfluxDB 2.x v1-compatibility API at ``http[s]://host:port`` with database ``B`` (a DBRP
+mapping must exist) and an ``Authorization: Token …`` header from ``JINMEI_INFLUX_TOKEN``; for
+an SQLite store (the embedded default, which Grafana cannot read) ``http://127.0.0.1:8086``
+database ``jinmei``. Its minimum interval is the shortest sampling period of any sensor.
+
+:func:`export` writes file provisioning for ``/etc/grafana/provisioning``: ``datasources/
+jinmei.yaml`` (the token as ``$JINMEI_INFLUX_TOKEN``, which Grafana expands from its own
+environment), ``dashboards/jinmei.yaml`` (the provider) and ``dashboards/jinmei/<uid>.json``.
+
+:func:`push` creates or updates folder, data source and dashboards with ``grafana-client``; an
+object already equal to ours is left alone (dashboards compared without Grafana's ``id`` and
+``version``, the data source on the fields we set; secrets are write-only in Grafana, so the
+token is sent only when the data source is created or otherwise changed). A second push
+therefore changes nothing. Failure behaviour: any error answer from Grafana stops the push
+with a :class:`~config.errors.DeliveryError` naming the object; what was done before is kept
+and listed in the error.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from config.errors import DeliveryError
+from config.loader import deployment_limits
+from config.model import Deployment
+from dashboards.grafana import Dashboard
+from dashboards.influxql import format_interval
+from dashboards.mine import mine_dashboard
+from dashboards.overview import overview_dashboard
+
+__all__ = ["DATASOURCE_UID", "FOLDER_TITLE", "FOLDER_UID", "Change", "dashboards_of",
+           "datasource_of", "export", "push"]
+
+FOLDER_UID = "jinmei"
+FOLDER_TITLE = "金煤工程 jinmei"
+DATASOURCE_UID = "jinmei-influxdb"
+TOKEN_ENV = "JINMEI_INFLUX_TOKEN"
+_DEFAULT_INFLUX = ("http://127.0.0.1:8086", "jinmei")
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What a push did to one object: ``created``, ``updated`` or ``unchanged``."""
+
+    action: str
+    what: str  # folder, datasource or dashboard
+    uid: str
+    title: str
+
+    def __str__(self) -> str:
+        return f"{self.action:<9} {self.what:<10} {self.uid}  {self.title}"
+
+
+def dashboards_of(deployment: Deployment) -> list[Dashboard]:
+    """Every dashboard of the deployment: one per mine, then the regulator overview."""
+    table = deployment_limits(deployment)
+    return [*(mine_dashboard(m, table) for m in deployment.mines),
+            overview_dashboard(deployment.mines)]
+
+
+def datasource_of(deployment: Deployment, token: str) -> dict[str, Any]:
+    """The data source as Grafana's API takes it; ``token`` goes into the secure header."""
+    parts = urlsplit(deployment.store.url)
+    authorized = parts.scheme.startswith("influxdb")
+    if authorized:
+        scheme = "https" if parts.scheme == "influxdbs" else "http"
+        url, database = f"{scheme}://{parts.netloc}", parse_qs(parts.query)["bucket"][0]
+    else:
+        url, database = _DEFAULT_INFLUX
+    periods = [s.period_s for s in deployment.registry.sensors]
+    json_data: dict[str, Any] = {"version": "InfluxQL", "dbName": database, "httpMode": "GET",
+                                 "timeInterval": format_interval(int(min(periods or [10]) * 1000))}
+    source: dict[str, Any] = {"uid": DATASOURCE_UID, "name": "jinmei InfluxDB",
+                              "type": "influxdb", "access": "proxy", "url": url,
+                              "isDefault": False, "jsonData": json_data}
+    if authorized:
+        json_data["httpHeaderName1"] = "Authorization"
+        source["secureJsonData"] = {"httpHeaderValue1": f"Token {token}"}
+    return source
+
+
+def _yaml(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)  # a JSON scalar is a YAML scalar
+
+
+def export(deployment: Deployment, directory: Path) -> list[Path]:
+    """Write the provisioning files under ``directory``; returns the paths written."""
+    directory = Path(directory)
+    boards = directory / "dashboards" / "jinmei"
+    boards.mkdir(parents=True, exist_ok=True)
+    (directory / "datasources").mkdir(parents=True, exist_ok=True)
+    written = []
+    for dashboard in dashboards_of(deployment):
+        path = boards / f"{dashboard.uid}.json"
+        path.write_text(json.dumps(dashboard.json(DATASOURCE_UID), ensure_ascii=False,
+                                   indent=2) + "\n", encoding="utf-8")
+        written.append(path)
+    source = datasource_of(deployment, f"${TOKEN_ENV}")
+    lines = ["# Written by `jinmei dashboards export`: the InfluxDB data source (InfluxQL).",
+             "apiVersion: 1", "datasources:"]
+    lines += [f"  - {key}: {_yaml(source[key])}" if i == 0 else f"    {key}: {_yaml(source[key])}"
+              for i, key in enumerate(("name", "uid", "type", "access", "url", "isDefault"))]
+    lines.append("    jsonData:")
+    lines += [f"      {k}: {_yaml(v)}" for k, v in source["jsonData"].items()]
+    if "secureJsonData" in source:
+        lines.append("    secureJsonData:")
+        lines += [f"      {k}: {_yaml(v)}" for k, v in source["secureJsonData"].items()]
+    datasource_file = directory / "datasources" / "jinmei.yaml"
+    datasource_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    provider_file = directory / "dashboards" / "jinmei.yaml"
+    provider_file.write_text("\n".join([
+        "# Written by `jinmei dashboards export`: load the jinmei dashboards from files.",
+        "apiVersion: 1", "providers:",
+        "  - name: jinmei", f"    folder: {_yaml(FOLDER_TITLE)}", f"    folderUid: {FOLDER_UID}",
+        "    type: file", "    disableDeletion: true", "    allowUiUpdates: false",
+        "    options:", f"      path: {_yaml(str(boards.resolve()))}"]) + "\n", encoding="utf-8")
+    return [datasource_file, provider_file, *written]
+
+
+def _fetch(call: Any, *args: Any) -> Any:
+    """The object, or None when Grafana answers 404."""
+    from grafana_client.client import GrafanaClientError
+
+    try:
+        return call(*args)
+    except GrafanaClientError as exc:
+        if exc.status_code == 404:
+            return None
+        raise
+
+
+def _same(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Equal on every field we set (Grafana adds its own: id, version, orgId …)."""
+    return all(current.get(k) == v for k, v in wanted.items())
+
+
+def push(api: Any, deployment: Deployment, token: str) -> list[Change]:
+    """Create or update folder, data source and dashboards through ``api`` (a GrafanaApi)."""
+    from grafana_client.client import GrafanaException
+
+    changes: list[Change] = []
+    what, uid = "folder", FOLDER_UID
+    try:
+        folder = _fetch(api.folder.get_folder, FOLDER_UID)
+        if folder is None:
+            api.folder.create_folder(FOLDER_TITLE, uid=FOLDER_UID)
+        elif folder.get("title") != FOLDER_TITLE:
+            api.folder.update_folder(FOLDER_UID, title=FOLDER_TITLE, overwrite=True)
+        changes.append(Change(_action(folder, folder is None or folder.get("title") ==
+                                      FOLDER_TITLE), what, uid, FOLDER_TITLE))
+        what, uid = "datasource", DATASOURCE_UID
+        source = datasource_of(deployment, token)
+        public = {k: v for k, v in source.items() if k != "secureJsonData"}
+        current = _fetch(api.datasource.get_datasource_by_uid, DATASOURCE_UID)
+        if current is None:
+            api.datasource.create_datasource(source)
+        elif not _same(current, public):
+            api.datasource.update_datasource_by_uid(DATASOURCE_UID, source)
+        changes.append(Change(_action(current, current is None or _same(current, public)),
+                              what, uid, source["name"]))
+        what = "dashboard"
+        for dashboard in dashboards_of(deployment):
+            uid = dashboard.uid
+            wanted = {k: v for k, v in dashboard.json(DATASOURCE_UID).items() if k != "version"}
+            found = _fetch(api.dashboard.get_dashboard, uid)
+            same = found is not None and _same(found.get("dashboard", {}), wanted) and \
+                found.get("meta", {}).get("folderUid") == FOLDER_UID
+            if not same:
+                api.dashboard.update_dashboard({"dashboard": wanted, "folderUid": FOLDER_UID,
+                                                "overwrite": True,
+                                                "message": "jinmei dashboards push"})
+            changes.append(Change(_action(found, same), what, uid, dashboard.title))
+    except GrafanaException as exc:
+        done = "; ".join(str(c) for c in changes) or "nothing"
+        raise DeliveryError(f"grafana {what} {uid}", f"{exc} (done before: {done})",
+                            retryable=False) from exc
+    return changes
+
+
+def _action(found: Any, same: bool) -> str:
+    if found is None:
+        return "created"
+    return "unchanged" if same else "updated"

@@ -1,0 +1,169 @@
+"""Sensor faults (``sensor_fault``): readings that say more about the sensor than about the air.
+
+=============  ==========================================================  ==================
+condition      fires at a reading that                                     clears at
+=============  ==========================================================  ==================
+device_fault   carries ``status: fault`` (the device reports itself)       a clean reading
+out_of_range   is outside the sensor's measuring range (over-range 超量程,  a reading inside
+               or below its low end: negative drift 负漂), or carries the
+               over-range status
+spike          changed from the sensor's previous reading faster than      a plausible change
+               its kind can (``[detectors.max_rate]``, unit per second)
+stuck          repeats the value it has shown, unchanged, for              any change
+               ``stuck_s`` (default 3600 s) while the sensor keeps
+               reporting (a dead or fabricated feed, domain.md §4);
+               analog sensors only — switches legitimately hold
+=============  ==========================================================  ==================
+
+Severity is ``critical`` for a methane sensor that guards a power-off area (it has a
+power-off limit: 故障闭锁 — the area it protects must be de-energized while it cannot be
+trusted), ``warning`` for every other sensor.
+
+Fail-safe: this detector only adds conditions. It never changes what the limit detector sees,
+so a spike above a limit raises the limit alert *and* the fault, and an over-range methane
+reading still counts as above the power-off limit there. Calibrating readings (标校) decide
+nothing here either. Spike and stuck compare a reading with its sensor's previous one in time
+order; a reading older than the previous (out of order) is judged by status and range only.
+No status bits are added. Sources: domain.md §4 (AQ 6201-2019 point states, MT/T 1201.1
+status bits); the plausible rates are jinmei's own, configurable.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from config.model import DetectorConfig, Registry
+from config.readings import ReadingBatch, Status
+from detectors.base import Detection, Event
+from detectors.segments import changes, hold, running_max, segment
+
+__all__ = ["CONDITIONS", "SensorFaultDetector", "guards_power_off"]
+
+CONDITIONS = ("device_fault", "out_of_range", "spike", "stuck")
+_CAL = np.uint16(Status.CALIBRATION)
+_OVER = np.uint16(Status.OVER_RANGE)
+_FAULT = np.uint16(Status.SENSOR_FAULT)
+
+
+def guards_power_off(registry: Registry) -> np.ndarray:
+    """Per sensor: a methane point with a power-off limit (its fault or silence is critical)."""
+    kinds = np.array([s.kind for s in registry.sensors], dtype=object)
+    return (kinds == "ch4") & ~np.isnan(registry.power_off)
+
+
+class SensorFaultDetector:
+    """Flag readings from sick sensors, reading by reading; see the module docstring.
+
+    Parameters
+    ----------
+    registry : Registry
+        Measuring ranges (``range_low``, ``range_high``), kinds and power-off limits.
+    config : DetectorConfig
+        ``stuck_s`` and ``max_rate`` (per kind; kinds not named are never spike-checked).
+
+    Notes
+    -----
+    Cost: O(n) per batch — one sort by sensor and a handful of passes over n×4 arrays, the
+    same segmented forward fill as the limit detector. State per sensor: the previous reading
+    (value, time), the time its value last changed, and one bool per condition.
+    """
+
+    conditions = CONDITIONS
+
+    def __init__(self, registry: Registry, config: DetectorConfig) -> None:
+        self.registry = registry
+        self.config = config
+        rates = dict(config.max_rate)
+        self._max_rate = np.array([rates.get(s.kind, np.inf) for s in registry.sensors])
+        self._analog = np.array([not s.is_switch for s in registry.sensors], dtype=bool)
+        self._severity = np.where(guards_power_off(registry), "critical", "warning")
+        n = len(registry)
+        self._state = np.zeros((len(CONDITIONS), n), dtype=bool)
+        self._last_value = np.full(n, np.nan)
+        self._last_ts = np.zeros(n, dtype=np.int64)  # of the latest clean in-order reading
+        self._changed_ts = np.zeros(n, dtype=np.int64)  # when its value last changed
+
+    def __repr__(self) -> str:
+        return (f"SensorFaultDetector(sensors={len(self.registry)}, "
+                f"active={int(self._state.sum())})")
+
+    def update(self, batch: ReadingBatch, now: int) -> Detection:
+        bits = np.zeros(len(batch), dtype=np.uint16)
+        if len(batch) == 0:
+            return Detection([], bits)
+        seg = segment(batch.sensor)
+        sensor, value = seg.sensor, batch.value[seg.order]
+        ts, status = batch.ts[seg.order], batch.status[seg.order]
+        calibrating = (status & _CAL) != 0
+        faulty = (status & _FAULT) != 0
+        outside = (((status & _OVER) != 0) | (value > self.registry.range_high[sensor])
+                   | (value < self.registry.range_low[sensor]))
+        clean = ~(calibrating | faulty | outside)
+
+        # The previous clean in-order reading of each clean one: only those are compared.
+        carried_ts = self._last_ts[seg.segment_sensor]
+        latest = running_max(np.where(clean, ts, 0), carried_ts, seg)
+        in_order = clean & (ts > np.concatenate(([0], latest[:-1])))
+        in_order[seg.starts] = clean[seg.starts] & (ts[seg.starts] > carried_ts)
+        compared = np.flatnonzero(in_order)
+        previous = np.full(len(value), np.nan)
+        previous_ts = np.zeros(len(value), dtype=np.int64)
+        if compared.size:
+            # Each compared reading's predecessor: the compared reading before it in its
+            # segment, else the carried one.
+            order_in = np.concatenate(([-1], compared[:-1]))
+            same = np.zeros(compared.size, dtype=bool)
+            same[1:] = seg.segment_start[compared[1:]] == seg.segment_start[compared[:-1]]
+            previous[compared] = np.where(same, value[order_in], self._last_value[sensor[compared]])
+            previous_ts[compared] = np.where(same, ts[order_in], self._last_ts[sensor[compared]])
+        has_previous = in_order & (previous_ts > 0)
+        step = np.abs(value - previous)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rate = step / ((ts - previous_ts) / 1000.0)
+        changed = has_previous & (step > 0)
+        # A sensor first heard in this batch has been unchanged since its first reading.
+        since = self._changed_ts[seg.segment_sensor]
+        since = np.where(since == 0, ts[seg.starts], since)
+        changed_ts = running_max(np.where(changed, ts, 0), since, seg)
+        stuck_ms = self.config.stuck_s * 1000
+
+        decides = ~calibrating
+        sets = np.stack([faulty, outside & ~faulty, rate > self._max_rate[sensor],
+                         (ts - changed_ts >= stuck_ms) & self._analog[sensor]])
+        determinate = np.stack([decides, decides & ~faulty, has_previous, in_order])
+        state, before = hold(sets, determinate, self._state[:, seg.segment_sensor], seg)
+        self._state[:, seg.segment_sensor] = state[:, seg.ends]
+        self._remember(sensor[compared], value[compared], ts[compared],
+                       changed_ts[compared])
+
+        limits = np.stack([np.zeros(len(value)),
+                           np.where(value < self.registry.range_low[sensor],
+                                    self.registry.range_low[sensor],
+                                    self.registry.range_high[sensor]),
+                           self._max_rate[sensor], np.full(len(value), self.config.stuck_s)])
+        events = []
+        channel, position, arrival = changes(state, before, seg)
+        for c, p, a in zip(channel.tolist(), position.tolist(), arrival.tolist(), strict=True):
+            i = int(sensor[p])
+            events.append(Event(i, "sensor_fault", CONDITIONS[c], str(self._severity[i]),
+                                bool(state[c, p]), int(batch.ts[a]), float(value[p]),
+                                float(limits[c, p])))
+        return Detection(events, bits)
+
+    def _remember(self, sensor: np.ndarray, value: np.ndarray, ts: np.ndarray,
+                  changed_ts: np.ndarray) -> None:
+        """Keep each sensor's latest compared reading (the last of its run)."""
+        last = np.ones(len(sensor), dtype=bool)
+        last[:-1] = sensor[1:] != sensor[:-1]
+        who = sensor[last]
+        self._last_value[who] = value[last]
+        self._last_ts[who] = ts[last]
+        self._changed_ts[who] = changed_ts[last]
+
+    def active(self) -> list[tuple[int, str]]:
+        row, sensor = np.nonzero(self._state)
+        return sorted((int(i), CONDITIONS[r]) for r, i in zip(row, sensor, strict=True))
+
+    def restore(self, active: list[tuple[int, str]]) -> None:
+        for sensor, condition in active:
+            self._state[CONDITIONS.index(condition), sensor] = True

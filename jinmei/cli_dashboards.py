@@ -1,0 +1,71 @@
+"""``jinmei dashboards``: Grafana dashboards as code — export provisioning files or push by API.
+
+    jinmei dashboards export DIR
+    jinmei dashboards push --url URL [--token T]     (token default: $JINMEI_GRAFANA_TOKEN)
+
+See dashboards/provisioning.py for what is provisioned and how a push stays idempotent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from config.loader import load_deployment
+from jinmei.cli import config_option, formatter
+
+__all__ = ["GRAFANA_TOKEN_ENV", "register"]
+
+GRAFANA_TOKEN_ENV = "JINMEI_GRAFANA_TOKEN"
+
+
+def register(sub: Any) -> None:
+    """Add ``dashboards`` to the ``jinmei`` subcommands."""
+    boards = sub.add_parser(
+        "dashboards", formatter_class=formatter, help="Grafana dashboards: export or push",
+        description="Build the Grafana dashboards of the deployment (one per mine and the "
+                    "regulator overview)\nfrom the sensor registry and the limits table, "
+                    "then write them as provisioning files\nor push them to Grafana.")
+    actions = boards.add_subparsers(dest="dashboards_command", required=True, metavar="ACTION")
+    export = actions.add_parser(
+        "export", formatter_class=formatter, help="write Grafana provisioning files",
+        description="Write datasources/jinmei.yaml, dashboards/jinmei.yaml and "
+                    "dashboards/jinmei/*.json under DIR,\nready to copy to "
+                    "/etc/grafana/provisioning.")
+    config_option(export)
+    export.add_argument("dir", type=Path, metavar="DIR", help="output directory")
+    export.set_defaults(func=cmd_export)
+    push = actions.add_parser(
+        "push", formatter_class=formatter, help="create or update everything in Grafana",
+        description="Create or update the jinmei folder, the InfluxDB data source and every "
+                    "dashboard\nthrough the Grafana HTTP API; prints what changed. A second "
+                    "push changes nothing.")
+    config_option(push)
+    push.add_argument("--url", required=True, help="Grafana, e.g. http://127.0.0.1:3000")
+    push.add_argument("--token", help=f"service-account token (default: ${GRAFANA_TOKEN_ENV})")
+    push.set_defaults(func=cmd_push)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from dashboards.provisioning import export
+
+    written = export(load_deployment(args.config), args.dir)
+    print("\n".join(f"wrote {path}" for path in written))
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from grafana_client import GrafanaApi
+
+    from dashboards.provisioning import push
+
+    deployment = load_deployment(args.config)
+    token = args.token or os.environ.get(GRAFANA_TOKEN_ENV) or None
+    api = GrafanaApi.from_url(args.url, credential=token)
+    changes = push(api, deployment, deployment.store.influx_token)
+    print("\n".join(str(c) for c in changes))
+    changed = sum(c.action != "unchanged" for c in changes)
+    print(f"{changed} of {len(changes)} objects changed")
+    return 0

@@ -1,0 +1,42 @@
+"""Every condition any detector can raise is worded for people, in Chinese and English."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from alerts.messages import _DESCRIBED, _WORDING, Names, render
+from alerts.wire import Alert
+from config.loader import load_deployment
+from detectors.suite import build_detectors
+
+CONDITIONS = build_detectors(load_deployment(None).registry).conditions
+SILENT = Alert(id="x", mine="qipanjing", sensor="T1-1105", kind="ch4", rule="no_data",
+               severity="critical", state="firing", value=45.2, limit=30.0, started_at=0,
+               ts=1_795_617_858_387, message="", condition="substation_silent", unit="%",
+               location="heading_face", place="1105煤巷掘进工作面", scope="S03")
+
+
+def text(alert: Alert) -> str:
+    return render(alert, mine_name=("棋盘井煤矿", "Qipanjing"), timezone="Asia/Shanghai",
+                  names=Names(kind={"ch4": ("甲烷", "methane")}))
+
+
+@pytest.mark.parametrize("condition", CONDITIONS)
+def test_every_detector_condition_has_its_own_wording(condition: str) -> None:
+    assert condition in _WORDING or condition in _DESCRIBED
+
+
+@pytest.mark.parametrize("condition", sorted(_DESCRIBED))
+@pytest.mark.parametrize("state", ["firing", "resolved"])
+def test_non_limit_conditions_never_read_as_a_limit_crossing(condition: str, state: str) -> None:
+    zh, en = text(msgspec.structs.replace(SILENT, condition=condition, state=state)).split("\n")
+    assert "限值" not in zh and " limit " not in en.replace("alarm limit", "")
+    assert "2026-11-25 22:44:18" in zh and "CST" in en
+
+
+def test_substation_silence_names_the_substation_and_the_seconds() -> None:
+    zh, en = text(SILENT).split("\n")
+    assert zh.startswith("【分站中断】棋盘井煤矿 T1-1105")
+    assert "分站 S03" in zh and "45 s" in zh and "30 s" in zh
+    assert "substation S03 silent for 45 s (allowed 30 s)" in en

@@ -1,0 +1,264 @@
+"""Trend, sensor-fault, no-data and interlock detectors: data tables of one-sensor stories.
+
+Each case is a series of (seconds, value, status) for sensors of a small registry and the
+(condition, firing) transitions it must raise, in order; laws (a constant series never trends)
+are property tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from config.errors import ConfigError
+from config.loader import CONFIG_DIR, load_deployment
+from config.model import DetectorConfig, Limits, Registry, Sensor
+from config.readings import ReadingBatch, Status
+from detectors.faults import SensorFaultDetector
+from detectors.interlocks import InterlockDetector
+from detectors.limits import LimitDetector
+from detectors.silence import NoDataDetector
+from detectors.trend import TrendDetector
+
+T0 = 1_800_000_000_000
+CH4 = Limits(alarm_high=1.0, release_high=1.0, power_off=1.5, restore=1.0)
+FAULT, CAL, OVER = int(Status.SENSOR_FAULT), int(Status.CALIBRATION), int(Status.OVER_RANGE)
+
+
+def point(id_: str, kind: str = "ch4", location: str = "longwall_face", area: str = "1101",
+          substation: str = "S01", period: float = 10.0, limits: Limits = CH4) -> Sensor:
+    return Sensor("qipanjing", id_, kind, "%", location, "", area, substation, period, 0.0, 4.0,
+                  limits)
+
+
+REGISTRY = Registry.from_sensors([
+    point("T1"), point("T2", location="longwall_return"),
+    point("CO", kind="co", limits=Limits(alarm_high=24.0)),
+    point("KD", kind="feed", location="switchgear", limits=Limits()),
+    point("JF", kind="local_fan", location="heading_fan", area="1105", substation="S02",
+          limits=Limits()),
+    point("JF2", kind="local_fan", location="heading_fan", area="1105", substation="S02",
+          limits=Limits()),
+    point("KD2", kind="feed", location="switchgear", area="1105", substation="S02",
+          limits=Limits()),
+])
+INDEX = {s.id: i for i, s in enumerate(REGISTRY.sensors)}
+CONFIG = DetectorConfig()
+
+
+def feed(detector: object, rows: list[tuple[str, float, float, int]],
+         tick_at: list[float] = ()) -> list[tuple[str, str, bool]]:  # type: ignore[assignment]
+    """rows: (sensor, seconds, value, status), one batch each; ticks at the given seconds."""
+    out = []
+    for sensor, t, value, status in rows:
+        batch = ReadingBatch(np.array([INDEX[sensor]], np.int32), np.array([T0 + int(t * 1000)]),
+                             np.array([value]), np.array([status], np.uint16))
+        found = detector.update(batch, T0 + int(t * 1000))  # type: ignore[attr-defined]
+        out += [(REGISTRY.sensors[e.sensor].id, e.condition, e.firing) for e in found.events]
+    for t in tick_at:
+        found = detector.tick(T0 + int(t * 1000))  # type: ignore[attr-defined]
+        out += [(REGISTRY.sensors[e.sensor].id, e.condition, e.firing) for e in found.events]
+    return out
+
+
+def series(sensor: str, values: list[float], period: float = 10.0, status: int = 0,
+           start: float = 0.0) -> list[tuple[str, float, float, int]]:
+    return [(sensor, start + k * period, v, status) for k, v in enumerate(values)]
+
+
+# ── trend ───────────────────────────────────────────────────────────────────────────────────
+
+def test_steady_rise_warns_more_than_five_minutes_before_the_alarm_limit() -> None:
+    # 0.3 % rising 0.1 % a minute: reaches 1.0 % at 420 s.
+    rise = [0.3 + 0.1 * k / 6 for k in range(43)]
+    events = feed(TrendDetector(REGISTRY, CONFIG), series("T1", rise))
+    first = events.index(("T1", "trend_high", True))
+    assert first * 10 <= 420 - 300
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.floats(0.0, 3.0), st.integers(1, 80))
+def test_a_constant_series_never_trends_or_shifts(level: float, n: int) -> None:
+    events = feed(TrendDetector(REGISTRY, CONFIG), series("T1", [level] * n))
+    assert events == []
+
+
+def test_a_sensor_just_added_does_not_trend_on_two_readings() -> None:
+    assert feed(TrendDetector(REGISTRY, CONFIG), series("T1", [0.2, 0.9])) == []
+
+
+def test_noise_around_a_level_does_not_trend() -> None:
+    rng = np.random.default_rng(7)
+    values = (0.5 + rng.normal(0, 0.02, 360)).round(2).tolist()
+    assert feed(TrendDetector(REGISTRY, CONFIG), series("T1", values)) == []
+
+
+def test_sudden_gas_level_shift_fires_and_clears() -> None:
+    rng = np.random.default_rng(1)
+    values = (0.3 + rng.normal(0, 0.01, 80)).tolist() + [0.6] * 10 + [0.3] * 12
+    events = feed(TrendDetector(REGISTRY, CONFIG), series("T1", values))
+    assert ("T1", "level_shift", True) in events
+    assert events[-1] == ("T1", "level_shift", False) or ("T1", "level_shift", False) in events
+
+
+def test_face_and_return_disagreeing_is_a_mismatch() -> None:
+    rows = sorted(series("T1", [1.2] * 8) + series("T2", [0.2] * 8, start=1), key=lambda r: r[1])
+    assert ("T1", "face_return_mismatch", True) in feed(TrendDetector(REGISTRY, CONFIG), rows)
+
+
+def test_out_of_order_reading_stays_out_of_the_history() -> None:
+    detector = TrendDetector(REGISTRY, CONFIG)
+    feed(detector, series("T1", [0.3, 0.3, 0.3]))
+    feed(detector, [("T1", 5.0, 3.0, 0)])  # older than the newest: ignored
+    assert detector.history.newest[INDEX["T1"]] == T0 + 20_000
+
+
+# ── sensor faults ───────────────────────────────────────────────────────────────────────────
+
+FAULT_TABLE = [
+    # device fault: set by status, cleared by a clean reading, calibration decides nothing
+    ([(0, 0.3, FAULT), (10, 0.3, CAL), (20, 0.3, 0)],
+     [("T1", "device_fault", True), ("T1", "device_fault", False)]),
+    # over range (status or value) and negative drift
+    ([(0, 4.5, 0), (10, 0.3, 0), (20, -0.2, 0), (30, 0.3, 0)],
+     [("T1", "out_of_range", True), ("T1", "out_of_range", False),
+      ("T1", "out_of_range", True), ("T1", "out_of_range", False)]),
+    # 0.3 → 3.0 in 1 s is faster than methane can change (1 %/s); exactly 1 %/s is not
+    ([(0, 0.3, 0), (1, 3.0, 0), (2, 0.3, 0), (12, 0.35, 0), (13, 1.35, 0)],
+     [("T1", "spike", True), ("T1", "spike", False)]),
+    # a calibration reading in between is not compared
+    ([(0, 0.3, 0), (1, 2.0, CAL), (2, 0.31, 0)], []),
+]
+
+
+@pytest.mark.parametrize(("rows", "expected"), FAULT_TABLE)
+def test_fault_table(rows: list[tuple[float, float, int]],
+                     expected: list[tuple[str, str, bool]]) -> None:
+    detector = SensorFaultDetector(REGISTRY, CONFIG)
+    assert feed(detector, [("T1", t, v, s) for t, v, s in rows]) == expected
+
+
+def test_stuck_value_fires_after_the_configured_time_and_clears_on_change() -> None:
+    config = DetectorConfig(stuck_s=60)
+    events = feed(SensorFaultDetector(REGISTRY, config), series("T1", [0.42] * 8 + [0.43]))
+    assert events == [("T1", "stuck", True), ("T1", "stuck", False)]
+    assert feed(SensorFaultDetector(REGISTRY, config), series("T1", [0.42] * 6)) == []
+
+
+def test_methane_guarding_power_off_faults_are_critical_co_faults_warnings() -> None:
+    detector = SensorFaultDetector(REGISTRY, CONFIG)
+    batch = ReadingBatch(np.array([INDEX["T1"], INDEX["CO"]], np.int32), np.array([T0, T0]),
+                         np.array([0.3, 5.0]), np.array([FAULT, FAULT], np.uint16))
+    severity = {REGISTRY.sensors[e.sensor].id: e.severity
+                for e in detector.update(batch, T0).events}
+    assert severity == {"T1": "critical", "CO": "warning"}
+
+
+def test_a_spike_above_the_limit_raises_the_limit_alarm_too() -> None:
+    rows = [(0, 0.3, 0), (1, 3.0, 0)]
+    limits = feed(LimitDetector(REGISTRY), [("T1", t, v, s) for t, v, s in rows])
+    assert ("T1", "power_off", True) in limits
+
+
+# ── no data ─────────────────────────────────────────────────────────────────────────────────
+
+def test_a_sensor_dead_at_start_is_reported_and_a_whole_substation_is_one_condition() -> None:
+    detector = NoDataDetector(REGISTRY, CONFIG)
+    others = ("T2", "CO", "KD", "JF", "JF2", "KD2")  # T1 never talks
+    talk = [(s, t, 0.3, 0) for t in (0.0, 25.0) for s in others]
+    assert feed(detector, talk, tick_at=[31.0]) == []  # S01 may be dying: wait for a sibling
+    assert feed(detector, [("T2", 32.0, 0.3, 0)]) == [("T1", "silent", True)]
+    # S02 talks, S01 falls silent as a whole: one condition on its first sensor.
+    assert feed(detector, [(s, 40.0, 0.3, 0) for s in ("JF", "JF2", "KD2")],
+                tick_at=[63.0]) == [("T1", "substation_silent", True), ("T1", "silent", False)]
+    assert feed(detector, [("CO", 64.0, 3.0, 0)]) == [
+        ("T1", "substation_silent", False), ("T1", "silent", True), ("T2", "silent", True),
+        ("KD", "silent", True)]
+
+
+def test_silence_is_more_than_exactly_k_periods() -> None:
+    detector = NoDataDetector(REGISTRY, CONFIG)
+    feed(detector, [(s.id, 0.0, 0.3, 0) for s in REGISTRY.sensors])
+    feed(detector, [(s.id, 30.0, 0.3, 0) for s in REGISTRY.sensors if s.id != "T1"])
+    assert feed(detector, [], tick_at=[30.0]) == []
+    assert feed(detector, [("T2", 30.001, 0.3, 0)]) == [("T1", "silent", True)]
+
+
+# ── interlocks ──────────────────────────────────────────────────────────────────────────────
+
+def interlocks() -> tuple[LimitDetector, InterlockDetector]:
+    limits = LimitDetector(REGISTRY)
+    return limits, InterlockDetector(REGISTRY, limits, CONFIG)
+
+
+def both(pair: tuple[LimitDetector, InterlockDetector],
+         rows: list[tuple[str, float, float, int]]) -> list[tuple[str, str, bool]]:
+    out = []
+    for row in rows:
+        feed(pair[0], [row])
+        out += feed(pair[1], [row])
+    return out
+
+
+def test_feed_still_live_after_methane_power_off_is_a_feed_fault() -> None:
+    rows = [("KD", 0.0, 1, 0), ("T1", 10.0, 1.6, 0), ("KD", 11.0, 1, 0), ("KD", 12.0, 1, 0),
+            ("KD", 13.0, 0, 0)]
+    assert both(interlocks(), rows) == [("KD", "feed_on_power_off", True),
+                                        ("KD", "feed_on_power_off", False)]
+
+
+def test_an_empty_batch_while_a_feed_fault_is_active_changes_nothing() -> None:
+    pair = interlocks()
+    both(pair, [("KD", 0.0, 1, 0), ("T1", 10.0, 1.6, 0), ("KD", 13.0, 1, 0)])
+    assert pair[1].update(ReadingBatch.empty(), T0 + 14_000).events == []
+    assert pair[1].active() == [(INDEX["KD"], "feed_on_power_off")]
+
+
+def test_feed_cut_in_time_is_no_fault() -> None:
+    rows = [("KD", 0.0, 1, 0), ("T1", 10.0, 1.6, 0), ("KD", 11.5, 0, 0), ("T1", 20.0, 0.5, 0)]
+    assert both(interlocks(), rows) == []
+
+
+def test_all_local_fans_stopped_with_power_on_breaks_the_wind_electric_lockout() -> None:
+    rows = [("JF", 0.0, 1, 0), ("JF2", 0.0, 0, 0), ("KD2", 0.0, 1, 0),
+            ("JF", 10.0, 0, 0), ("KD2", 11.0, 1, 0), ("KD2", 12.0, 1, 0), ("JF2", 13.0, 1, 0)]
+    assert both(interlocks(), rows) == [("KD2", "feed_on_fan_stopped", True),
+                                        ("KD2", "feed_on_fan_stopped", False)]
+
+
+def test_standby_fan_running_keeps_the_heading_ventilated() -> None:
+    rows = [("JF", 0.0, 0, 0), ("JF2", 0.0, 1, 0), ("KD2", 5.0, 1, 0)]
+    assert both(interlocks(), rows) == []
+
+
+# ── the [detectors] section ─────────────────────────────────────────────────────────────────
+
+def deployment_file(tmp_path: Path, section: str) -> Path:
+    mines = ", ".join(f'"{CONFIG_DIR / "mines" / m}"' for m in ("dayan.toml", "qipanjing.toml"))
+    path = tmp_path / "d.toml"
+    path.write_text(f"mines = [{mines}]\n[detectors]\n{section}\n", encoding="utf-8")
+    return path
+
+
+def test_detectors_section_is_read_with_max_rate_merged_over_the_defaults(tmp_path: Path) -> None:
+    config = load_deployment(deployment_file(
+        tmp_path, "trend_horizon_s = 300\nno_data_periods = 2\nmax_rate = { ch4 = 0.5 }"),
+        environ={}).detectors
+    assert (config.trend_horizon_s, config.no_data_periods) == (300.0, 2.0)
+    assert dict(config.max_rate)["ch4"] == 0.5 and dict(config.max_rate)["co"] == 100.0
+
+
+@pytest.mark.parametrize(("section", "key"), [
+    ("no_data_periods = 0.5", "no_data_periods"),
+    ("history_s = 100", "history_s"),
+    ("stuck_s = -1", "stuck_s"),
+    ("trend_horizon = 600", "trend_horizon"),
+])
+def test_bad_detector_settings_name_the_key(tmp_path: Path, section: str, key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_deployment(deployment_file(tmp_path, section), environ={})
+    assert f"detectors.{key}" in caught.value.location
