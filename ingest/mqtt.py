@@ -185,6 +185,9 @@ class MqttSource:
         self._serve_requests()
         self._client.disconnect()
         self._client.loop(timeout=LOOP_TIMEOUT_S)  # send the DISCONNECT
+        # paho's loop() opens a wake-up socket pair that only its own loop_stop() closes;
+        # outside loop_start/loop_stop this is the one way to close it (paho-mqtt 2.x).
+        self._client._reset_sockets()
 
     def _serve_requests(self) -> None:
         while True:

@@ -68,19 +68,22 @@ class Pipeline:
     """Wires one deployment's codec, detectors, alerts and store to an MQTT source.
 
     ``clock`` returns epoch seconds and is the only place time is read; ``on_alert`` is called
-    with every alert transition after it is recorded and published (the demo prints them).
+    with every alert transition after it is recorded and published (the demo prints them);
+    ``on_stored`` with every batch once it is committed (the regulator networking files).
     """
 
     def __init__(self, deployment: Deployment, source: MqttSource, sink: Sink,
                  record: AlertRecord, names: Names, *,
                  clock: Callable[[], float] = time.time,
-                 on_alert: Callable[[Alert], None] | None = None) -> None:
+                 on_alert: Callable[[Alert], None] | None = None,
+                 on_stored: Callable[[ReadingBatch], None] | None = None) -> None:
         self.deployment = deployment
         self.registry = deployment.registry
         self.source = source
         self.sink = sink
         self.clock = clock
         self.on_alert = on_alert
+        self.on_stored = on_stored
         self.stats = PipelineStats()
         self.codec = TelemetryCodec(self.registry,
                                     max_future_ms=int(deployment.ingest.max_future_s * 1000))
@@ -126,6 +129,8 @@ class Pipeline:
         for mine, n in zip(self._mine_ids, counts.tolist(), strict=True):
             self.stats.readings_by_mine[mine] += n
         self.source.ack(messages)
+        if self.on_stored is not None:
+            self.on_stored(batch)
         self._announce(alerts)
         return True
 

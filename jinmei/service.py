@@ -2,9 +2,11 @@
 
 :class:`Service` owns the long-lived parts — MQTT source, store, alert record, pipeline worker —
 and starts and stops them in the right order: ``start`` connects and launches the worker and
-the alert delivery thread (``alerts.outbox``); ``stop`` stops taking messages, lets the worker
-finish its batch, stops the delivery thread (what it still owes stays in the outbox for the
-next start), then closes the store (which flushes what it can) and the record.
+the alert delivery thread (``alerts.outbox``) and, with ``[networking] enabled``, the regulator
+networking thread (``networking.worker``: data files written and uploaded); ``stop`` stops
+taking messages, lets the worker finish its batch, stops the other threads (what they still
+owe stays in the outbox and the upload queue for the next start), then closes the store
+(which flushes what it can) and the record.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from config.model import Deployment
 from ingest.mqtt import MqttSource, broker_address
 from ingest.sink import open_sink
 from jinmei.pipeline import Pipeline
+from networking.queue import UploadQueue
+from networking.upload import open_target
+from networking.worker import NetworkingWorker
 
 __all__ = ["Service", "delivery_worker", "names_from_limits"]
 
@@ -58,6 +63,20 @@ def delivery_worker(deployment: Deployment, dispatcher: AlertDispatcher,
     return worker, publish
 
 
+def networking_worker(deployment: Deployment, record: AlertRecord,
+                      clock: Callable[[], float]) -> NetworkingWorker | None:
+    """The regulator networking thread's worker, when ``[networking] enabled`` (else None):
+    data files into ``state_dir/networking`` and up to ``[networking] url``."""
+    config = deployment.networking
+    if not config.enabled:
+        return None
+    queue = UploadQueue(Path(deployment.ingest.state_dir) / "networking",
+                        retry_max_s=config.retry_max_s)
+    target = open_target(config.url, config.password) if config.url else None
+    return NetworkingWorker(deployment, deployment_limits(deployment).kinds, queue, target,
+                            record, clock)
+
+
 class Service:
     """The running pipeline of one deployment."""
 
@@ -71,19 +90,25 @@ class Service:
         self.sink = open_sink(deployment.store.url, deployment.registry, state_dir=state_dir,
                               influx_token=deployment.store.influx_token)
         self.record = AlertRecord(state_dir / "alerts.db")
+        self.networking = networking_worker(deployment, self.record, clock)
         self.pipeline = Pipeline(deployment, self.source, self.sink, self.record,
-                                 names_from_limits(deployment), clock=clock, on_alert=on_alert)
+                                 names_from_limits(deployment), clock=clock, on_alert=on_alert,
+                                 on_stored=self.networking.observe if self.networking else None)
         self.delivery, self._notify_mqtt = delivery_worker(deployment, self.pipeline.dispatcher,
                                                            clock)
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self.pipeline.run, args=(self._stop,),
                                         name="jinmei-ingest", daemon=True)
+        self._networking_thread = threading.Thread(
+            target=self.networking.run if self.networking else lambda stop: None,
+            args=(self._stop,), name="jinmei-networking", daemon=True)
 
     def start(self, wait_subscribed_s: float = 0.0) -> bool:
         """Connect and start the worker; with a wait, True once the subscription is in place."""
         self.source.start()
         self.delivery.start()
         self._worker.start()
+        self._networking_thread.start()
         log.info("jinmei serving %d sensors of %s; store %s", len(self.deployment.registry),
                  ", ".join(m.id for m in self.deployment.mines), self.sink.name)
         return self.source.wait_subscribed(wait_subscribed_s) if wait_subscribed_s else True
@@ -91,6 +116,7 @@ class Service:
     def stop(self) -> None:
         self._stop.set()
         self._worker.join()
+        self._networking_thread.join()
         self.delivery.stop()
         if self._notify_mqtt is not None:
             self._notify_mqtt.close()

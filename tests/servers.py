@@ -373,13 +373,19 @@ def ftp_server(root: Path, port: int | None = None, user: str = "jinmei",
     authorizer.add_user(user, password, str(root), perm="elradfmwMT")
     handler = type("Handler", (FTPHandler,), {"authorizer": authorizer, "passive_ports": None})
     server = FTPServer(("127.0.0.1", port or free_port()), handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"timeout": 0.05},
-                              daemon=True)
+    stop = threading.Event()
+
+    def serve() -> None:  # pyftpdlib is not thread-safe: close in the thread that serves
+        while not stop.is_set():
+            server.ioloop.loop(timeout=0.05, blocking=False)
+        server.close_all()
+
+    thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
         yield server.address[1]
     finally:
-        server.close_all()
+        stop.set()
         thread.join(5)
 
 

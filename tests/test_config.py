@@ -31,6 +31,7 @@ from config.model import (
     DetectorConfig,
     IngestConfig,
     Limits,
+    NetworkingConfig,
     StoreConfig,
 )
 
@@ -158,13 +159,15 @@ def test_every_kind_has_a_range_and_switches_are_zero_one() -> None:
 def test_sample_deployment_shows_the_model_defaults(config_copy: Path) -> None:
     sample = (config_copy / DEFAULT_DEPLOYMENT.name).read_text(encoding="utf-8")
     uncommented, count = re.subn(r"^# (\w+ = .*)$", r"\1", sample, flags=re.MULTILINE)
-    assert count == 30  # limits + 6 broker + 1 store + 4 ingest + 6 alerts + 12 detectors
+    assert count == 37  # limits + 6 broker + 1 store + 4 ingest + 6 alerts + 12 detectors
+    #                     + 7 networking
     deployment = load_deployment(write(config_copy, uncommented, "all.toml"), environ={})
     assert deployment.broker == BrokerConfig()
     assert deployment.store == StoreConfig()
     assert deployment.ingest == IngestConfig()
     assert deployment.alerts == AlertsConfig()
     assert deployment.detectors == DetectorConfig()
+    assert deployment.networking == NetworkingConfig()
 
 
 # ── mine-file errors ──────────────────────────────────────────────────────────────────────────

@@ -29,13 +29,13 @@ from alerts.record import AlertRecord
 from alerts.wire import Alert
 from config.errors import DeliveryError
 from config.loader import DEFAULT_DEPLOYMENT, load_deployment
-from config.model import Deployment
+from config.model import Deployment, NetworkingConfig
 from config.readings import ReadingBatch
 from ingest.codec import encode_telemetry
 from ingest.sink import Sink
 from ingest.sqlite import SQLiteSink
 from jinmei.service import Service
-from tests.servers import Mosquitto, wait_until
+from tests.servers import Mosquitto, ftp_server, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -295,3 +295,34 @@ def test_service_starts_before_its_broker_and_rides_out_a_broker_restart(
         service.stop()
         broker.stop()
     assert service.source.counters["connections"] == 2
+
+
+def test_regulator_networking_files_reach_the_ftp_server(mosquitto: Mosquitto,
+                                                          tmp_path: Path) -> None:
+    """With [networking] enabled the running service writes the MT/T 1201.1 files and uploads
+    them: definitions at start, real-time values, and the power-off event (YCBJ 002)."""
+    root = tmp_path / "regulator"
+    root.mkdir()
+    with ftp_server(root) as port:
+        deployment = dataclasses.replace(
+            deployment_for(mosquitto, tmp_path, client_id="jinmei-networking"),
+            networking=NetworkingConfig(enabled=True, url=f"ftp://jinmei@127.0.0.1:{port}/",
+                                        password="secret", cdss_period_s=1.0))
+        service = Service(deployment)
+        assert service.start(wait_subscribed_s=10)
+        try:
+            send(mosquitto, methane_rise(int(time.time() * 1000) - 60_000))
+
+            def uploaded(kind: str) -> list[Path]:
+                return sorted(root.glob(f"*_{kind}_*.txt"))
+
+            # T1-1101 is point 001A02 (config/mines/qipanjing.toml); its last value is 0.90 %
+            assert wait_until(lambda: uploaded("CDDY") and uploaded("YCBJ") and any(
+                "001A02;" in p.read_text() and ";0.90;" in p.read_text()
+                for p in uploaded("CDSS")), 20)
+        finally:
+            service.stop()
+    mine_code = deployment.registry.mine("qipanjing").networking.code  # type: ignore[union-attr]
+    ycbj = "".join(p.read_text(encoding="utf-8") for p in uploaded("YCBJ"))
+    assert any(p.name.startswith(f"{mine_code}_CDDY_") for p in uploaded("CDDY"))
+    assert ";002;" in ycbj  # the power-off event of T1-1101
