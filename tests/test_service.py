@@ -11,6 +11,8 @@ These are the vertical slice's guarantees, checked on real connections:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -29,13 +31,13 @@ from alerts.record import AlertRecord
 from alerts.wire import Alert
 from config.errors import DeliveryError
 from config.loader import DEFAULT_DEPLOYMENT, load_deployment
-from config.model import Deployment, NetworkingConfig
+from config.model import Deployment, NetworkingConfig, Receiver, Route
 from config.readings import ReadingBatch
 from ingest.codec import encode_telemetry
 from ingest.sink import Sink
 from ingest.sqlite import SQLiteSink
 from jinmei.service import Service
-from tests.servers import Mosquitto, ftp_server, wait_until
+from tests.servers import Mosquitto, ftp_server, scripted_http_server, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -326,3 +328,34 @@ def test_regulator_networking_files_reach_the_ftp_server(mosquitto: Mosquitto,
     ycbj = "".join(p.read_text(encoding="utf-8") for p in uploaded("YCBJ"))
     assert any(p.name.startswith(f"{mine_code}_CDDY_") for p in uploaded("CDDY"))
     assert ";002;" in ycbj  # the power-off event of T1-1101
+
+
+def test_routed_notifications_reach_mqtt_and_webhook_receivers(
+        mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """A route for critical qipanjing alerts names two receivers: the MQTT channel (its own
+    connection, PUBACK awaited) and a webhook (HMAC-signed). The power-off reaches both at once
+    (safety floor: no group wait), each with its idempotency key."""
+    notified = Listener(mosquitto, "jinmei/+/notifications/#")
+    with scripted_http_server(lambda n, body: (200, {}, b"ok")) as webhook:
+        base = deployment_for(mosquitto, tmp_path, client_id="jinmei-routed")
+        alerts = dataclasses.replace(
+            base.alerts,
+            receivers=(Receiver("desk", "mqtt"),
+                       Receiver("regulator", "webhook", (("url", webhook.url),), "s3cret")),
+            routes=(Route(("desk", "regulator"), mines=("qipanjing",),
+                          severities=("critical",)),))
+        service = Service(dataclasses.replace(base, alerts=alerts))
+        assert service.start(wait_subscribed_s=10)
+        try:
+            send(mosquitto, methane_rise(int(time.time() * 1000) - 60_000))
+            on_desk = notified.wait_for(lambda m: m[0] == "jinmei/qipanjing/notifications/desk")
+            assert wait_until(lambda: webhook.requests, 15)
+        finally:
+            service.stop()
+            notified.close()
+    raw = webhook.requests[0].body
+    headers = {k.lower(): v for k, v in webhook.headers[0].items()}
+    expected = "sha256=" + hmac.new(b"s3cret", raw, hashlib.sha256).hexdigest()
+    assert headers["x-jinmei-signature"] == expected  # computed here, not by the sender's code
+    assert headers["idempotency-key"]
+    assert "limit_power_off" in raw.decode() and "limit_power_off" in json.dumps(on_desk[0][1])
