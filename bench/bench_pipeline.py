@@ -2,9 +2,10 @@
 
 Target (design.md): ≥ 1,000,000 readings/s with 100-reading payloads. One step is what the
 ingest worker does per batch of 1,000 MQTT messages, minus the I/O: the codec's
-``decode_many`` (msgspec decode, validation, registry lookup), the limit detector's ``update``
-and the status bits, and the InfluxDB line protocol for the whole batch. Each batch is timed on
-its own; the median is reported, with each stage's share.
+``decode_many`` (msgspec decode, validation, registry lookup), every detector's ``update``
+(limits, sensor faults, trend, no data, interlocks) and the status bits, and the InfluxDB
+line protocol for the whole batch. Each batch is timed on its own; the median is reported,
+with each stage's share.
 
 Run from the repository root: ``python -m bench.bench_pipeline [--sensors 10000] [--batches 20]``
 """
@@ -17,7 +18,7 @@ import time
 
 from bench.synthetic import payloads, synthetic_mine
 from config.model import Registry
-from detectors.limits import LimitDetector
+from detectors.suite import build_detectors
 from ingest.codec import TelemetryCodec
 from ingest.lineprotocol import reading_lines
 
@@ -36,7 +37,7 @@ def main() -> None:
     rounds = -(-args.batches * MESSAGES_PER_BATCH * 100 // args.sensors)
     messages = payloads(mine, rounds, start_ms)
     codec = TelemetryCodec(registry)
-    detector = LimitDetector(registry)
+    detector = build_detectors(registry)
     now_ms = int(time.time() * 1000)
 
     totals, shares = [], {"decode": [], "detect": [], "serialize": []}

@@ -174,8 +174,10 @@ class TrendDetector:
         needed = np.maximum(cfg.level_shift_sigmas * spread, cfg.level_shift_min_fraction * high)
         judged = (self._gas[sensors] & (ref_ok.sum(axis=1) >= 2 * _MIN_POINTS)
                   & (recent_ok.sum(axis=1) >= 2))
-        sets = np.stack([enough & watch_high & (eta_high <= horizon),
-                         enough & watch_low & (eta_low <= horizon),
+        # A trend warning is a pre-alarm: it starts only while the level is still inside the
+        # limit (past it, the limit alarm is in force); once started it lasts while the rise does.
+        sets = np.stack([enough & watch_high & (level < high) & (eta_high <= horizon),
+                         enough & watch_low & (level > low) & (eta_low <= horizon),
                          judged & (shift >= needed)])
         clears = np.stack([~watch_high | ~(eta_high <= _CLEAR_HORIZON * horizon),
                            ~watch_low | ~(eta_low <= _CLEAR_HORIZON * horizon),

@@ -80,6 +80,14 @@ def test_steady_rise_warns_more_than_five_minutes_before_the_alarm_limit() -> No
     assert first * 10 <= 420 - 300
 
 
+def test_a_rise_already_past_the_alarm_limit_is_the_alarm_s_not_a_trend_warning() -> None:
+    # 1.1 % rising 0.1 % a minute: the limit alarm is in force; a "trend towards the alarm
+    # limit" warning would only confuse the dispatcher.
+    rise = [1.1 + 0.1 * k / 6 for k in range(43)]
+    events = feed(TrendDetector(REGISTRY, CONFIG), series("T1", rise))
+    assert ("T1", "trend_high", True) not in events
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.floats(0.0, 3.0), st.integers(1, 80))
 def test_a_constant_series_never_trends_or_shifts(level: float, n: int) -> None:
