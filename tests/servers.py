@@ -79,6 +79,16 @@ class VictoriaMetrics:
             return [json.loads(line) for line in reply.read().decode().splitlines() if line]
 
 
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Terminate a server process; kill it if it has not exited 10 s later."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def _healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=1) as reply:
@@ -106,12 +116,7 @@ def victoria_metrics(tmp_path: Path, port: int | None = None) -> Iterator[Victor
                                f"{log_path.read_text()[-2000:]}")
         yield vm
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 @dataclass(frozen=True)
@@ -289,12 +294,7 @@ def influxdb1(tmp_path: Path, database: str = "jinmei") -> Iterator[InfluxDB1]:
                                f"{log_path.read_text()[-2000:]}")
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 def _post_ok(url: str, body: bytes) -> bool:
