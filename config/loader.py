@@ -602,7 +602,8 @@ def _parse_alerts(t: _Table, environ: Mapping[str, str]) -> AlertsConfig:
 
 
 def _parse_detectors(t: _Table) -> DetectorConfig:
-    times = ("history_s", "trend_window_s", "trend_horizon_s", "level_shift_recent_s",
+    times = ("history_s", "trend_window_s", "trend_horizon_s", "trend_short_window_s",
+             "trend_eval_s", "level_shift_recent_s",
              "level_shift_reference_s", "stuck_s", "feed_response_s")
     others = ("level_shift_sigmas", "level_shift_min_fraction", "face_return_tolerance",
               "no_data_periods")
@@ -612,7 +613,7 @@ def _parse_detectors(t: _Table) -> DetectorConfig:
     if values["no_data_periods"] < 1:
         raise t.error("no_data_periods", "expected at least 1 patrol period, got "
                                          f"{values['no_data_periods']:g}")
-    longest = max(values["trend_window_s"],
+    longest = max(values["trend_window_s"], values["trend_short_window_s"],
                   values["level_shift_recent_s"] + values["level_shift_reference_s"])
     if values["history_s"] < longest:
         raise t.error("history_s", f"{values['history_s']:g} s is shorter than the longest "
@@ -628,7 +629,7 @@ ENV_NETWORKING_PASSWORD = "JINMEI_NETWORKING_PASSWORD"
 def _parse_networking(t: _Table, environ: Mapping[str, str],
                       mines: Collection[Mine]) -> NetworkingConfig:
     t.allow("enabled", "url", "password_env", "encoding", "cdss_period_s", "retry_max_s",
-            "system_code")
+            "system_code", "known_hosts")
     d = NetworkingConfig()
     enabled = t.flag("enabled", d.enabled)
     url: str = t.text("url", d.url)
@@ -643,7 +644,8 @@ def _parse_networking(t: _Table, environ: Mapping[str, str],
         cdss_period_s=t.number("cdss_period_s", d.cdss_period_s, above=0.0),
         retry_max_s=t.number("retry_max_s", d.retry_max_s, above=0.0),
         system_code=t.choice("system_code", ("01", "02"), "an MT/T 1201.1 system code "
-                             "(01 safety monitoring, 02 gas drainage)", d.system_code))
+                             "(01 safety monitoring, 02 gas drainage)", d.system_code),
+        known_hosts=os.path.expanduser(t.text("known_hosts", d.known_hosts)))
 
 
 def _limits_path(src: _Source) -> Path:

@@ -226,6 +226,8 @@ class DetectorConfig:
     history_s: float = 3600.0
     trend_window_s: float = 300.0
     trend_horizon_s: float = 600.0
+    trend_short_window_s: float = 90.0
+    trend_eval_s: float = 10.0
     level_shift_recent_s: float = 60.0
     level_shift_reference_s: float = 600.0
     level_shift_sigmas: float = 6.0
@@ -241,7 +243,9 @@ class DetectorConfig:
 class NetworkingConfig:
     """Regulator networking (``[networking]`` of the deployment; see networking/): where the
     data files go (``sftp://user@host[:port]/dir`` or ``ftp://…``; the password from the
-    environment variable ``password_env``), their text encoding and how often CDSS is written."""
+    environment variable ``password_env``), their text encoding and how often CDSS is written;
+    ``known_hosts``: the OpenSSH known_hosts file that verifies an SFTP server's host key (empty:
+    ``~/.ssh/known_hosts``)."""
 
     enabled: bool = False
     url: str = ""
@@ -250,6 +254,7 @@ class NetworkingConfig:
     cdss_period_s: float = 10.0
     retry_max_s: float = 300.0
     system_code: str = "01"
+    known_hosts: str = ""
 
 
 @dataclass(frozen=True)

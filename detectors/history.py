@@ -66,28 +66,31 @@ class History:
     def pick(self, sensors: np.ndarray, skip_s: float, span_s: float,
              points: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Up to ``points`` readings per sensor, evenly spread over the ``span_s`` before the
-        newest reading minus ``skip_s``: (ts, value, valid), each ``len(sensors) × points``.
+        newest reading minus ``skip_s``: (ts, value, valid), each ``len(sensors) × points``
+        (ts int64 epoch ms, value float32 as stored).
 
         Spread is by position in the ring (readings come once a period); a reading outside the
         time span (after a gap) or beyond what the ring holds is marked invalid.
         """
         period = self.period_ms[sensors]
+        count = self.count[sensors]
         skip = np.ceil(skip_s * 1000.0 / period).astype(np.int64)
         span = np.ceil(span_s * 1000.0 / period).astype(np.int64)
-        available = np.clip(self.count[sensors] - skip, 0, None)
-        taken = np.minimum(span, available)
+        taken = np.minimum(span, np.clip(count - skip, 0, None))
         # Steps back from the newest: skip … skip + taken − 1, spread over `points` columns.
         fraction = np.linspace(1.0, 0.0, points)
         back = skip[:, None] + np.rint(fraction[None, :] * np.maximum(taken - 1, 0)[:, None])
         back = back.astype(np.int64)
+        # One wrap of the ring suffices once `back` is capped below its capacity (a step that
+        # far back is invalid anyway): cheaper than a modulo over every column.
         cap = self.capacity[sensors][:, None]
-        slot = self.offset[sensors][:, None] + (self.head[sensors][:, None] - 1 - back) % cap
+        slot = self.head[sensors][:, None] - 1 - np.minimum(back, cap - 1)
+        slot += np.where(slot < 0, cap, 0) + self.offset[sensors][:, None]
         ts = self.ts[slot]
-        value = self.value[slot].astype(np.float64)
-        newest = self.newest[sensors][:, None]
-        end = newest - int(skip_s * 1000)
+        value = self.value[slot]
+        end = self.newest[sensors][:, None] - int(skip_s * 1000)
         valid = ((taken > 0)[:, None] & (ts <= end) & (ts > end - int(span_s * 1000))
-                 & (back < self.count[sensors][:, None]))
+                 & (back < count[:, None]))
         # Columns repeat when fewer readings than points: keep each slot once.
         valid[:, 1:] &= back[:, 1:] != back[:, :-1]
         return ts, value, valid

@@ -2,7 +2,8 @@
 
 ``status`` reads the upload queue in ``<state_dir>/networking/`` (also while the service runs);
 ``check FILE...`` validates any mine's files and exits 1 on any finding; ``export`` writes the
-definition files (CDDY, FZDY) of every mine into the archive and the upload queue now.
+definition files (CDDY, FZDY) of every mine into the archive and the upload queue now (and
+remembers the configuration, so the service's next start does not send them again).
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from typing import Any
 
 from config.loader import deployment_limits, load_deployment
 from jinmei.cli import config_option, formatter
-from networking import files
 from networking.queue import UploadQueue
 from networking.validate import check_files
+from networking.worker import queue_definitions
 
 __all__ = ["register"]
 
@@ -75,11 +76,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     deployment = load_deployment(args.config)
     kinds = deployment_limits(deployment).kinds
     queue = UploadQueue(Path(deployment.ingest.state_dir) / "networking")
-    now = time.time()
-    for mine in deployment.mines:
-        for file in (files.cddy(mine, kinds, deployment.networking.system_code, int(now * 1000)),
-                     files.fzdy(mine, deployment.networking.system_code, int(now * 1000))):
-            queue.add(file, deployment.networking.encoding, now)
-            print(queue.archive / file.name)
+    for file in queue_definitions(deployment, kinds, queue, time.time()):
+        print(queue.archive / file.name)
     queue.close()
     return 0

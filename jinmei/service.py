@@ -72,7 +72,7 @@ def networking_worker(deployment: Deployment, record: AlertRecord,
         return None
     queue = UploadQueue(Path(deployment.ingest.state_dir) / "networking",
                         retry_max_s=config.retry_max_s)
-    target = open_target(config.url, config.password) if config.url else None
+    target = open_target(config.url, config.password, config.known_hosts) if config.url else None
     return NetworkingWorker(deployment, deployment_limits(deployment).kinds, queue, target,
                             record, clock)
 

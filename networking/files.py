@@ -28,7 +28,7 @@ from config.readings import Status
 from networking.format import DataFile, format_time
 
 __all__ = ["CALIBRATION_EVENT", "SWITCH_TEXT", "AbnormalEvent", "Statistics", "calibration_runs",
-           "cddy", "cdss", "event_type", "events_from_alerts", "fzdy", "fzss", "tjsj",
+           "cddy", "cdss", "event_type", "events_from_alerts", "fzdy", "fzss", "measured", "tjsj",
            "window_statistics", "ycbj"]
 
 SWITCH_TEXT = {"local_fan": ("开", "停"), "main_fan": ("开", "停"), "feed": ("有电", "无电"),
@@ -138,11 +138,16 @@ class Statistics:
     mean: np.ndarray
 
 
+def measured(status: np.ndarray) -> np.ndarray:
+    """Which readings are measurements (not calibrating, over range or faulty)."""
+    return (status.astype(np.int64) & _NOT_MEASURED) == 0
+
+
 def window_statistics(n: int, sensor: np.ndarray, ts: np.ndarray, value: np.ndarray,
                       status: np.ndarray, start: int, end: int) -> Statistics:
     """Statistics of sensors ``0..n-1`` over readings with ``start <= ts < end`` (vectorized);
     calibrating, over-range and faulty readings are left out (they are not measurements)."""
-    keep = (ts >= start) & (ts < end) & ((status.astype(np.int64) & _NOT_MEASURED) == 0)
+    keep = (ts >= start) & (ts < end) & measured(status)
     s, t, v = sensor[keep].astype(np.int64), ts[keep], value[keep]
     count = np.bincount(s, minlength=n)
     mean = np.bincount(s, weights=v, minlength=n) / np.maximum(count, 1)

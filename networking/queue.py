@@ -6,7 +6,8 @@ the target confirmed it, then ``uploaded`` with the time — and ``upload_log``,
 attempt with its outcome (the upload log per file). :meth:`UploadQueue.add` writes the file to
 the archive and fsyncs it *before* the row is committed, so a queued file always exists; the
 row commits with whatever the caller marks in the same transaction (``extra``), so a file
-and the marker that it was made are never one without the other.
+and the marker that it was made are never one without the other. ``remembered`` keeps named
+values across restarts (``config_hash``: the configuration of the last definitions sent).
 
 Retries: a failed attempt sets ``next_at`` to now + min(retry_max_s, 2^(attempts-1)) s with
 ±20 % jitter; nothing is ever dropped. A confirmed file is never offered again. Time is passed
@@ -37,6 +38,7 @@ CREATE TABLE IF NOT EXISTS upload_log (
     name TEXT NOT NULL, at REAL NOT NULL, ok INTEGER NOT NULL, detail TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sent_event (
     id TEXT NOT NULL, state TEXT NOT NULL, ts INTEGER NOT NULL, PRIMARY KEY (id, state, ts));
+CREATE TABLE IF NOT EXISTS remembered (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -105,6 +107,17 @@ class UploadQueue:
         with self._lock:
             return {k for k in keys if self._db.execute(
                 "SELECT 1 FROM sent_event WHERE id = ? AND state = ? AND ts = ?", k).fetchone()}
+
+    def remember(self, name: str, value: str) -> None:
+        """Keep a value across restarts (the configuration hash of the last CDDY)."""
+        with self._lock, self._db:
+            self._db.execute("INSERT OR REPLACE INTO remembered VALUES (?, ?)", (name, value))
+
+    def recall(self, name: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM remembered WHERE name = ?",
+                                   (name,)).fetchone()
+        return None if row is None else str(row[0])
 
     def due(self, now: float, limit: int = 100) -> list[QueuedFile]:
         """Pending files whose next attempt is due, oldest first."""

@@ -5,9 +5,12 @@ password comes from the environment (``password_env``, default ``JINMEI_NETWORKI
 A file goes up as ``<name>.part`` and is then renamed, so the regulator's platform never reads
 half a file. Before uploading, a target looks for ``<name>`` already there with the same size:
 an upload whose confirmation was lost (jinmei stopped between the rename and recording it) is
-confirmed, not sent twice. SFTP accepts any host key (UNSURE/TODO: pin the regulator's key —
-``known_hosts`` is not configurable yet). Every failure is a retryable
-:class:`~config.errors.DeliveryError`: the file stays queued.
+confirmed, not sent twice. SFTP verifies the server's host key against ``known_hosts`` (a file
+in OpenSSH format; empty: asyncssh's default, ``~/.ssh/known_hosts``, and no key trusted when
+that file is absent) — never any key. Every failure is a retryable
+:class:`~config.errors.DeliveryError`: the file stays queued. An unverified host key too, since
+the fix is outside jinmei (the regulator's new key added to known_hosts, or a spoofed server
+gone): it is logged as an error at every attempt, loud, not only as a failed upload.
 """
 
 from __future__ import annotations
@@ -82,19 +85,28 @@ class FtpTarget:
 
 
 class SftpTarget:
-    def __init__(self, url: str, password: str) -> None:
+    def __init__(self, url: str, password: str, known_hosts: str = "") -> None:
         self.name, self._where, self._password = url, _where(url, 22), password
+        self._known_hosts = known_hosts
 
     def upload(self, path: Path) -> str:
         try:
             return asyncio.run(asyncio.wait_for(self._upload(path), TIMEOUT_S))
+        except asyncssh.HostKeyNotVerifiable as exc:
+            where = self._known_hosts or "~/.ssh/known_hosts"
+            log.error("networking: the host key of %s is not in %s — nothing is uploaded until"
+                      " it is (a changed key of the regulator, or not the regulator's server)",
+                      self.name, where)
+            raise DeliveryError(self.name, f"{path.name}: host key not verified against"
+                                f" {where}: {exc}", retryable=True) from exc
         except (OSError, asyncssh.Error, TimeoutError) as exc:
             raise DeliveryError(self.name, f"{path.name}: {exc}", retryable=True) from exc
 
     async def _upload(self, path: Path) -> str:
         w = self._where
         async with asyncssh.connect(w.host, w.port, username=w.user, password=self._password,
-                                    known_hosts=None, client_keys=None) as ssh, \
+                                    known_hosts=self._known_hosts or (),
+                                    client_keys=None) as ssh, \
                 ssh.start_sftp_client() as sftp:
             final = posixpath.join(w.directory, path.name)
             if await sftp.exists(final) and (await sftp.stat(final)).size == path.stat().st_size:
@@ -104,8 +116,11 @@ class SftpTarget:
             return "uploaded"
 
 
-def open_target(url: str, password: str) -> Target:
-    return SftpTarget(url, password) if url.startswith("sftp:") else FtpTarget(url, password)
+def open_target(url: str, password: str, known_hosts: str = "") -> Target:
+    """The target of ``url``; ``known_hosts`` is for SFTP (see the module docstring)."""
+    if url.startswith("sftp:"):
+        return SftpTarget(url, password, known_hosts)
+    return FtpTarget(url, password)
 
 
 def drain(queue: UploadQueue, target: Target, now: float) -> int:

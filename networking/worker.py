@@ -1,23 +1,28 @@
 """The service's networking thread: writes the data files on time and uploads them.
 
 Readings arrive through :meth:`NetworkingWorker.observe` (called by the pipeline once a batch
-is stored; vectorized: the last value of every sensor and the current 5-minute window's
-readings). :meth:`tick` (about once a second, time passed in) writes CDDY and FZDY at start,
-CDSS and FZSS every ``cdss_period_s`` (default 10 s), TJSJ at every 5-minute boundary of the
-clock (readings binned by their own time; one arriving after its window closed is left out
-of the statistics and counted in ``late``), YCBJ for every alert transition of the record not
-yet sent and calibration runs (007) closed in the window; then drains the upload queue. A
-substation is reachable while one of its sensors reported within 3 of its periods. YCBJ
-extremes and means are not filled (UNSURE/TODO: they need readings beyond the 5-minute
-window); a configuration change reaches the regulator through the CDDY written at the next
-start (the service restarts on a configuration change).
+is stored; vectorized: the last value of every sensor, the current 5-minute window's readings,
+and the measured readings of sensors with an open YCBJ event for its extremes —
+:mod:`networking.extremes`). :meth:`tick` (about once a second, time passed in) writes, at
+start, CDDY and FZDY when the configuration differs from the one of the last definitions sent
+(``Deployment.config_hash`` remembered in the queue; a service restarts on a configuration
+change, so every change is sent and a plain restart sends nothing; no hash known: always
+sent); CDSS and FZSS every ``cdss_period_s`` (default 10 s); YCBJ for every alert transition
+of the record not yet sent — an opening event starts its extremes from the window's readings
+since its start (a start before the current 5-minute window, e.g. a trend's, leaves the earlier
+readings out: UNSURE edge), a closing one carries its max, min (with their times) and mean
+(empty for an event opened before this state existed); TJSJ at
+every 5-minute boundary of the clock (readings binned by their own time; one arriving after
+its window closed is left out of the statistics and counted in ``late``) and calibration runs
+(007) closed in the window; then persists the events' extremes and drains the upload queue.
+A substation is reachable while one of its sensors reported within 3 of its periods.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -27,14 +32,39 @@ from config.limits_table import KindInfo
 from config.model import Deployment
 from config.readings import ReadingBatch
 from networking import files
+from networking.extremes import EventExtremes
 from networking.format import DataFile
 from networking.queue import UploadQueue
 from networking.upload import Target, drain
 
-__all__ = ["NetworkingWorker"]
+__all__ = ["NetworkingWorker", "queue_definitions"]
 
 log = logging.getLogger(__name__)
 WINDOW_MS = 300_000  # TJSJ: 5-minute statistics
+CONFIG_HASH = "config_hash"  # remembered in the queue: the configuration of the last CDDY
+
+
+def _queue(queue: UploadQueue, file: DataFile, encoding: str, now: float,
+           sent: Sequence[tuple[str, str, int]] = ()) -> DataFile:
+    # Two files of one type and mine in one second would share a name: the later one
+    # goes out a second later rather than not at all.
+    while not queue.add(file, encoding, now, sent):
+        file = replace(file, ts=file.ts + 1000)
+    return file
+
+
+def queue_definitions(deployment: Deployment, kinds: Mapping[str, KindInfo],
+                      queue: UploadQueue, now: float) -> list[DataFile]:
+    """Queue every mine's point and substation definitions (CDDY, FZDY) and remember the
+    configuration they describe."""
+    config, now_ms = deployment.networking, int(now * 1000)
+    written = [_queue(queue, file, config.encoding, now)
+               for mine in deployment.mines
+               for file in (files.cddy(mine, kinds, config.system_code, now_ms),
+                            files.fzdy(mine, config.system_code, now_ms))]
+    if deployment.config_hash:
+        queue.remember(CONFIG_HASH, deployment.config_hash)
+    return written
 
 
 class NetworkingWorker:
@@ -61,9 +91,12 @@ class NetworkingWorker:
             self._slices[mine.id] = slice(offset, offset + len(mine.sensors))
             offset += len(mine.sensors)
         self._sensors = {(s.mine, s.id): s for s in registry.sensors}
+        self.extremes = EventExtremes(queue.directory, [s.key for s in registry.sensors])
+        self._watched = self.extremes.watched()
 
     def observe(self, batch: ReadingBatch) -> None:
-        """Take a stored batch: latest value per sensor and the window's readings."""
+        """Take a stored batch: latest value per sensor, the window's readings, and the
+        measured readings of sensors with an open event (for its extremes)."""
         if not len(batch):
             return
         order = np.lexsort((batch.ts, batch.sensor))
@@ -76,31 +109,34 @@ class NetworkingWorker:
             self.last_value[idx[newer]] = batch.value[order][last][newer]
             self.last_status[idx[newer]] = batch.status[order][last][newer]
             self._window.append(batch)
+            events = self._watched[batch.sensor] & files.measured(batch.status)
+            if events.any():
+                self.extremes.observe(batch.sensor[events], batch.ts[events],
+                                      batch.value[events])
 
-    def _add(self, file: DataFile, now: float,
-             sent: list[tuple[str, str, int]] | None = None) -> None:
-        # Two files of one type and mine in one second would share a name: the later one
-        # goes out a second later rather than not at all.
-        while not self.queue.add(file, self.config.encoding, now, sent or []):
-            file = replace(file, ts=file.ts + 1000)
+    def _add(self, file: DataFile, now: float, sent: Sequence[tuple[str, str, int]] = ()
+             ) -> None:
+        _queue(self.queue, file, self.config.encoding, now, sent)
 
     def tick(self, now: float) -> None:
         now_ms = int(now * 1000)
-        system = self.config.system_code
         if not self._started:
-            for mine in self.deployment.mines:
-                self._add(files.cddy(mine, self.kinds, system, now_ms), now)
-                self._add(files.fzdy(mine, system, now_ms), now)
+            known = self.queue.recall(CONFIG_HASH)
+            if not self.deployment.config_hash or known != self.deployment.config_hash:
+                queue_definitions(self.deployment, self.kinds, self.queue, now)
+                log.info("networking: definitions (CDDY, FZDY) queued for configuration %s",
+                         self.deployment.config_hash or "(no hash)")
             self._started = True
             self._window_start = now_ms - now_ms % WINDOW_MS
         if now >= self._next_cdss:
             self._next_cdss = now + self.config.cdss_period_s
             self._write_state(now, now_ms)
+        if self.record is not None:  # before the window rolls: an opening event takes its readings
+            self._write_events(now, now_ms)
         assert self._window_start is not None
         if now_ms >= self._window_start + WINDOW_MS:
             self._write_statistics(now, now_ms)
-        if self.record is not None:
-            self._write_events(now, now_ms)
+        self.extremes.flush(now_ms)
         if self.target is not None:
             drain(self.queue, self.target, now)
 
@@ -153,17 +189,38 @@ class NetworkingWorker:
         acks = self.record.acknowledgements([a.id for a in new])
         for mine in self.deployment.mines:
             mine_new = [a for a in new if a.mine == mine.id]
-            events = files.events_from_alerts(mine_new, self._sensors, acks)
+            events = [self._with_extremes(e) for e in
+                      files.events_from_alerts(mine_new, self._sensors, acks)]
             marks = [(a.id, a.state, a.ts) for a in mine_new]
             if events:
                 self._add(files.ycbj(mine, self.kinds, events, now_ms), now, marks)
             elif marks:  # none of them is networked: remember that they were looked at
                 self.queue.add_marks(marks)
 
+    def _with_extremes(self, event: files.AbnormalEvent) -> files.AbnormalEvent:
+        """Start the extremes of an opening event; fill them into a closing one."""
+        key = (event.sensor.key, event.start, event.type)
+        i = self.deployment.registry.index[event.sensor.key]
+        with self._lock:
+            if event.end is None:
+                window = ReadingBatch.concat(self._window)
+                mine = (window.sensor == i) & files.measured(window.status)
+                self.extremes.open(key, window.ts[mine], window.value[mine])
+                self._watched[i] = True
+                return event
+            summary = self.extremes.close(key, event.end)
+            self._watched = self.extremes.watched()
+        if summary is None:  # opened before networking ran: extremes unknown, left empty
+            return event
+        return replace(event, max=summary.max, min=summary.min, mean=summary.mean)
+
     def run(self, stop: threading.Event) -> None:
+        """Tick once a second until ``stop``; then close the queue and the event store."""
         while not stop.is_set():
             try:
                 self.tick(self.clock())
             except Exception:  # the networking thread must never take the service down
                 log.exception("networking tick failed; retrying in a second")
             stop.wait(1.0)
+        self.extremes.close_db()
+        self.queue.close()

@@ -391,9 +391,10 @@ def ftp_server(root: Path, port: int | None = None, user: str = "jinmei",
 
 @contextmanager
 def sftp_server(root: Path, port: int | None = None, user: str = "jinmei",
-                password: str = "secret") -> Iterator[int]:
+                password: str = "secret", host_key: Any = None) -> Iterator[int]:
     """asyncssh's SFTP server (password login, chrooted to ``root``) in its own event-loop
-    thread on loopback; yields its port. Enter it again with the same port to bring it back."""
+    thread on loopback; yields its port. Enter it again with the same port to bring it back.
+    ``host_key``: its asyncssh private key (a client must know it), else a new one."""
     import asyncio
 
     import asyncssh
@@ -412,7 +413,7 @@ def sftp_server(root: Path, port: int | None = None, user: str = "jinmei",
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    key = asyncssh.generate_private_key("ssh-ed25519")
+    key = host_key or asyncssh.generate_private_key("ssh-ed25519")
 
     async def listen() -> Any:
         return await asyncssh.listen(

@@ -151,9 +151,9 @@ def test_annotations_show_the_alert_transitions(feed: Feed) -> None:
     dashboard = _dashboards(feed)[0]
     [annotation] = dashboard.annotations
     [series] = feed.run(expand(annotation.query, **feed.window()))["series"]
-    # One point per series and time: two transitions with equal tags at one ms share it (the
-    # later wins) — the alert measurement has no `condition` tag.
-    expected = {(a.sensor, a.kind, a.rule, a.severity, a.state, a.ts): a.message
+    # One point per series and time; `condition` is a tag, so two conditions of one sensor
+    # changing in the same millisecond are two points.
+    expected = {(a.sensor, a.kind, a.rule, a.condition, a.severity, a.state, a.ts): a.message
                 for a in feed.alerts if a.mine == "dayan"}
     # alert_lines writes a line break as the two characters \\n, and InfluxDB 1.6 keeps them
     assert sorted(row[1].replace("\\n", "\n") for row in series["values"]) == sorted(

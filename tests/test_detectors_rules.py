@@ -7,6 +7,7 @@ are property tests.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,63 @@ def test_sudden_gas_level_shift_fires_and_clears() -> None:
 def test_face_and_return_disagreeing_is_a_mismatch() -> None:
     rows = sorted(series("T1", [1.2] * 8) + series("T2", [0.2] * 8, start=1), key=lambda r: r[1])
     assert ("T1", "face_return_mismatch", True) in feed(TrendDetector(REGISTRY, CONFIG), rows)
+
+
+def first_trend_s(config: DetectorConfig, rows: list[tuple[str, float, float, int]],
+                  registry: Registry = REGISTRY) -> float:
+    detector = TrendDetector(registry, config)  # T1 is sensor 0 of each registry
+    return next(row[1] for row in rows if ("T1", "trend_high", True) in feed(detector, [row]))
+
+
+def quiet_then_rising(period: float = 10.0) -> list[tuple[str, float, float, int]]:
+    # 0.30 % ± 0.01 for 15 min, then rising 0.1 % a minute: reaches 1.0 % at 900 + 420 s.
+    rng = np.random.default_rng(3)
+    return [("T1", t, round(0.30 + rng.normal(0, 0.005) + max(t - 900, 0) * 0.1 / 60, 2), 0)
+            for t in np.arange(0, 1320, period)]
+
+
+def test_a_fresh_rise_from_a_quiet_level_warns_five_minutes_ahead_by_the_short_window() -> None:
+    rows = quiet_then_rising()
+    assert first_trend_s(CONFIG, rows) <= 1320 - 300
+    # The 300 s window alone (a short window as long) is later: the short one earned its lead.
+    assert first_trend_s(replace(CONFIG, trend_short_window_s=300), rows) > 1320 - 300
+
+
+def test_the_short_window_does_not_fire_on_a_bump_within_twelve_steady_sigmas() -> None:
+    # 0.70 % ± 0.01 (steady σ ≈ 0.007), then a 0.07 % bump up and down over 2 minutes: if it
+    # went on it would reach 1.0 % within the horizon, but it stands only ~10 σ out.
+    rng = np.random.default_rng(5)
+    t = np.arange(0, 1200, 10.0)
+    bump = np.clip(0.07 - np.abs(t - 960) * 0.07 / 60, 0, None)
+    values = (0.70 + rng.normal(0, 0.005, len(t)) + bump).round(2)
+    events = feed(TrendDetector(REGISTRY, CONFIG), series("T1", values.tolist()))
+    assert ("T1", "trend_high", True) not in events
+
+
+@pytest.mark.parametrize("eval_s", [30.0, 60.0])
+def test_judging_once_per_trend_eval_s_delays_a_warning_by_less_than_that(eval_s: float) -> None:
+    # A 1 Hz point: judged at most once per trend_eval_s of its own feed time.
+    rows, fast = quiet_then_rising(period=1.0), Registry.from_sensors([point("T1", period=1.0)])
+    every_reading = first_trend_s(replace(CONFIG, trend_eval_s=1.0), rows, fast)
+    sparse = first_trend_s(replace(CONFIG, trend_eval_s=eval_s), rows, fast)
+    assert every_reading <= sparse < every_reading + eval_s
+
+
+def test_a_sensor_is_judged_at_most_once_per_trend_eval_s() -> None:
+    detector = TrendDetector(REGISTRY, replace(CONFIG, trend_eval_s=30.0))
+    judged = []
+    real = detector._trend
+    detector._trend = lambda sensors: judged.append(detector.history.newest[0]) or real(sensors)
+    feed(detector, [("T1", float(t), 0.3, 0) for t in range(0, 300)])
+    assert np.all(np.diff(judged) >= 30_000) and len(judged) >= 300 // 30
+
+
+def test_history_picks_across_the_ring_wrap_in_time_order() -> None:
+    detector = TrendDetector(REGISTRY, replace(CONFIG, history_s=600.0))
+    feed(detector, series("T1", [float(k) for k in range(100)]))  # 61 slots: wrapped
+    ts, value, valid = detector.history.pick(np.array([INDEX["T1"]]), 0.0, 590.0, 59)
+    assert valid.all() and value[0].tolist() == [float(k) for k in range(41, 100)]
+    assert np.all(np.diff(ts[0]) == 10_000)
 
 
 def test_out_of_order_reading_stays_out_of_the_history() -> None:
@@ -257,6 +315,7 @@ def test_detectors_section_is_read_with_max_rate_merged_over_the_defaults(tmp_pa
         tmp_path, "trend_horizon_s = 300\nno_data_periods = 2\nmax_rate = { ch4 = 0.5 }"),
         environ={}).detectors
     assert (config.trend_horizon_s, config.no_data_periods) == (300.0, 2.0)
+    assert (config.trend_eval_s, config.trend_short_window_s) == (10.0, 90.0)  # defaults
     assert dict(config.max_rate)["ch4"] == 0.5 and dict(config.max_rate)["co"] == 100.0
 
 
@@ -265,6 +324,8 @@ def test_detectors_section_is_read_with_max_rate_merged_over_the_defaults(tmp_pa
     ("history_s = 100", "history_s"),
     ("stuck_s = -1", "stuck_s"),
     ("trend_horizon = 600", "trend_horizon"),
+    ("trend_eval_s = 0", "trend_eval_s"),
+    ("trend_short_window_s = 4000", "history_s"),
 ])
 def test_bad_detector_settings_name_the_key(tmp_path: Path, section: str, key: str) -> None:
     with pytest.raises(ConfigError) as caught:

@@ -2,20 +2,44 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
+import asyncssh
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from config.loader import load_limits
-from config.model import Limits, Mine, MineNetworking, Sensor, Substation
+from alerts.record import AlertRecord
+from alerts.wire import Alert
+from config.loader import load_deployment, load_limits
+from config.model import (
+    AlertsConfig,
+    BrokerConfig,
+    Deployment,
+    IngestConfig,
+    Limits,
+    Mine,
+    MineNetworking,
+    NetworkingConfig,
+    Sensor,
+    StoreConfig,
+    Substation,
+)
+from config.readings import ReadingBatch, Status
+from jinmei.cli import main
 from networking import files
+from networking.extremes import RunningExtremes
 from networking.format import DataFile
 from networking.queue import UploadQueue
 from networking.upload import drain, open_target
 from networking.validate import check_files
+from networking.worker import NetworkingWorker
 from tests.servers import free_port, ftp_server, sftp_server
 
 GOLDEN = Path(__file__).parent / "golden" / "networking"
@@ -82,7 +106,6 @@ def test_event_types(rule: str, condition: str, code: str | None) -> None:
 
 def test_validator_accepts_golden_and_shipped_mines(tmp_path: Path) -> None:
     assert check_files(sorted(GOLDEN.iterdir())) == []
-    from config.loader import load_deployment
     for mine in load_deployment().mines:
         file = files.cddy(mine, KINDS, "01", NOW)
         (tmp_path / file.name).write_bytes(file.encode("gbk"))
@@ -146,14 +169,24 @@ def test_validator_accepts_a_plausible_feed(tmp_path: Path) -> None:
     assert len(grid) == 1 and "writer's grid" in grid[0].message
 
 
+def _known_hosts(tmp_path: Path, port: int, key: asyncssh.SSHKey) -> str:
+    path = tmp_path / "known_hosts"
+    path.write_bytes(f"[127.0.0.1]:{port} ".encode() + key.export_public_key())
+    return str(path)
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("server", [ftp_server, sftp_server])
-def test_upload_survives_server_down_and_restart(tmp_path: Path, server: object) -> None:
+def test_upload_survives_server_down_and_restart(tmp_path: Path, server: Any) -> None:
     remote, state = tmp_path / "remote", tmp_path / "state"
     remote.mkdir()
     port = free_port()
     scheme = "ftp" if server is ftp_server else "sftp"
-    target = open_target(f"{scheme}://jinmei@127.0.0.1:{port}/", "secret")
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    if server is sftp_server:  # the regulator's host key, known to jinmei
+        server = functools.partial(sftp_server, host_key=key)
+    target = open_target(f"{scheme}://jinmei@127.0.0.1:{port}/", "secret",
+                         _known_hosts(tmp_path, port, key))
     queue = UploadQueue(state, jitter=lambda: 0.5)
     sent = [files.cdss(MINE, KINDS, np.array([NOW, NOW]), np.array([0.3, 1.0]),
                        np.zeros(2, np.uint16), NOW + 10_000 * k) for k in range(3)]
@@ -164,7 +197,7 @@ def test_upload_survives_server_down_and_restart(tmp_path: Path, server: object)
     queue.close()
     queue = UploadQueue(state, jitter=lambda: 0.5)  # jinmei restarted meanwhile
     queue.add(sent[2], "utf-8", 5.0)
-    with server(remote, port):  # type: ignore[operator]
+    with server(remote, port):
         for t in (10.0, 20.0, 40.0):
             drain(queue, target, t)
         assert queue.status().pending == 0
@@ -172,3 +205,133 @@ def test_upload_survives_server_down_and_restart(tmp_path: Path, server: object)
     assert sorted(p.name for p in remote.iterdir()) == sorted(f.name for f in sent)
     assert all((remote / f.name).read_bytes() == f.encode() for f in sent)
     assert [ok for _, ok, _ in queue.log(sent[0].name)] == [False, True]
+
+
+@pytest.mark.integration
+def test_sftp_refuses_an_unknown_host_key_loudly(tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """A server whose key is not in known_hosts gets nothing: the file stays queued (retryable:
+    the regulator may fix it), an error is logged; with its key known the file goes up."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    key, other = (asyncssh.generate_private_key("ssh-ed25519") for _ in range(2))
+    queue = UploadQueue(tmp_path / "state", jitter=lambda: 0.5)
+    file = files.cdss(MINE, KINDS, np.array([NOW, NOW]), np.array([0.3, 1.0]),
+                      np.zeros(2, np.uint16), NOW)
+    queue.add(file, "utf-8", 0.0)
+    with sftp_server(remote, host_key=key) as port:
+        url = f"sftp://jinmei@127.0.0.1:{port}/"
+        with caplog.at_level(logging.ERROR, "networking.upload"):
+            assert drain(queue, open_target(url, "secret", _known_hosts(tmp_path, port, other)),
+                         0.0) == 0
+        assert "host key" in caplog.text and "host key" in str(queue.status().last_error)
+        assert queue.status().pending == 1 and list(remote.iterdir()) == []
+        assert drain(queue, open_target(url, "secret", _known_hosts(tmp_path, port, key)),
+                     10.0) == 1
+    assert (remote / file.name).read_bytes() == file.encode()
+
+
+# ── the worker: YCBJ extremes, definitions on a configuration change ─────────────────────────
+
+def _worker(state: Path, config_hash: str = "h1") -> tuple[NetworkingWorker, AlertRecord]:
+    deployment = Deployment(BrokerConfig(), StoreConfig(), IngestConfig(state_dir=str(state)),
+                            AlertsConfig(), (MINE,), config_hash=config_hash,
+                            networking=NetworkingConfig(enabled=True))
+    record = AlertRecord(state / "alerts.db")
+    queue = UploadQueue(state / "networking")
+    return NetworkingWorker(deployment, KINDS, queue, None, record, lambda: 0.0), record
+
+
+def _ch4(*readings: tuple[str, float, int]) -> ReadingBatch:
+    hms, value, status = zip(*readings, strict=True)
+    return ReadingBatch(np.zeros(len(readings), np.int32), np.array([at(t) for t in hms]),
+                        np.array(value), np.array(status, np.uint16))
+
+
+def _alarm(state: str, ts: str) -> Alert:
+    return Alert(id="e1", mine="t", sensor="T1-1201", kind="ch4", rule="limit_alarm",
+                 severity="critical", state=state, value=1.2, limit=1.0,
+                 started_at=at("22:20:10"), ts=at(ts), message="甲烷超限",
+                 condition="alarm_high", ended_at=at(ts) if state == "resolved" else None)
+
+
+def _records(state: Path, kind: str) -> list[list[str]]:
+    texts = [p.read_text() for p in sorted((state / "networking" / "archive").glob(f"*_{kind}_*"))]
+    return [r.split(";") for text in texts for r in text.removesuffix("~||").split("~")[1:]]
+
+
+def test_closing_ycbj_carries_the_extremes_and_mean_across_a_restart(tmp_path: Path) -> None:
+    """An over-limit alarm 22:20:10–22:29:00 on T1-1201; jinmei restarts at 22:26:30, when
+    the first readings are already folded (older than 5 min) and later ones only buffered.
+    Measured readings inside [start, end): 1.2, 1.6 (22:20:20), 1.4, 1.0 (22:24:00), 1.6, 1.6 —
+    max 1.60 first at 22:20:20, min 1.00 at 22:24:00, mean 8.4 / 6 = 1.40. Left out: 0.5
+    before the start, the calibrating 3.0, the 0.8 at the end and the 0.6 after it."""
+    worker, record = _worker(tmp_path)
+    worker.observe(_ch4(("22:20:00", 0.5, 0), ("22:20:10", 1.2, 1)))
+    record.append([_alarm("firing", "22:20:10")], "h1", at("22:20:10"))
+    worker.tick(at("22:20:11") / 1000)
+    worker.observe(_ch4(("22:20:20", 1.6, 1), ("22:20:30", 1.4, 1),
+                        ("22:20:40", 3.0, int(Status.CALIBRATION))))
+    worker.tick(at("22:20:41") / 1000)
+    worker.observe(_ch4(("22:24:00", 1.0, 1)))
+    worker.tick(at("22:26:30") / 1000)
+    worker, record = _worker(tmp_path)  # restarted
+    worker.observe(_ch4(("22:27:00", 1.6, 1), ("22:28:00", 1.6, 1), ("22:29:00", 0.8, 0),
+                        ("22:29:10", 0.6, 0)))
+    record.append([_alarm("resolved", "22:29:00")], "h1", at("22:29:00"))
+    worker.tick(at("22:29:11") / 1000)
+    events = [r[4:12] for r in _records(tmp_path, "YCBJ") if r[4] == "001"]  # not the 007
+    assert events == [
+        ["001", "2026-11-25 22:20:10", "", "", "", "", "", ""],
+        ["001", "2026-11-25 22:20:10", "2026-11-25 22:29:00", "1.60", "2026-11-25 22:20:20",
+         "1.00", "2026-11-25 22:24:00", "1.40"]]
+
+
+def test_definitions_are_sent_again_only_when_the_configuration_changes(tmp_path: Path) -> None:
+    def definitions_after_start(config_hash: str, hms: str) -> int:
+        worker, _ = _worker(tmp_path, config_hash)
+        worker.tick(at(hms) / 1000)
+        return len(_records(tmp_path, "CDDY")), len(_records(tmp_path, "FZDY"))
+
+    assert definitions_after_start("h1", "22:00:00") == (2, 1)  # first start: both points
+    assert definitions_after_start("h1", "22:10:00") == (2, 1)  # restart, same configuration
+    assert definitions_after_start("h2", "22:20:00") == (4, 2)  # changed: sent again
+    assert definitions_after_start("h2", "22:30:00") == (4, 2)
+    assert definitions_after_start("", "22:40:00") == (6, 3)  # no hash known: always sent
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 50), st.sampled_from([0.5, 1.0, 1.5, 2.0])),
+                min_size=1, max_size=30),
+       st.integers(0, 30))
+def test_running_extremes_do_not_depend_on_how_readings_are_folded(
+        readings: list[tuple[int, float]], split: int) -> None:
+    """Folding in two parts (settled, then at the close) gives the extremes of all readings:
+    the largest and smallest value, each at its earliest time, and the plain mean."""
+    ts = np.array([t for t, _ in readings], np.int64)
+    value = np.array([v for _, v in readings])
+    running = RunningExtremes()
+    running.fold(ts[:split], value[:split])
+    running.fold(ts[split:], value[split:])
+    summary = running.summary()
+    high, low = max(value.tolist()), min(value.tolist())
+    assert summary.max == (high, min(t for t, v in readings if v == high))
+    assert summary.min == (low, min(t for t, v in readings if v == low))
+    assert summary.mean == pytest.approx(sum(value.tolist()) / len(readings))
+
+
+def test_export_queues_the_definitions_and_the_next_start_does_not_resend(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    conf = tmp_path / "jinmei.toml"
+    shipped = Path(load_deployment(None).source_file)
+    conf.write_text(f'mines = ["{shipped.parent / "mines" / "dayan.toml"}"]\n'
+                    f'limits = "{shipped.parent / "limits.toml"}"\n'
+                    f'[ingest]\nstate_dir = "{tmp_path / "state"}"\n')
+    assert main(["networking", "export", "--config", str(conf)]) == 0
+    printed = capsys.readouterr().out.split()
+    assert [Path(p).name.split("_")[1] for p in printed] == ["CDDY", "FZDY"]
+    deployment = load_deployment(conf)
+    queue = UploadQueue(tmp_path / "state" / "networking")
+    NetworkingWorker(deployment, KINDS, queue, None, None, lambda: 0.0).tick(NOW / 1000 + 5)
+    assert sorted(p.name.split("_")[1] for p in queue.archive.iterdir()) == [
+        "CDDY", "CDSS", "FZDY", "FZSS"]  # the definitions once, then the real-time values
