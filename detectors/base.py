@@ -16,7 +16,7 @@ import numpy as np
 
 from config.readings import ReadingBatch
 
-__all__ = ["Detection", "Detector", "Event"]
+__all__ = ["ConditionRows", "Detection", "Detector", "Event"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,3 +69,24 @@ class Detector(Protocol):
     def restore(self, active: list[tuple[int, str]]) -> None:
         """Mark these conditions as already firing (state carried over a restart)."""
         ...
+
+
+class ConditionRows:
+    """Detector state as one bool row per condition and one column per sensor (``_state``),
+    with the protocol's ``active`` and ``restore`` over it. Subclasses set ``conditions`` and
+    allocate ``_state`` as ``np.zeros((len(conditions), len(registry)), dtype=bool)``."""
+
+    conditions: tuple[str, ...] = ()
+    _state: np.ndarray
+
+    def active(self) -> list[tuple[int, str]]:
+        row, sensor = np.nonzero(self._state)
+        return sorted((int(i), self.conditions[r])
+                      for r, i in zip(row.tolist(), sensor.tolist(), strict=True))
+
+    def restore(self, active: list[tuple[int, str]]) -> None:
+        for sensor, condition in active:
+            if condition not in self.conditions:
+                raise ValueError(f"not a condition of {type(self).__name__}: {condition!r} "
+                                 f"(one of {self.conditions})")
+            self._state[self.conditions.index(condition), sensor] = True

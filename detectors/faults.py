@@ -34,7 +34,7 @@ import numpy as np
 
 from config.model import DetectorConfig, Registry
 from config.readings import ReadingBatch, Status
-from detectors.base import Detection, Event
+from detectors.base import ConditionRows, Detection, Event
 from detectors.segments import changes, hold, running_max, segment
 
 __all__ = ["CONDITIONS", "SensorFaultDetector", "guards_power_off"]
@@ -51,7 +51,7 @@ def guards_power_off(registry: Registry) -> np.ndarray:
     return (kinds == "ch4") & ~np.isnan(registry.power_off)
 
 
-class SensorFaultDetector:
+class SensorFaultDetector(ConditionRows):
     """Flag readings from sick sensors, reading by reading; see the module docstring.
 
     Parameters
@@ -160,10 +160,3 @@ class SensorFaultDetector:
         self._last_ts[who] = ts[last]
         self._changed_ts[who] = changed_ts[last]
 
-    def active(self) -> list[tuple[int, str]]:
-        row, sensor = np.nonzero(self._state)
-        return sorted((int(i), CONDITIONS[r]) for r, i in zip(row, sensor, strict=True))
-
-    def restore(self, active: list[tuple[int, str]]) -> None:
-        for sensor, condition in active:
-            self._state[CONDITIONS.index(condition), sensor] = True

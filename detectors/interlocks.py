@@ -32,7 +32,7 @@ import numpy as np
 
 from config.model import DetectorConfig, Registry
 from config.readings import ReadingBatch, Status
-from detectors.base import Detection, Event
+from detectors.base import ConditionRows, Detection, Event
 from detectors.limits import LimitDetector
 from detectors.segments import segment
 
@@ -42,7 +42,7 @@ CONDITIONS = ("feed_on_power_off", "feed_on_fan_stopped")
 _UNTRUSTED = np.uint16(Status.CALIBRATION | Status.SENSOR_FAULT)
 
 
-class InterlockDetector:
+class InterlockDetector(ConditionRows):
     """Feed abnormality and wind-electric lockout per area; see the module docstring.
 
     Parameters
@@ -145,10 +145,3 @@ class InterlockDetector:
         np.maximum.at(self._stopped_since, areas[newly], ts[newly])
         self._stopped_since[areas[~stopped_now]] = 0
 
-    def active(self) -> list[tuple[int, str]]:
-        row, sensor = np.nonzero(self._state)
-        return sorted((int(i), CONDITIONS[r]) for r, i in zip(row, sensor, strict=True))
-
-    def restore(self, active: list[tuple[int, str]]) -> None:
-        for sensor, condition in active:
-            self._state[CONDITIONS.index(condition), sensor] = True

@@ -30,7 +30,7 @@ import numpy as np
 
 from config.model import Registry
 from config.readings import ReadingBatch, Status
-from detectors.base import Detection, Event
+from detectors.base import ConditionRows, Detection, Event
 from detectors.segments import Segments, changes, hold, segment
 
 __all__ = ["CONDITIONS", "LimitDetector"]
@@ -73,7 +73,7 @@ def _strict_above(limit: np.ndarray, strict: np.ndarray) -> np.ndarray:
     return np.where(strict, np.nextafter(limit, np.inf), limit)
 
 
-class LimitDetector:
+class LimitDetector(ConditionRows):
     """Flag statutory limit crossings, with hysteresis, over whole reading batches.
 
     What it flags: each sensor's warning, alarm (high and low) and power-off conditions as
@@ -243,13 +243,3 @@ class LimitDetector:
                                 int(ts[a]), float(value[p]), float(limit)))
         return events
 
-    def active(self) -> list[tuple[int, str]]:
-        channel, sensor = np.nonzero(self._state)
-        return sorted((int(i), CONDITIONS[c]) for c, i in zip(channel.tolist(), sensor.tolist(),
-                                                               strict=True))
-
-    def restore(self, active: list[tuple[int, str]]) -> None:
-        for sensor, condition in active:
-            if condition not in CONDITIONS:
-                raise ValueError(f"not a limit condition: {condition!r} (one of {CONDITIONS})")
-            self._state[CONDITIONS.index(condition), sensor] = True

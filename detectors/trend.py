@@ -50,7 +50,7 @@ import numpy as np
 
 from config.model import DetectorConfig, Registry
 from config.readings import ReadingBatch, Status
-from detectors.base import Detection, Event
+from detectors.base import ConditionRows, Detection, Event
 from detectors.history import History
 from detectors.segments import segment
 
@@ -127,7 +127,7 @@ class _Fit:
     stands_out: np.ndarray  # enough readings, and a rise beyond the noise
 
 
-class TrendDetector:
+class TrendDetector(ConditionRows):
     """Warn before a limit is reached; see the module docstring for what and how.
 
     Parameters
@@ -332,10 +332,3 @@ class TrendDetector:
                                 float(v.limit[r, k]), scope))
         return events
 
-    def active(self) -> list[tuple[int, str]]:
-        row, sensor = np.nonzero(self._state)
-        return sorted((int(i), CONDITIONS[r]) for r, i in zip(row, sensor, strict=True))
-
-    def restore(self, active: list[tuple[int, str]]) -> None:
-        for sensor, condition in active:
-            self._state[CONDITIONS.index(condition), sensor] = True
