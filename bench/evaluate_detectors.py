@@ -3,8 +3,8 @@
 Labelled series are generated here over the shipped pilot registry (both mines, ~100 points):
 a clean day (autocorrelated noise around each kind's baseline, well inside its limits: every
 alert on it is false) and one injected story per rule, each with its ground truth — the time
-the condition really starts. (The scenario suite of issue 3 in ``simulators/`` was being rebuilt
-while this was written; its scenarios can replace these stories once their truth is final.)
+the condition really starts. These stories are controlled (exact rise rates, a 24 h clean day);
+``bench/evaluate_scenarios.py`` scores the same detectors on the simulators' labelled scenarios.
 
 Targets (issue 4): recall 100 % on statutory limits with no delay beyond one sample; zero false
 limit alarms on clean feeds; trend warnings ≥ 5 minutes before the alarm limit on a steady rise.
