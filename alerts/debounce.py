@@ -4,7 +4,7 @@
   until ``for`` has passed on the service clock; if the condition ends first, the episode never
   fires (the crossing was a blip). When it fires, the event keeps the time and value of the first
   crossing, so the episode id and ``started_at`` name the first crossing.
-- ``resolve_hold_s`` (``[alerts] resolve_hold_s``, default 0): a resolve is held that long; if
+- ``resolve_hold_s`` (``[alerts] resolve_hold_s``, default 30 s): a resolve is held that long; if
   the condition comes back meanwhile, the episode simply goes on — flapping around a limit gives
   one episode, not dozens (on top of the detectors' hysteresis).
 

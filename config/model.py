@@ -204,7 +204,7 @@ class AlertsConfig:
     group_wait_s: float = 10.0
     group_interval_s: float = 60.0
     repeat_interval_s: float = 3600.0
-    resolve_hold_s: float = 0.0
+    resolve_hold_s: float = 30.0
     for_s: tuple[tuple[str, float], ...] = ()
     retry_max_s: float = 300.0
     receivers: tuple[Receiver, ...] = ()

@@ -39,6 +39,7 @@ def config(tmp_path: Path) -> Path:
                    1.62, 1.5)], DAY_START + 3_600_000)
     d.apply([Event(t1, "limit_power_off", "power_off", "critical", False,
                    DAY_START + 3_900_000, 0.9, 1.0)], DAY_START + 3_900_000)
+    d.apply([], DAY_START + 3_930_000)  # the service's clock tick once the resolve hold ran out
     d.close()
     sink = SQLiteSink(tmp_path / "readings.db", registry)
     sink.write(ReadingBatch(np.full(10, t1, np.int32),
