@@ -607,7 +607,8 @@ def _parse_detectors(t: _Table) -> DetectorConfig:
              "level_shift_reference_s", "stuck_s", "feed_response_s")
     others = ("level_shift_sigmas", "level_shift_min_fraction", "face_return_tolerance",
               "no_data_periods")
-    t.allow(*times, *others, "max_rate")
+    kind_tables = ("max_rate", "spike_jump", "stuck_s_by_kind")
+    t.allow(*times, *others, *kind_tables)
     d = DetectorConfig()
     values = {k: t.number(k, getattr(d, k), above=0.0) for k in (*times, *others)}
     if values["no_data_periods"] < 1:
@@ -618,9 +619,14 @@ def _parse_detectors(t: _Table) -> DetectorConfig:
     if values["history_s"] < longest:
         raise t.error("history_s", f"{values['history_s']:g} s is shorter than the longest "
                                    f"window it feeds ({longest:g} s)")
-    rates = t.table("max_rate")
-    max_rate = dict(d.max_rate) | {k: rates.number(k, above=0.0) for k in rates.data}
-    return DetectorConfig(**values, max_rate=tuple(sorted(max_rate.items())))
+    by_kind = []
+    for name in kind_tables:  # a listed kind replaces its default
+        table = t.table(name)
+        merged = dict(getattr(d, name)) | {k: table.number(k, above=0.0) for k in table.data}
+        by_kind.append(tuple(sorted(merged.items())))
+    max_rate, spike_jump, stuck_s_by_kind = by_kind
+    return DetectorConfig(**values, max_rate=max_rate, spike_jump=spike_jump,
+                          stuck_s_by_kind=stuck_s_by_kind)
 
 
 ENV_NETWORKING_PASSWORD = "JINMEI_NETWORKING_PASSWORD"

@@ -217,6 +217,19 @@ DEFAULT_MAX_RATE: tuple[tuple[str, float], ...] = (
     ("ch4", 1.0), ("co", 100.0), ("co2", 1.0), ("h2s", 20.0), ("o2", 1.0),
     ("temperature", 1.0), ("wind_speed", 3.0))
 
+# Jump of a one-reading spike, in the kind's unit: a reading that leaves its predecessor by more
+# and is back at the next reading is a spike (sensor_fault). jinmei's own values, no statute:
+# methane 0.5 %, half the 1.0 % alarm limit — a level of air does not leap that far for one
+# 10 s period and straight back. Kinds not named are never checked (CO may truly blip past a
+# passing diesel engine).
+DEFAULT_SPIKE_JUMP: tuple[tuple[str, float], ...] = (("ch4", 0.5),)
+
+# Per kind, how long an unchanged value may stand before it is stuck (sensor_fault); kinds not
+# named use ``stuck_s``, which also bounds every kind (the shorter of the two applies). Methane
+# 900 s: live methane in a working mine moves by a resolution step within minutes, and a frozen
+# methane reading hides a power-off (simulators/truth.py: 15 min).
+DEFAULT_STUCK_S_BY_KIND: tuple[tuple[str, float], ...] = (("ch4", 900.0),)
+
 
 @dataclass(frozen=True, slots=True)
 class DetectorConfig:
@@ -234,7 +247,9 @@ class DetectorConfig:
     level_shift_min_fraction: float = 0.2
     face_return_tolerance: float = 0.5
     stuck_s: float = 3600.0
+    stuck_s_by_kind: tuple[tuple[str, float], ...] = DEFAULT_STUCK_S_BY_KIND
     max_rate: tuple[tuple[str, float], ...] = DEFAULT_MAX_RATE
+    spike_jump: tuple[tuple[str, float], ...] = DEFAULT_SPIKE_JUMP
     no_data_periods: float = 3.0
     feed_response_s: float = 2.0
 

@@ -8,12 +8,23 @@ out_of_range   is outside the sensor's measuring range (over-range 超量程,  a
                or below its low end: negative drift 负漂), or carries the
                over-range status
 spike          changed from the sensor's previous reading faster than      a plausible change
-               its kind can (``[detectors.max_rate]``, unit per second)
-stuck          repeats the value it has shown, unchanged, for              any change
-               ``stuck_s`` (default 3600 s) while the sensor keeps
+               its kind can (``[detectors.max_rate]``, unit per second),
+               or comes back from a one-reading spike: its previous
+               reading jumped from the one before by more than the
+               kind's ``spike_jump`` and this one is back within half
+               that jump of where it came from (``0.3 → 3.2 → 0.3``)
+stuck          repeats the value it has shown, unchanged, for its kind's   any change
+               ``stuck_s_by_kind`` (default ch4 900 s) or ``stuck_s``
+               (default 3600 s), the shorter, while the sensor keeps
                reporting (a dead or fabricated feed, domain.md §4);
-               analog sensors only — switches legitimately hold
+               analog sensors only — switches legitimately hold — and
+               never at exactly 0 or the bottom of the measuring range
+               (CO at 0 ppm, clean intake air: a legitimately flat line)
 =============  ==========================================================  ==================
+
+A one-reading spike is known only at the reading after it, so that is where ``spike`` fires;
+the spike reading itself has already gone to the limit detector like any other. A jump that
+stays up (an outburst) is no spike.
 
 Severity is ``critical`` for a methane sensor that guards a power-off area (it has a
 power-off limit: 故障闭锁 — the area it protects must be de-energized while it cannot be
@@ -43,6 +54,9 @@ CONDITIONS = ("device_fault", "out_of_range", "spike", "stuck")
 _CAL = np.uint16(Status.CALIBRATION)
 _OVER = np.uint16(Status.OVER_RANGE)
 _FAULT = np.uint16(Status.SENSOR_FAULT)
+# A spike's next reading is "back" within this fraction of the jump from where it came from:
+# half is far from a sustained step (fraction ~1) yet tolerant of the air's own movement.
+_RETURN_FRACTION = 0.5
 
 
 def guards_power_off(registry: Registry) -> np.ndarray:
@@ -59,13 +73,15 @@ class SensorFaultDetector(ConditionRows):
     registry : Registry
         Measuring ranges (``range_low``, ``range_high``), kinds and power-off limits.
     config : DetectorConfig
-        ``stuck_s`` and ``max_rate`` (per kind; kinds not named are never spike-checked).
+        ``stuck_s`` and ``stuck_s_by_kind`` (kinds not named use ``stuck_s``), ``max_rate``
+        and ``spike_jump`` (per kind; kinds not named are never checked by that test).
 
     Notes
     -----
     Cost: O(n) per batch — one sort by sensor and a handful of passes over n×4 arrays, the
     same segmented forward fill as the limit detector. State per sensor: the previous reading
-    (value, time), the time its value last changed, and one bool per condition.
+    (value, time) and the value before it, the time its value last changed, and one bool per
+    condition.
     """
 
     conditions = CONDITIONS
@@ -75,11 +91,18 @@ class SensorFaultDetector(ConditionRows):
         self.config = config
         rates = dict(config.max_rate)
         self._max_rate = np.array([rates.get(s.kind, np.inf) for s in registry.sensors])
+        jumps = dict(config.spike_jump)
+        self._spike_jump = np.array([jumps.get(s.kind, np.inf) for s in registry.sensors])
+        stuck = dict(config.stuck_s_by_kind)
+        # stuck_s bounds every kind; a kind's own time can only be shorter.
+        self._stuck_s = np.array([min(stuck.get(s.kind, np.inf), config.stuck_s)
+                                  for s in registry.sensors])
         self._analog = np.array([not s.is_switch for s in registry.sensors], dtype=bool)
         self._severity = np.where(guards_power_off(registry), "critical", "warning")
         n = len(registry)
         self._state = np.zeros((len(CONDITIONS), n), dtype=bool)
         self._last_value = np.full(n, np.nan)
+        self._before_last_value = np.full(n, np.nan)  # the compared reading before the last
         self._last_ts = np.zeros(n, dtype=np.int64)  # of the latest clean in-order reading
         self._changed_ts = np.zeros(n, dtype=np.int64)  # when its value last changed
 
@@ -107,55 +130,70 @@ class SensorFaultDetector(ConditionRows):
         in_order[seg.starts] = clean[seg.starts] & (ts[seg.starts] > carried_ts)
         compared = np.flatnonzero(in_order)
         previous = np.full(len(value), np.nan)
+        previous2 = np.full(len(value), np.nan)  # the predecessor's predecessor
         previous_ts = np.zeros(len(value), dtype=np.int64)
         if compared.size:
             # Each compared reading's predecessor: the compared reading before it in its
-            # segment, else the carried one.
+            # segment, else the carried one; and that one's predecessor in the same way.
+            who = sensor[compared]
             order_in = np.concatenate(([-1], compared[:-1]))
             same = np.zeros(compared.size, dtype=bool)
             same[1:] = seg.segment_start[compared[1:]] == seg.segment_start[compared[:-1]]
-            previous[compared] = np.where(same, value[order_in], self._last_value[sensor[compared]])
-            previous_ts[compared] = np.where(same, ts[order_in], self._last_ts[sensor[compared]])
+            before = np.where(same, value[order_in], self._last_value[who])
+            previous[compared] = before
+            previous_ts[compared] = np.where(same, ts[order_in], self._last_ts[who])
+            previous2[compared] = np.where(same, np.concatenate(([np.nan], before[:-1])),
+                                           self._before_last_value[who])
         has_previous = in_order & (previous_ts > 0)
         step = np.abs(value - previous)
         with np.errstate(divide="ignore", invalid="ignore"):
             rate = step / ((ts - previous_ts) / 1000.0)
+            jump = np.abs(previous - previous2)
+            returned = (has_previous & (jump > self._spike_jump[sensor])
+                        & (np.abs(value - previous2) <= _RETURN_FRACTION * jump))
         changed = has_previous & (step > 0)
         # A sensor first heard in this batch has been unchanged since its first reading.
         since = self._changed_ts[seg.segment_sensor]
         since = np.where(since == 0, ts[seg.starts], since)
         changed_ts = running_max(np.where(changed, ts, 0), since, seg)
-        stuck_ms = self.config.stuck_s * 1000
+        stuck_ms = self._stuck_s[sensor] * 1000
+        # A flat line at zero or the range's floor is clean air or gas-free, not a dead sensor.
+        flat_floor = (value == 0) | (value <= self.registry.range_low[sensor])
 
         decides = ~calibrating
-        sets = np.stack([faulty, outside & ~faulty, rate > self._max_rate[sensor],
-                         (ts - changed_ts >= stuck_ms) & self._analog[sensor]])
+        sets = np.stack([faulty, outside & ~faulty, (rate > self._max_rate[sensor]) | returned,
+                         (ts - changed_ts >= stuck_ms) & self._analog[sensor] & ~flat_floor])
         determinate = np.stack([decides, decides & ~faulty, has_previous, in_order])
         state, before = hold(sets, determinate, self._state[:, seg.segment_sensor], seg)
         self._state[:, seg.segment_sensor] = state[:, seg.ends]
         self._remember(sensor[compared], value[compared], ts[compared],
-                       changed_ts[compared])
+                       changed_ts[compared], previous[compared])
 
-        limits = np.stack([np.zeros(len(value)),
-                           np.where(value < self.registry.range_low[sensor],
-                                    self.registry.range_low[sensor],
-                                    self.registry.range_high[sensor]),
-                           self._max_rate[sensor], np.full(len(value), self.config.stuck_s)])
         events = []
         channel, position, arrival = changes(state, before, seg)
-        for c, p, a in zip(channel.tolist(), position.tolist(), arrival.tolist(), strict=True):
+        # The limit each event names, worked out for the (few) changes only.
+        at, v = sensor[position], value[position]
+        limits = np.stack([np.zeros(len(position)),
+                           np.where(v < self.registry.range_low[at], self.registry.range_low[at],
+                                    self.registry.range_high[at]),
+                           np.where(returned[position], self._spike_jump[at], self._max_rate[at]),
+                           self._stuck_s[at]])
+        for k, (c, p, a) in enumerate(zip(channel.tolist(), position.tolist(), arrival.tolist(),
+                                          strict=True)):
             i = int(sensor[p])
             events.append(Event(i, "sensor_fault", CONDITIONS[c], str(self._severity[i]),
                                 bool(state[c, p]), int(batch.ts[a]), float(value[p]),
-                                float(limits[c, p])))
+                                float(limits[c, k])))
         return Detection(events, bits)
 
     def _remember(self, sensor: np.ndarray, value: np.ndarray, ts: np.ndarray,
-                  changed_ts: np.ndarray) -> None:
-        """Keep each sensor's latest compared reading (the last of its run)."""
+                  changed_ts: np.ndarray, previous: np.ndarray) -> None:
+        """Keep each sensor's latest compared reading (the last of its run) and the one
+        before it."""
         last = np.ones(len(sensor), dtype=bool)
         last[:-1] = sensor[1:] != sensor[:-1]
         who = sensor[last]
+        self._before_last_value[who] = previous[last]
         self._last_value[who] = value[last]
         self._last_ts[who] = ts[last]
         self._changed_ts[who] = changed_ts[last]

@@ -230,6 +230,117 @@ def test_a_spike_above_the_limit_raises_the_limit_alarm_too() -> None:
     assert ("T1", "power_off", True) in limits
 
 
+def transitions(detector: SensorFaultDetector, batches: list[list[tuple[str, float, float, int]]]
+                ) -> list[tuple[str, str, bool, float]]:
+    """Feed each list of rows as one batch; (sensor, condition, firing, seconds) of each event."""
+    out = []
+    for rows in batches:
+        batch = ReadingBatch(np.array([INDEX[r[0]] for r in rows], np.int32),
+                             np.array([T0 + int(r[1] * 1000) for r in rows]),
+                             np.array([r[2] for r in rows]), np.array([r[3] for r in rows],
+                                                                      np.uint16))
+        out += [(REGISTRY.sensors[e.sensor].id, e.condition, e.firing, (e.ts - T0) / 1000)
+                for e in detector.update(batch, T0).events]
+    return out
+
+
+SPIKE_TABLE = [
+    # one-reading spike up (10 s period, far below max_rate): found at the returning reading
+    ("T1", [0.3, 3.2, 0.3, 0.31], [("spike", True, 20.0), ("spike", False, 30.0)]),
+    ("T1", [0.3, 0.95, 0.3, 0.3], [("spike", True, 20.0), ("spike", False, 30.0)]),
+    # ... and down; back within half the jump counts as back
+    ("T1", [0.8, 0.1, 0.6, 0.6], [("spike", True, 20.0), ("spike", False, 30.0)]),
+    # a jump of spike_jump (0.5 %) or less is the air moving
+    ("T1", [0.3, 0.8, 0.3, 0.3], []),
+    # a sustained jump (outburst) is no spike, nor a fall in two steps
+    ("T1", [0.3, 3.2, 3.1, 3.0], []),
+    ("T1", [0.3, 3.2, 1.9, 0.3], []),
+    # a sensor flapping between two values: every reading from the first return is one
+    ("T1", [0.3, 2.0, 0.3, 2.0, 0.3, 0.3], [("spike", True, 20.0), ("spike", False, 50.0)]),
+    # kinds without a spike_jump (CO) are not checked this way
+    ("CO", [0.3, 3.2, 0.3, 0.3], []),
+]
+
+
+@pytest.mark.parametrize(("sensor", "values", "expected"), SPIKE_TABLE)
+def test_one_reading_spikes_in_any_batching(sensor: str, values: list[float],
+                                            expected: list[tuple[str, bool, float]]) -> None:
+    rows = series(sensor, values)
+    want = [(sensor, *e) for e in expected]
+    assert transitions(SensorFaultDetector(REGISTRY, CONFIG), [[r] for r in rows]) == want
+    assert transitions(SensorFaultDetector(REGISTRY, CONFIG), [rows]) == want
+    for cut in range(1, len(rows)):  # the last two readings carry across batches
+        assert transitions(SensorFaultDetector(REGISTRY, CONFIG),
+                           [rows[:cut], rows[cut:]]) == want
+
+
+def test_a_one_reading_spike_still_reaches_the_limit_detector_and_is_not_out_of_order() -> None:
+    rows = series("T1", [0.3, 3.2, 0.3]) + series("T2", [0.3, 3.2, 0.3])
+    assert ("T1", "power_off", True) in feed(LimitDetector(REGISTRY), rows)
+    # interleaved sensors in one batch keep their own predecessors
+    events = transitions(SensorFaultDetector(REGISTRY, CONFIG), [rows])
+    assert [(e[0], e[1], e[2]) for e in events] == [("T1", "spike", True), ("T2", "spike", True)]
+
+
+@given(st.lists(st.sampled_from([0.3, 0.32, 1.0, 3.2]), min_size=3, max_size=12),
+       st.integers(min_value=1, max_value=11))
+@settings(max_examples=60, deadline=None)
+def test_batching_never_changes_the_faults(values: list[float], cut: int) -> None:
+    rows = series("T1", values)
+    whole = transitions(SensorFaultDetector(REGISTRY, CONFIG), [rows])
+    assert transitions(SensorFaultDetector(REGISTRY, CONFIG), [rows[:cut], rows[cut:]]) == whole
+
+
+STUCK_TABLE = [
+    # methane: stuck after 900 s (stuck_s_by_kind), not 3600 s; clears on any change
+    ("T1", [0.42] * 91 + [0.43], CONFIG, [("stuck", True, 900.0), ("stuck", False, 910.0)]),
+    ("T1", [0.42] * 90, CONFIG, []),
+    # exactly 0 (clean intake air) and the bottom of the range never are stuck
+    ("T1", [0.0] * 200, CONFIG, []),
+    ("T1", [0.0] * 200, replace(CONFIG, stuck_s=60.0), []),
+    # other kinds keep stuck_s (3600 s)
+    ("CO", [2.0] * 200, CONFIG, []),
+    ("CO", [2.0] * 361, CONFIG, [("stuck", True, 3600.0)]),
+    # stuck_s bounds every kind; a listed kind replaces its default
+    ("T1", [0.42] * 8, replace(CONFIG, stuck_s=60.0), [("stuck", True, 60.0)]),
+    ("CO", [2.0] * 8, replace(CONFIG, stuck_s_by_kind=(("co", 60.0),)), [("stuck", True, 60.0)]),
+    ("T1", [0.42] * 91, replace(CONFIG, stuck_s_by_kind=(("co", 60.0),)), []),
+]
+
+
+@pytest.mark.parametrize(("sensor", "values", "config", "expected"), STUCK_TABLE)
+def test_stuck_time_per_kind(sensor: str, values: list[float], config: DetectorConfig,
+                             expected: list[tuple[str, bool, float]]) -> None:
+    rows = series(sensor, values)
+    events = transitions(SensorFaultDetector(REGISTRY, config), [[r] for r in rows])
+    assert events == [(sensor, *e) for e in expected]
+    assert transitions(SensorFaultDetector(REGISTRY, config), [rows]) == events
+
+
+def test_fault_events_name_the_limit_that_decided_them() -> None:
+    detector = SensorFaultDetector(REGISTRY, CONFIG)
+    rows = [*series("T1", [0.3, 3.2, 0.3] + [0.42] * 91),
+            ("T1", 1e4, 0.3, 0), ("T1", 1e4 + 1, 3.0, 0)]  # the last: 2.7 %/s, too fast
+    limits: set[tuple[str, float]] = set()
+    for sensor, t, value, status in rows:
+        batch = ReadingBatch(np.array([INDEX[sensor]], np.int32), np.array([T0 + int(t * 1000)]),
+                             np.array([value]), np.array([status], np.uint16))
+        limits |= {(e.condition, e.limit) for e in detector.update(batch, T0).events if e.firing}
+    # a returning spike names spike_jump, a too-fast change max_rate, stuck its kind's time
+    assert limits == {("spike", 0.5), ("stuck", 900.0), ("spike", 1.0)}
+
+
+def test_a_value_at_the_bottom_of_its_range_is_never_stuck() -> None:
+    thermometer = Sensor("qipanjing", "WD", "temperature", "°C", "longwall_return", "", "1101",
+                         "S01", 10.0, 5.0, 40.0, Limits(alarm_high=26.0))
+    registry = Registry.from_sensors([thermometer])
+    detector = SensorFaultDetector(registry, replace(CONFIG, stuck_s=60.0))
+    for value, fires in ((5.0, False), (12.0, True)):  # the floor, then a live value
+        batch = ReadingBatch(np.zeros(8, np.int32), T0 + 10_000 * np.arange(8) + int(value * 1e6),
+                             np.full(8, value), np.zeros(8, np.uint16))
+        assert bool(detector.update(batch, T0).events) == fires
+
+
 # ── no data ─────────────────────────────────────────────────────────────────────────────────
 
 def test_a_sensor_dead_at_start_is_reported_and_a_whole_substation_is_one_condition() -> None:
@@ -317,6 +428,16 @@ def test_detectors_section_is_read_with_max_rate_merged_over_the_defaults(tmp_pa
     assert (config.trend_horizon_s, config.no_data_periods) == (300.0, 2.0)
     assert (config.trend_eval_s, config.trend_short_window_s) == (10.0, 90.0)  # defaults
     assert dict(config.max_rate)["ch4"] == 0.5 and dict(config.max_rate)["co"] == 100.0
+
+
+def test_spike_jump_and_stuck_s_by_kind_merge_over_their_defaults(tmp_path: Path) -> None:
+    config = load_deployment(deployment_file(
+        tmp_path, "spike_jump = { o2 = 2.0 }\nstuck_s_by_kind = { ch4 = 600, co = 1800 }"),
+        environ={}).detectors
+    assert dict(config.spike_jump) == {"ch4": 0.5, "o2": 2.0}
+    assert dict(config.stuck_s_by_kind) == {"ch4": 600.0, "co": 1800.0}
+    with pytest.raises(ConfigError, match="stuck_s_by_kind"):
+        load_deployment(deployment_file(tmp_path, "stuck_s_by_kind = { ch4 = 0 }"), environ={})
 
 
 @pytest.mark.parametrize(("section", "key"), [
