@@ -59,16 +59,16 @@ class AlertDispatcher:
     """Debounce → episodes → record → channels, for one deployment.
 
     ``publish(topic, payload)`` sends one message with QoS 1 (queued by the client while the
-    broker is away); ``mqtt`` False keeps the stream off the broker (alerts are still recorded
-    and routed). ``config`` carries the timers, receivers and routes; ``on_outbox`` is called
+    broker is away). ``config`` carries the timers, receivers and routes, and ``mqtt`` (False
+    keeps the stream off the broker; alerts are still recorded and routed); ``on_outbox`` is called
     when notifications were put in the outbox (the service wakes its delivery worker).
     """
 
     def __init__(self, registry: Registry, names: Names, record: AlertRecord, *,
                  config_hash: str, publish: Callable[[str, bytes], object],
-                 mqtt: bool = True, config: AlertsConfig | None = None,
+                 config: AlertsConfig | None = None,
                  on_outbox: Callable[[], None] | None = None) -> None:
-        config = config or AlertsConfig(mqtt=mqtt)
+        config = config or AlertsConfig()
         self.registry = registry
         self.record = record
         self.config_hash = config_hash
@@ -85,7 +85,7 @@ class AlertDispatcher:
                    _ms(config.repeat_interval_s)),
             acknowledged=record.acknowledgements)
         self._publish = publish
-        self._mqtt = mqtt and config.mqtt
+        self._mqtt = config.mqtt
         self.on_outbox = on_outbox
         self._silences_read_at = -(2**62)
 

@@ -91,7 +91,6 @@ class Pipeline:
         self.dispatcher = AlertDispatcher(self.registry, names, record,
                                           config_hash=deployment.config_hash,
                                           publish=source.publish,
-                                          mqtt=deployment.alerts.mqtt,
                                           config=deployment.alerts)
         for sensor, condition in self.detectors.restore(self.dispatcher.restore()):
             log.warning("open condition %r of %s is no detector's any more; it stays open",
