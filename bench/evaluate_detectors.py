@@ -52,9 +52,12 @@ def run(registry: Registry, config: DetectorConfig, hours: float, seed: int,
     suite = build_detectors(registry, config)
     base = baseline(registry)
     switch = np.array([s.is_switch for s in registry.sensors])
-    # Noise σ (stationary, AR(1) with φ = 0.9 per step) ≈ 5 % of the gap to the nearest limit.
+    # Noise σ (stationary, AR(1) with φ = 0.9 per step) ≈ 5 % of the gap to the nearest limit;
+    # a point with no limit (goaf O2 and temperature: monitoring only) by a tenth of its range —
+    # a live sensor is never perfectly flat, and a flat one is rightly reported stuck.
     gap = np.fmin(np.abs(registry.alarm_high - base), np.abs(base - registry.alarm_low))
-    scale = np.where(switch | np.isnan(gap), 0.0, np.nan_to_num(gap) * 0.05)
+    gap = np.where(np.isnan(gap), (registry.range_high - registry.range_low) / 10, gap)
+    scale = np.where(switch, 0.0, gap * 0.05)
     noise = np.zeros(len(registry))
     period = registry.period_s.astype(np.int64)
     events: list[Event] = []

@@ -12,9 +12,10 @@ condition          fires when                                           severity
 silent             this sensor is silent, its substation is not         ``critical`` for methane
                    (see below)                                          guarding a power-off area
                                                                         (故障闭锁), else ``alarm``
-substation_silent  every sensor of a substation (分站) is silent: one   ``critical`` if it has
-                   condition on its first sensor, ``scope`` = the       such methane, else
-                   substation id — not fifty                            ``alarm``
+substation_silent  nothing at all heard from a substation (分站) for k   ``critical`` if it has
+                   × the period of its fastest sensor still reporting    such methane, else
+                   (or every sensor silent): one condition on its first  ``alarm``
+                   sensor, ``scope`` = the substation id — not fifty
 =================  ===================================================  ========================
 
 Both clear at the first reading heard (event ``ts`` and ``value`` of that reading); firing
@@ -22,8 +23,12 @@ events carry ``now`` as ``ts``, the silence in seconds as ``value`` and the allo
 ``limit``. A sensor's own ``silent`` waits until a sibling on its substation is heard after
 its deadline (at most one sibling period later): sensors of a dying substation expire at
 different times (10 s and 30 s periods), and that must become one condition, not a burst of
-single ones first. When a substation comes back but some of its sensors do not, those fire
-``silent`` on their own.
+single ones first. The substation polls all its sensors in one cycle, so its own deadline is
+paced by its fastest sensor (3 × 10 s), not by the slowest one it also carries (3 × 30 s): the
+whole substation is reported within 4 periods of its fast methane points. A sensor already
+reported silent on its own no longer sets that pace — else a dead fast sensor would make the
+slow siblings' 30 s cadence look like a dead substation. When a substation comes back but
+some of its sensors do not, those fire ``silent`` on their own.
 """
 
 from __future__ import annotations
@@ -108,12 +113,17 @@ class NoDataDetector:
                last: np.ndarray | None) -> list[Event]:
         quiet_ms = now - self._heard
         silent = quiet_ms > self._allowed_ms
-        all_silent = np.bincount(self._station, weights=silent,
-                                 minlength=len(self._station_size)) == self._station_size
-        # A sensor is silent on its own only once a sibling was heard after its deadline;
-        # until then its silence may be the first sign of the whole substation going.
         station_heard = np.zeros(len(self._station_size), dtype=np.int64)
         np.maximum.at(station_heard, self._station, self._heard)
+        # The substation's own deadline: its fastest sensor still reporting on its own (one
+        # already reported silent alone no longer sets the pace of its siblings' messages).
+        pace = np.full(len(self._station_size), np.iinfo(np.int64).max)
+        np.minimum.at(pace, self._station, np.where(self._silent, pace.max(), self._allowed_ms))
+        all_silent = ((now - station_heard > pace)
+                      | (np.bincount(self._station, weights=silent,
+                                     minlength=len(self._station_size)) == self._station_size))
+        # A sensor is silent on its own only once a sibling was heard after its deadline;
+        # until then its silence may be the first sign of the whole substation going.
         alone = (silent & ~all_silent[self._station]
                  & (station_heard[self._station] > self._heard + self._allowed_ms))
         events = []

@@ -228,7 +228,7 @@ class TrendDetector(ConditionRows):
         level = robust_median(residual, valid)
         noise = _MAD_SIGMA * robust_median(np.abs(residual - level[:, None]), valid)
         span_s = -np.where(valid, age, 0.0).min(axis=1)
-        stands_out = ((k >= _MIN_POINTS) & (span_s >= window_s / 4)
+        stands_out = ((k >= _MIN_POINTS) & (span_s >= window_s / 2)
                       & (np.abs(slope) * span_s >= sigmas * np.fmax(noise, noise_floor))
                       & (slope != 0))
         return _Fit(slope, level, stands_out)

@@ -12,7 +12,9 @@ How each rule's truth is found:
   hysteresis as ``detectors.limits`` applies it (calibrating readings never alarm; over-range
   is over every upper limit). ``by_ms = from_ms``: a statutory limit fires on the reading.
 - ``sensor_fault``: ``over_range`` / ``under_range`` from readings outside the measuring range
-  (by the reading); ``spike`` at each spiked reading; ``stuck`` from the freeze (by 15 min
+  (by the reading); ``spike`` from each spiked reading, by the next one (until then a jump is
+  indistinguishable from the start of an outburst — gas can rise that fast; the reading after
+  it, back where it came from, is what makes it a spike); ``stuck`` from the freeze (by 15 min
   later); ``drift`` from its start (by the end of the feed).
 - ``trend``: on every sensor of a ``warns`` excursion, from the start of the rise, by 5 minutes
   before that sensor's alarm (or the top of the rise if it never alarms).
@@ -163,7 +165,8 @@ def _injected_faults(feed: Feed, sensor: np.ndarray, ts: np.ndarray, value: np.n
             if len(k):
                 after = int(mine_ts[k[1]]) + feed.start_ms if len(k) > 1 else None
                 at = int(mine_ts[k[0]]) + feed.start_ms
-                found.append(_entry(feed.mine, i, "sensor_fault", "spike", at, at, after))
+                found.append(_entry(feed.mine, i, "sensor_fault", "spike", at,
+                                    at if after is None else after, after))
     return found
 
 

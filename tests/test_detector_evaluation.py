@@ -1,9 +1,8 @@
 """The detectors scored on short labelled scenarios (bench/evaluate_scenarios.py, issue 4).
 
 Statutory limits: every episode of the ground truth on its reading, no false limit alarm; every
-``fires: true`` entry detected. The substation silence is detected one clock tick after the
-truth's bound (4 patrol periods of its fastest sensors): a known finding, held as a strict
-xfail so it shows when it changes.
+``fires: true`` entry detected in time — a silent substation included, by 4 patrol periods of its
+fastest sensors.
 """
 
 from __future__ import annotations
@@ -35,9 +34,7 @@ def test_every_firing_entry_is_detected(runs: list[Run]) -> None:
     outcomes = [o for r in runs for o in r.outcomes]
     assert {o.rule for o in outcomes} >= {"limit_alarm", "limit_power_off", "no_data",
                                           "feed_fault"}
-    assert [o for o in outcomes if o.verdict == "miss"] == []
-    # In time, too — but for no_data's known tick (test_no_data_within_its_bound).
-    assert [o for o in outcomes if o.verdict == "late" and o.rule != "no_data"] == []
+    assert [o for o in outcomes if o.verdict != "hit"] == []
 
 
 def test_clean_feed_raises_nothing(runs: list[Run]) -> None:
@@ -48,13 +45,6 @@ def test_clean_feed_raises_nothing(runs: list[Run]) -> None:
 
 def test_no_alert_breaks_a_fires_false_entry(runs: list[Run]) -> None:
     assert [s for r in runs for s in r.strays if s.forbidden] == []
-
-
-@pytest.mark.xfail(strict=True, reason="substation_silent waits for its slowest sensors "
-                   "(3 × 15 s, strictly more): 1 s past 4 periods of the 10 s ones")
-def test_no_data_within_its_bound(runs: list[Run]) -> None:
-    silent = [o for r in runs for o in r.outcomes if o.rule == "no_data"]
-    assert silent and all(o.verdict == "hit" for o in silent)
 
 
 def test_names_map_onto_detector_conditions() -> None:

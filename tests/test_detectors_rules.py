@@ -365,6 +365,31 @@ def test_silence_is_more_than_exactly_k_periods() -> None:
     assert feed(detector, [("T2", 30.001, 0.3, 0)]) == [("T1", "silent", True)]
 
 
+def test_a_substation_is_silent_by_its_fastest_sensor_still_reporting() -> None:
+    registry = Registry.from_sensors([point("F"), point("S", kind="co", period=30.0,
+                                                        limits=Limits(alarm_high=24.0))])
+    detector = NoDataDetector(registry, CONFIG)
+
+    def heard(rows: list[tuple[int, float]], tick: float) -> list[tuple[int, str, bool]]:
+        found = []
+        for i, t in rows:
+            batch = ReadingBatch(np.array([i], np.int32), np.array([T0 + int(t * 1000)]),
+                                 np.array([0.3]), np.zeros(1, np.uint16))
+            found += detector.update(batch, T0 + int(t * 1000)).events
+        found += detector.tick(T0 + int(tick * 1000)).events
+        return [(e.sensor, e.condition, e.firing) for e in found]
+
+    # Everything stops at 0: the substation is gone after 3 × 10 s, not after its 30 s sensor's 90.
+    assert heard([(0, 0.0), (1, 0.0)], 30.0) == []
+    assert heard([], 30.001) == [(0, "substation_silent", True)]
+    assert heard([(0, 40.0), (1, 40.0)], 40.0) == [(0, "substation_silent", False)]
+    # The fast sensor alone dies: reported alone; the slow one's 30 s cadence is then the pace.
+    assert heard([(1, 75.0)], 75.0) == [(0, "silent", True)]
+    assert heard([(1, 105.0)], 134.0) == []
+    assert heard([], 195.0) == []
+    assert heard([], 195.001) == [(0, "substation_silent", True), (0, "silent", False)]
+
+
 # ── interlocks ──────────────────────────────────────────────────────────────────────────────
 
 def interlocks() -> tuple[LimitDetector, InterlockDetector]:
