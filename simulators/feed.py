@@ -17,9 +17,9 @@ sensor even at the model's extremes, so the ``normal`` scenario never crosses on
 
 The substation plays its part: a feed sensor (馈电) reads 0 while its area's power is cut — a
 methane sensor at or over its power-off limit until it is back under the restore limit, or every
-local fan of a heading stopped (风电闭锁) — unless the scenario says the interlock fails.
-Calibrating readings never cut power. A kind with no model is refused with ``ValueError``
-rather than invented.
+local fan of a heading stopped (风电闭锁), or such a methane sensor reporting a device fault
+(故障闭锁) — unless the scenario says the interlock fails. Calibrating readings never cut
+power. A kind with no model is refused with ``ValueError`` rather than invented.
 """
 
 from __future__ import annotations
@@ -67,12 +67,14 @@ class _Due:
 
 @dataclass(frozen=True, slots=True)
 class Tick:
-    """The readings of one tick: sensors due, values, which are calibrating, which go unsent."""
+    """The readings of one tick: sensors due, values, which are calibrating, which report a
+    device fault, which go unsent."""
 
     at_ms: int
     due: _Due
     value: np.ndarray
     calibrating: np.ndarray
+    faulty: np.ndarray
     silent: np.ndarray
 
 
@@ -163,6 +165,9 @@ class Feed:
         self.drift_from = np.full(n, _NEVER)
         self.drift_rate = np.zeros(n)  # per ms
         self.spike_at: list[list[tuple[float, float]]] = [[] for _ in range(n)]
+        self.fault_from = np.full(n, _NEVER)  # device_fault: status fault over [from, to)
+        self.fault_to = np.full(n, _NEVER)
+        self.fault_value = np.zeros(n)
         self.silent_from = np.full(n, _NEVER)
         self.silent_to = np.full(n, _NEVER)
         self.lockout_fails = np.zeros(self.areas, dtype=bool)
@@ -196,6 +201,9 @@ class Feed:
                 elif row.condition == "drift":
                     self.drift_from[first] = at
                     self.drift_rate[first] = row.value / max(ms - at, 1.0)
+                elif row.condition == "device_fault":
+                    self.fault_from[first], self.fault_to[first] = at, row.until * ms
+                    self.fault_value[first] = row.value
                 else:
                     self.spike_at[first].append((at, row.value))
             elif isinstance(row, Outage):
@@ -215,10 +223,10 @@ class Feed:
             or [np.empty(0, np.int64)]))
         for offset in offsets.tolist():
             due = self._due_at(tuple(bool(offset % p == 0) for p in self.periods.tolist()))
-            value, calibrating = self._values(offset, due.index)
+            value, calibrating, faulty = self._values(offset, due.index)
             silent = ((offset >= self.silent_from[due.index])
                       & (offset < self.silent_to[due.index]))
-            yield Tick(self.start_ms + offset, due, value, calibrating, silent)
+            yield Tick(self.start_ms + offset, due, value, calibrating, faulty, silent)
 
     def _due_at(self, key: tuple[bool, ...]) -> _Due:
         due = self._due.get(key)
@@ -239,8 +247,9 @@ class Feed:
         return f"{base}/{substation}" if substation else base
 
     # ── the model ────────────────────────────────────────────────────────────────────────────
-    def _values(self, offset_ms: int, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Values and calibrating flags of the sensors ``index`` at ``offset_ms``."""
+    def _values(self, offset_ms: int,
+                index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Values, calibrating and device-fault flags of the sensors ``index`` at ``offset_ms``."""
         noise = PHI * self.noise[index] + self.innovation[index] * self.rng.standard_normal(
             len(index))
         noise = np.clip(noise, -self.bound[index], self.bound[index])
@@ -273,8 +282,11 @@ class Feed:
             for at, spike in self.spike_at[int(index[k])]:
                 if offset_ms - period < at <= offset_ms:
                     value[k] = spike
-        self._substation(index, value, calibrating)
-        return np.round(value, 6), calibrating  # 0.29, not 0.29000000000000004, on the wire
+        faulty = (offset_ms >= self.fault_from[index]) & (offset_ms < self.fault_to[index])
+        value = np.where(faulty, self.fault_value[index], value)
+        self._substation(index, value, calibrating, faulty)
+        # 0.29, not 0.29000000000000004, on the wire
+        return np.round(value, 6), calibrating, faulty
 
     def _physical(self, offset_ms: int, index: np.ndarray) -> np.ndarray:
         """Baseline × production × emission / airflow (gas, delayed) or × airflow (wind)."""
@@ -291,14 +303,17 @@ class Feed:
             value[wind] *= 1 + self.airflow[self.area[index[wind]], second]
         return value
 
-    def _substation(self, index: np.ndarray, value: np.ndarray, calibrating: np.ndarray) -> None:
+    def _substation(self, index: np.ndarray, value: np.ndarray, calibrating: np.ndarray,
+                    faulty: np.ndarray) -> None:
         """Track power-off state; a feed sensor reads 0 while its area's power is cut."""
         self.last[index] = value
         guard = self.guard[index] & ~calibrating
         if guard.any():
             g = index[guard]
             registry = self.registry
-            over = _past(value[guard], registry.power_off[g], registry.inclusive[g])
+            # 故障闭锁: a faulty guard cannot be trusted, its area stays cut while it is faulty
+            over = faulty[guard] | _past(value[guard], registry.power_off[g],
+                                         registry.inclusive[g])
             back = ~_past(value[guard], registry.restore[g], registry.inclusive[g])
             self.cut[g] = over | (self.cut[g] & ~back)
         feed = self.feed[index]
@@ -389,8 +404,9 @@ def _messages(feed: Feed) -> Iterator[Message]:
     for tick in feed.ticks():
         due = tick.due
         value = tick.value.tolist()
-        status = (["calibrating" if c else "ok" for c in tick.calibrating.tolist()]
-                  if tick.calibrating.any() else None)
+        status = ([("fault" if f else "calibrating" if c else "ok")
+                   for c, f in zip(tick.calibrating.tolist(), tick.faulty.tolist(), strict=True)]
+                  if tick.calibrating.any() or tick.faulty.any() else None)
         silent = tick.silent.tolist()
         for topic, first, stop in due.messages:
             if silent[first]:  # the substation is down: nothing from any of its sensors

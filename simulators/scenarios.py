@@ -12,7 +12,9 @@ fraction of the feed's duration, so one scenario plays at any ``--duration``:
   trend early warning must fire on it.
 - :class:`Fault` — one sensor misbehaves from ``at`` on: ``stuck`` (the value freezes),
   ``drift`` (the value creeps by ``value`` until the end; below the range it is negative drift,
-  负漂) or ``spike`` (one reading jumps to ``value``).
+  负漂), ``spike`` (one reading jumps to ``value``) or ``device_fault`` (until ``until``, the
+  device reports ``status: fault`` and reads ``value``; a methane sensor guarding power-off
+  makes the substation cut its area's power meanwhile: 故障闭锁).
 - :class:`Outage` — the substation of the matched sensor sends nothing from ``at`` to ``until``.
 
 The first row of a scenario picks the area: the mine's first sensor of that kind and location.
@@ -51,17 +53,20 @@ class Excursion:
 
 @dataclass(frozen=True, slots=True)
 class Fault:
-    """One sensor of the area misbehaving from ``at``: ``stuck``, ``drift`` or ``spike``."""
+    """One sensor of the area misbehaving from ``at``: ``stuck``, ``drift``, ``spike`` or
+    ``device_fault`` (the last until ``until``)."""
 
     kind: str
     location: str
     condition: str
     at: float
     value: float = 0.0
+    until: float = HOLD
 
     def __post_init__(self) -> None:
-        if self.condition not in ("stuck", "drift", "spike"):
-            raise ValueError(f"fault condition must be stuck, drift or spike: {self.condition!r}")
+        if self.condition not in ("stuck", "drift", "spike", "device_fault"):
+            raise ValueError("fault condition must be stuck, drift, spike or device_fault: "
+                             f"{self.condition!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +212,16 @@ _SCENARIOS = (
         faults=(Fault("ch4", "longwall_upper_corner", "spike", at=0.3, value=3.2),
                 Fault("ch4", "longwall_upper_corner", "spike", at=0.5, value=2.1),
                 Fault("ch4", "longwall_upper_corner", "spike", at=0.7, value=0.95)),
+    ),
+    Scenario(
+        name="device-fault",
+        description=(
+            "A sensor reports its own fault (传感器故障, 故障闭锁): the working-face methane "
+            "sensor T1 sends status fault, reading 0, from 40 % to 60 % of the feed. It "
+            "guards the area's power, so the substation de-energizes the area (its feed "
+            "sensor reads 0) until T1 reports clean again; the sensor fault is critical, "
+            "and no limit alarm may fire."),
+        faults=(Fault("ch4", "longwall_face", "device_fault", at=0.4, until=0.6),),
     ),
     Scenario(
         name="over-range",

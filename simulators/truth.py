@@ -12,10 +12,13 @@ How each rule's truth is found:
   hysteresis as ``detectors.limits`` applies it (calibrating readings never alarm; over-range
   is over every upper limit). ``by_ms = from_ms``: a statutory limit fires on the reading.
 - ``sensor_fault``: ``over_range`` / ``under_range`` from readings outside the measuring range
-  (by the reading); ``spike`` from each spiked reading, by the next one (until then a jump is
-  indistinguishable from the start of an outburst — gas can rise that fast; the reading after
-  it, back where it came from, is what makes it a spike); ``stuck`` from the freeze (by 15 min
-  later); ``drift`` from its start (by the end of the feed).
+  (by the reading); ``device_fault`` over the readings sent with ``status: fault`` (by the
+  first; they are left out of the limit episodes: a faulty reading never ends one, and the
+  scenario's fault reads 0, which starts none); ``spike`` from each spiked reading, by the
+  next one (until then a jump is indistinguishable from the start of an outburst — gas can
+  rise that fast; the reading after it, back where it came from, is what makes it a spike);
+  ``stuck`` from the freeze (by 15 min later); ``drift`` from its start (by the end of the
+  feed).
 - ``trend``: on every sensor of a ``warns`` excursion, from the start of the rise, by 5 minutes
   before that sensor's alarm (or the top of the rise if it never alarms).
 - ``no_data``: every sensor of a silent substation, from 2 patrol periods after its last reading
@@ -54,23 +57,28 @@ def ground_truth(mine: Mine, scenario: str, *, start_ms: int, duration_s: float 
     """The ground-truth document of ``generate`` with the same arguments (module docstring)."""
     story = get_scenario(scenario)
     feed = Feed(mine, story, start_ms, duration_s or story.duration_s, seed)
-    sensor, ts, value, calibrating = [], [], [], []
+    sensor, ts, value, calibrating, faulty = [], [], [], [], []
     for tick in feed.ticks():
         sent = ~tick.silent
         sensor.append(tick.due.index[sent])
         ts.append(np.full(int(sent.sum()), tick.at_ms, dtype=np.int64))
         value.append(tick.value[sent])
         calibrating.append(tick.calibrating[sent])
+        faulty.append(tick.faulty[sent])
     order = np.argsort(np.concatenate(sensor), kind="stable")  # each sensor's series in time
-    s, t, v, c = (np.concatenate(a)[order] for a in (sensor, ts, value, calibrating))
+    s, t, v, c, f = (np.concatenate(a)[order]
+                     for a in (sensor, ts, value, calibrating, faulty))
     span = (start_ms, start_ms + feed.duration_ms)
-    limits = _episodes(mine, feed.registry, s[~c], t[~c], v[~c], span)
+    trusted = ~(c | f)
+    limits = _episodes(mine, feed.registry, s[trusted], t[trusted], v[trusted], span)
     firing = [e for e in limits if e["fires"]]
     firing += _range_faults(mine, feed.registry, s, t, v)
     firing += _injected_faults(feed, s, t, v, span)
+    firing += [_entry(mine, int(s[a]), "sensor_fault", "device_fault", t[a], t[a],
+                      None if b is None else t[b]) for a, b in _runs(s, f)]
     firing += _trends(feed, s, t, firing)
     firing += _silences(feed, s, t)
-    firing += _feed_faults(feed, s, t, v, c)
+    firing += _feed_faults(feed, s, t, v, c, f)
     quiet = [{"mine": mine.id, "sensor": "*", "rule": rule, "condition": "*", "fires": False,
               "from_ms": span[0], "to_ms": span[1]}
              for rule in RULES[2:] if rule not in story.may_fire]
@@ -205,7 +213,7 @@ def _silences(feed: Feed, sensor: np.ndarray, ts: np.ndarray) -> list[dict[str, 
 
 
 def _feed_faults(feed: Feed, sensor: np.ndarray, ts: np.ndarray, value: np.ndarray,
-                 calibrating: np.ndarray) -> list[dict[str, Any]]:
+                 calibrating: np.ndarray, faulty: np.ndarray) -> list[dict[str, Any]]:
     """While power-off is required in a failing-interlock area and its feed stays live."""
     found = []
     registry = feed.registry
@@ -221,8 +229,8 @@ def _feed_faults(feed: Feed, sensor: np.ndarray, ts: np.ndarray, value: np.ndarr
             if i in fans:
                 fans[i] = v > 0.5
             elif feed.guard[i] and not calibrating[k]:
-                cut[i] = v >= registry.power_off[i] or (cut.get(i, False)
-                                                        and v >= registry.restore[i])
+                cut[i] = bool(faulty[k]) or v >= registry.power_off[i] or (
+                    cut.get(i, False) and v >= registry.restore[i])
             required = (bool(fans) and not any(fans.values())) or any(cut.values())
             if required and required_since is None:
                 required_since = int(ts[k])

@@ -62,7 +62,7 @@ def test_every_scenario_plays_on_the_pilots_that_have_its_sensors() -> None:
     assert set(SCENARIOS) >= {"normal", "methane-rise", "local-fan-stop", "gas-outburst",
                               "emission-increase", "spontaneous-combustion", "sensor-drift",
                               "sensor-stuck", "sensor-spikes", "over-range", "substation-silent",
-                              "calibration", "malformed-payloads"}
+                              "calibration", "malformed-payloads", "device-fault"}
     with pytest.raises(ValueError, match="goaf"):
         generate(_mines()["qipanjing"], "spontaneous-combustion", start_ms=START_MS)
 
@@ -146,6 +146,7 @@ def test_each_scenario_tells_its_story_in_the_ground_truth(mine_id: str) -> None
     assert ("sensor_fault", "spike") in fires("sensor-spikes")
     assert ("sensor_fault", "over_range") in fires("over-range")
     assert fires("substation-silent") == {("no_data", "silent")}
+    assert fires("device-fault") == {("sensor_fault", "device_fault")}
     assert sum(_play(mine_id, "malformed-payloads")[1]["rejects"].values()) == 24
     if mine_id == "dayan":
         assert {("trend", "rise"), ("limit_alarm", "alarm_high")} <= fires(
@@ -168,6 +169,20 @@ def test_methane_rise_cuts_the_feed_until_methane_is_restored() -> None:
     times, kd, _ = feed.series["KD-1201"]
     during = (times >= cut["from_ms"]) & (times < cut["to_ms"])
     assert (kd[during] == 0).all() and (kd[~during] == 1).all()
+
+
+def test_a_device_fault_of_a_power_off_guard_cuts_the_feed_while_it_lasts() -> None:
+    messages, truth = _play("qipanjing", "device-fault")
+    feed = _Readings(_mines()["qipanjing"], messages)
+    fault = next(e for e in truth["alerts"] if e["condition"] == "device_fault")
+    times, t1, status = feed.series["T1-1101"]
+    during = (times >= fault["from_ms"]) & (times < fault["to_ms"])
+    assert during.any() and (~during).any()
+    assert ((status & Status.SENSOR_FAULT) != 0).tolist() == during.tolist()
+    assert (t1[during] == 0).all()
+    kd_times, kd, _ = feed.series["KD-1101"]
+    kd_during = (kd_times >= fault["from_ms"]) & (kd_times < fault["to_ms"])
+    assert (kd[kd_during] == 0).all() and (kd[~kd_during] == 1).all()  # 故障闭锁, then back
 
 
 def test_switches_change_only_on_events() -> None:
