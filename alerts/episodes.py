@@ -37,7 +37,7 @@ RULE_SOURCES = {
     "no_data": "AQ 6201-2019 patrol period ≤ 30 s; silent 2–3 periods = communication lost "
                "(通讯中断, domain.md §3)",
     "sensor_fault": "AQ 6201-2019 / MT/T 1201.1 point states: sensor fault, over-range "
-                    "(domain.md §4)",
+                    "(domain.md §4); stuck, spike and drift amounts jinmei's own",
     "feed_fault": "AQ 1029-2019 馈电异常 and 风电闭锁 interlocks (domain.md §4)",
 }
 

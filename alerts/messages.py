@@ -121,6 +121,12 @@ _DESCRIBED = {
         ("数值不变", "STUCK"), ("恢复变化", "MOVING AGAIN"),
         ("读数 {v} 已 {sl} s 未变化", "reading {v} unchanged for {sl} s"),
         ("读数恢复变化：{v}", "reading moving again: {v}")),
+    "drift": _Described(
+        ("传感器漂移", "DRIFT"), ("漂移解除", "DRIFT ENDED"),
+        ("相对同风路测点漂移 {v}，超过 {l}，需标校",
+         "drifted {v} away from its air-path neighbours, more than {l}: calibrate it"),
+        ("与同风路测点的偏差回到 {v}，在 {l} 以内",
+         "back to {v} from its air-path neighbours, within {l}")),
     "feed_on_power_off": _Described(
         ("馈电异常", "FEED FAULT"), ("馈电异常解除", "FEED FAULT CLEARED"),
         ("区域 {scope} 甲烷断电后负荷侧仍有电",

@@ -604,10 +604,10 @@ def _parse_alerts(t: _Table, environ: Mapping[str, str]) -> AlertsConfig:
 def _parse_detectors(t: _Table) -> DetectorConfig:
     times = ("history_s", "trend_window_s", "trend_horizon_s", "trend_short_window_s",
              "trend_eval_s", "level_shift_recent_s",
-             "level_shift_reference_s", "stuck_s", "feed_response_s")
+             "level_shift_reference_s", "stuck_s", "feed_response_s", "drift_window_s")
     others = ("level_shift_sigmas", "level_shift_min_fraction", "face_return_tolerance",
               "no_data_periods")
-    kind_tables = ("max_rate", "spike_jump", "stuck_s_by_kind")
+    kind_tables = ("max_rate", "spike_jump", "stuck_s_by_kind", "drift_by_kind")
     t.allow(*times, *others, *kind_tables)
     d = DetectorConfig()
     values = {k: t.number(k, getattr(d, k), above=0.0) for k in (*times, *others)}
@@ -624,9 +624,9 @@ def _parse_detectors(t: _Table) -> DetectorConfig:
         table = t.table(name)
         merged = dict(getattr(d, name)) | {k: table.number(k, above=0.0) for k in table.data}
         by_kind.append(tuple(sorted(merged.items())))
-    max_rate, spike_jump, stuck_s_by_kind = by_kind
+    max_rate, spike_jump, stuck_s_by_kind, drift_by_kind = by_kind
     return DetectorConfig(**values, max_rate=max_rate, spike_jump=spike_jump,
-                          stuck_s_by_kind=stuck_s_by_kind)
+                          stuck_s_by_kind=stuck_s_by_kind, drift_by_kind=drift_by_kind)
 
 
 ENV_NETWORKING_PASSWORD = "JINMEI_NETWORKING_PASSWORD"

@@ -13,6 +13,8 @@ The members (each module's docstring says what it flags, why, and the source of 
 - ``detectors.faults`` — ``sensor_fault``: device fault, out of range, spike, stuck;
 - ``detectors.trend`` — ``trend``: forecast time to the alarm limit, level shift, working
   face / return airway mismatch;
+- ``detectors.drift`` — ``sensor_fault`` / ``drift``: a sensor creeping away from the steady
+  neighbours on its air path (a calibration suspicion, warning);
 - ``detectors.silence`` — ``no_data``: silent sensors, whole silent substations (clock-driven);
 - ``detectors.interlocks`` — ``feed_fault``: power still on after a methane power-off or with
   every local fan of a heading stopped.
@@ -29,6 +31,7 @@ import numpy as np
 from config.model import DetectorConfig, Registry
 from config.readings import ReadingBatch
 from detectors.base import Detection, Detector
+from detectors.drift import DriftDetector
 from detectors.faults import SensorFaultDetector
 from detectors.interlocks import InterlockDetector
 from detectors.limits import LimitDetector
@@ -83,5 +86,6 @@ def build_detectors(registry: Registry, config: DetectorConfig | None = None) ->
     config = DetectorConfig() if config is None else config
     limits = LimitDetector(registry)
     return DetectorSuite([limits, SensorFaultDetector(registry, config),
-                          TrendDetector(registry, config), NoDataDetector(registry, config),
+                          TrendDetector(registry, config), DriftDetector(registry, config),
+                          NoDataDetector(registry, config),
                           InterlockDetector(registry, limits, config)])

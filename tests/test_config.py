@@ -149,6 +149,42 @@ def test_resolve_prefers_the_exact_row_then_any_location() -> None:
     assert "no limit row for kind 'ch4' at location 'goaf'" in err.message
 
 
+# AQ 1029-2019 / 煤矿安全规程 (domain.md §1): methane (alarm ≥, power-off ≥, restore <) by location.
+METHANE = {"longwall_upper_corner": (1.0, 1.5, 1.0), "longwall_face": (1.0, 1.5, 1.0),
+           "longwall_return": (1.0, 1.0, 1.0), "longwall_intake": (0.5, 0.5, 0.5),
+           "series_intake": (0.5, 0.5, 0.5), "drainage_roadway": (2.5, 2.5, 2.5),
+           "shearer": (1.0, 1.5, 1.0), "heading_face": (1.0, 1.5, 1.0),
+           "heading_return": (1.0, 1.0, 1.0), "district_return": (1.0, 1.0, 1.0),
+           "main_return": (0.75, None, None), "motor_vicinity": (1.5, 1.5, 1.0)}
+
+
+@pytest.mark.parametrize(("location", "limits"), METHANE.items())
+def test_methane_has_its_statutory_limits_at_every_location_type(
+        location: str, limits: tuple[float, float | None, float | None]) -> None:
+    row = LIMITS.resolve("ch4", location)
+    assert row.location == location and row.limits.source
+    assert (row.limits.alarm_high, row.limits.power_off, row.limits.restore) == limits
+    assert row.limits.inclusive  # AQ 1029 states methane limits as "≥"
+
+
+# 煤矿安全规程 第136条 (domain.md §2): allowed air velocity by roadway type, (min, max) m/s.
+AIR_VELOCITY = {"longwall_face": (0.25, 4.0), "heading_coal": (0.25, 4.0),
+                "heading_rock": (0.15, 4.0), "district_airway": (0.25, 6.0),
+                "belt_roadway": (0.25, 6.0), "trolley_roadway": (1.0, 8.0),
+                "main_airway": (None, 8.0), "hoisting_shaft": (None, 8.0),
+                "air_crossing": (None, 10.0), "materials_shaft": (None, 12.0),
+                "fan_drift": (None, 15.0)}
+
+
+@pytest.mark.parametrize(("location", "bounds"), AIR_VELOCITY.items())
+def test_air_velocity_has_its_statutory_range_at_every_roadway_type(
+        location: str, bounds: tuple[float | None, float]) -> None:
+    row = LIMITS.resolve("wind_speed", location)
+    assert row.location == location and "第136条" in row.limits.source
+    assert (row.limits.alarm_low, row.limits.alarm_high) == bounds
+    assert not row.limits.inclusive  # the range is allowed: 4.0 m/s at a face is no alarm
+
+
 def test_every_kind_has_a_range_and_switches_are_zero_one() -> None:
     for name, kind in LIMITS.kinds.items():
         assert kind.range_low < kind.range_high, name
@@ -159,7 +195,7 @@ def test_every_kind_has_a_range_and_switches_are_zero_one() -> None:
 def test_sample_deployment_shows_the_model_defaults(config_copy: Path) -> None:
     sample = (config_copy / DEFAULT_DEPLOYMENT.name).read_text(encoding="utf-8")
     uncommented, count = re.subn(r"^# (\w+ = .*)$", r"\1", sample, flags=re.MULTILINE)
-    assert count == 42  # limits + 6 broker + 1 store + 4 ingest + 6 alerts + 16 detectors
+    assert count == 44  # limits + 6 broker + 1 store + 4 ingest + 6 alerts + 18 detectors
     #                     + 8 networking
     deployment = load_deployment(write(config_copy, uncommented, "all.toml"), environ={})
     assert deployment.broker == BrokerConfig()

@@ -7,6 +7,8 @@ again what was carried over); a sensor that appears late; calibrating readings n
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -17,12 +19,14 @@ from detectors.suite import DetectorSuite, build_detectors
 
 DEPLOYMENT = load_deployment(None)
 REGISTRY = DEPLOYMENT.registry
+# Drift is judged over an hour by default: its window scaled to the 400 s story.
+CONFIG = dataclasses.replace(DEPLOYMENT.detectors, drift_window_s=240.0)
 T0 = 1_800_000_000_000
-NAMES = [type(d).__name__ for d in build_detectors(REGISTRY, DEPLOYMENT.detectors).members]
+NAMES = [type(d).__name__ for d in build_detectors(REGISTRY, CONFIG).members]
 
 
 def fresh(name: str) -> object:
-    suite = build_detectors(REGISTRY, DEPLOYMENT.detectors)
+    suite = build_detectors(REGISTRY, CONFIG)
     return next(d for d in suite.members if type(d).__name__ == name)
 
 
@@ -61,7 +65,7 @@ def test_repr_and_conditions(name: str) -> None:
 
 
 def test_condition_names_are_unique_across_the_suite() -> None:
-    suite = build_detectors(REGISTRY, DEPLOYMENT.detectors)
+    suite = build_detectors(REGISTRY, CONFIG)
     assert len(set(suite.conditions)) == len(suite.conditions)
 
 
@@ -117,7 +121,7 @@ def test_calibrating_readings_never_fire(name: str) -> None:
 
 
 def test_suite_restore_hands_back_what_no_detector_owns() -> None:
-    suite: DetectorSuite = build_detectors(REGISTRY, DEPLOYMENT.detectors)
+    suite: DetectorSuite = build_detectors(REGISTRY, CONFIG)
     left = suite.restore([(0, "silent"), (1, "trend_high"), (2, "no_such_condition")])
     assert left == [(2, "no_such_condition")]
     assert (0, "silent") in suite.active() and (1, "trend_high") in suite.active()
