@@ -46,7 +46,7 @@ import numpy as np
 from config.model import DetectorConfig, Registry
 from config.readings import ReadingBatch, Status
 from detectors.base import ConditionRows, Detection, Event
-from detectors.segments import changes, hold, running_max, segment
+from detectors.segments import changes, hold, running_max, segment, within
 
 __all__ = ["CONDITIONS", "SensorFaultDetector", "guards_power_off"]
 
@@ -78,10 +78,11 @@ class SensorFaultDetector(ConditionRows):
 
     Notes
     -----
-    Cost: O(n) per batch — one sort by sensor and a handful of passes over n×4 arrays, the
-    same segmented forward fill as the limit detector. State per sensor: the previous reading
-    (value, time) and the value before it, the time its value last changed, and one bool per
-    condition.
+    Cost: O(n) per batch — one sort by sensor and a few dozen passes over the batch; the
+    segmented forward fill of the limit detector runs only over the sensors whose state can
+    change (a condition active, or set by a reading of this batch). State per sensor: the
+    previous reading (value, time) and the value before it, the time its value last changed,
+    and one bool per condition.
     """
 
     conditions = CONDITIONS
@@ -117,10 +118,16 @@ class SensorFaultDetector(ConditionRows):
         seg = segment(batch.sensor)
         sensor, value = seg.sensor, batch.value[seg.order]
         ts, status = batch.ts[seg.order], batch.status[seg.order]
+
+        def per_reading(of_sensor: np.ndarray) -> np.ndarray:
+            # Repeated per segment: cheaper than a gather per reading.
+            return np.repeat(of_sensor[seg.segment_sensor], seg.length)
+
+        range_low = per_reading(self.registry.range_low)
         calibrating = (status & _CAL) != 0
         faulty = (status & _FAULT) != 0
-        outside = (((status & _OVER) != 0) | (value > self.registry.range_high[sensor])
-                   | (value < self.registry.range_low[sensor]))
+        outside = (((status & _OVER) != 0) | (value > per_reading(self.registry.range_high))
+                   | (value < range_low))
         clean = ~(calibrating | faulty | outside)
 
         # The previous clean in-order reading of each clean one: only those are compared.
@@ -129,48 +136,54 @@ class SensorFaultDetector(ConditionRows):
         in_order = clean & (ts > np.concatenate(([0], latest[:-1])))
         in_order[seg.starts] = clean[seg.starts] & (ts[seg.starts] > carried_ts)
         compared = np.flatnonzero(in_order)
-        previous = np.full(len(value), np.nan)
-        previous2 = np.full(len(value), np.nan)  # the predecessor's predecessor
-        previous_ts = np.zeros(len(value), dtype=np.int64)
-        if compared.size:
-            # Each compared reading's predecessor: the compared reading before it in its
-            # segment, else the carried one; and that one's predecessor in the same way.
-            who = sensor[compared]
-            order_in = np.concatenate(([-1], compared[:-1]))
-            same = np.zeros(compared.size, dtype=bool)
-            same[1:] = seg.segment_start[compared[1:]] == seg.segment_start[compared[:-1]]
-            before = np.where(same, value[order_in], self._last_value[who])
-            previous[compared] = before
-            previous_ts[compared] = np.where(same, ts[order_in], self._last_ts[who])
-            previous2[compared] = np.where(same, np.concatenate(([np.nan], before[:-1])),
-                                           self._before_last_value[who])
+        # Each compared reading's predecessor: the compared reading before it in its segment,
+        # else the carried one; and that one's predecessor in the same way.
+        who = sensor[compared]
+        order_in = np.concatenate(([-1], compared[:-1]))
+        same = np.zeros(compared.size, dtype=bool)
+        same[1:] = seg.segment_start[compared[1:]] == seg.segment_start[compared[:-1]]
+        before = np.where(same, value[order_in], self._last_value[who])
+        previous = _at(compared, before, len(value), np.nan)
+        previous_ts = _at(compared, np.where(same, ts[order_in], self._last_ts[who]),
+                          len(value), 0)
+        previous2 = _at(compared, np.where(same, np.concatenate(([np.nan], before[:-1])),
+                                           self._before_last_value[who]),
+                        len(value), np.nan)  # the predecessor's predecessor
         has_previous = in_order & (previous_ts > 0)
         step = np.abs(value - previous)
         with np.errstate(divide="ignore", invalid="ignore"):
             rate = step / ((ts - previous_ts) / 1000.0)
             jump = np.abs(previous - previous2)
-            returned = (has_previous & (jump > self._spike_jump[sensor])
+            returned = (has_previous & (jump > per_reading(self._spike_jump))
                         & (np.abs(value - previous2) <= _RETURN_FRACTION * jump))
         changed = has_previous & (step > 0)
         # A sensor first heard in this batch has been unchanged since its first reading.
         since = self._changed_ts[seg.segment_sensor]
         since = np.where(since == 0, ts[seg.starts], since)
         changed_ts = running_max(np.where(changed, ts, 0), since, seg)
-        stuck_ms = self._stuck_s[sensor] * 1000
+        stuck_ms = per_reading(self._stuck_s) * 1000
         # A flat line at zero or the range's floor is clean air or gas-free, not a dead sensor.
-        flat_floor = (value == 0) | (value <= self.registry.range_low[sensor])
+        flat_floor = (value == 0) | (value <= range_low)
 
         decides = ~calibrating
-        sets = np.stack([faulty, outside & ~faulty, (rate > self._max_rate[sensor]) | returned,
-                         (ts - changed_ts >= stuck_ms) & self._analog[sensor] & ~flat_floor])
+        sets = np.stack([faulty, outside & ~faulty, (rate > per_reading(self._max_rate)) | returned,
+                         (ts - changed_ts >= stuck_ms) & per_reading(self._analog) & ~flat_floor])
         determinate = np.stack([decides, decides & ~faulty, has_previous, in_order])
-        state, before = hold(sets, determinate, self._state[:, seg.segment_sensor], seg)
-        self._state[:, seg.segment_sensor] = state[:, seg.ends]
-        self._remember(sensor[compared], value[compared], ts[compared],
-                       changed_ts[compared], previous[compared])
+        self._remember(who, compared, value, ts, changed_ts, previous)
+        # Only sensors with a condition active or set by a reading can change state: the
+        # rest (nearly all) skip the forward fill.
+        carried = self._state[:, seg.segment_sensor]
+        moving = np.flatnonzero(np.logical_or.reduceat(sets.any(axis=0), seg.starts)
+                                | carried.any(axis=0))
+        if moving.size == 0:
+            return Detection([], bits)
+        sub, at_sub = within(seg, moving)
+        state, before = hold(sets[:, at_sub], determinate[:, at_sub], carried[:, moving], sub)
+        self._state[:, sub.segment_sensor] = state[:, sub.ends]
 
         events = []
-        channel, position, arrival = changes(state, before, seg)
+        channel, changed_at, arrival = changes(state, before, sub)
+        position = at_sub[changed_at]
         # The limit each event names, worked out for the (few) changes only.
         at, v = sensor[position], value[position]
         limits = np.stack([np.zeros(len(position)),
@@ -178,23 +191,33 @@ class SensorFaultDetector(ConditionRows):
                                     self.registry.range_high[at]),
                            np.where(returned[position], self._spike_jump[at], self._max_rate[at]),
                            self._stuck_s[at]])
+        firing = state[channel, changed_at]
         for k, (c, p, a) in enumerate(zip(channel.tolist(), position.tolist(), arrival.tolist(),
                                           strict=True)):
             i = int(sensor[p])
             events.append(Event(i, "sensor_fault", CONDITIONS[c], str(self._severity[i]),
-                                bool(state[c, p]), int(batch.ts[a]), float(value[p]),
+                                bool(firing[k]), int(batch.ts[a]), float(value[p]),
                                 float(limits[c, k])))
         return Detection(events, bits)
 
-    def _remember(self, sensor: np.ndarray, value: np.ndarray, ts: np.ndarray,
-                  changed_ts: np.ndarray, previous: np.ndarray) -> None:
-        """Keep each sensor's latest compared reading (the last of its run) and the one
-        before it."""
-        last = np.ones(len(sensor), dtype=bool)
-        last[:-1] = sensor[1:] != sensor[:-1]
-        who = sensor[last]
-        self._before_last_value[who] = previous[last]
-        self._last_value[who] = value[last]
-        self._last_ts[who] = ts[last]
-        self._changed_ts[who] = changed_ts[last]
+    def _remember(self, who: np.ndarray, compared: np.ndarray, value: np.ndarray,
+                  ts: np.ndarray, changed_ts: np.ndarray, previous: np.ndarray) -> None:
+        """Keep each sensor's latest compared reading and the one before it: ``compared`` are
+        sorted positions and ``who`` their sensors, so the last of each run is the latest."""
+        last = np.ones(len(who), dtype=bool)
+        last[:-1] = who[1:] != who[:-1]
+        at, sensor = compared[last], who[last]
+        self._before_last_value[sensor] = previous[at]
+        self._last_value[sensor] = value[at]
+        self._last_ts[sensor] = ts[at]
+        self._changed_ts[sensor] = changed_ts[at]
 
+
+def _at(rows: np.ndarray, values: np.ndarray, n: int, fill: float) -> np.ndarray:
+    """``values`` placed at ``rows`` (ascending) of an ``n``-array of ``fill``; ``values``
+    itself when the rows are all of them (every reading compared: the usual batch)."""
+    if len(rows) == n:
+        return values
+    spread = np.full(n, fill, dtype=values.dtype)
+    spread[rows] = values
+    return spread

@@ -46,22 +46,26 @@ class History:
 
     def append(self, sensor: np.ndarray, ts: np.ndarray, value: np.ndarray) -> None:
         """Write readings given grouped by sensor in time order (as ``in_order`` keeps them)."""
-        if len(sensor) == 0:
+        n = len(sensor)
+        if n == 0:
             return
-        first = np.empty(len(sensor), dtype=bool)
+        first = np.empty(n, dtype=bool)
         first[0] = True
         np.not_equal(sensor[1:], sensor[:-1], out=first[1:])
         starts = np.flatnonzero(first)
-        rank = np.arange(len(sensor)) - np.repeat(starts, np.diff(starts, append=len(sensor)))
-        slot = self.offset[sensor] + (self.head[sensor] + rank) % self.capacity[sensor]
+        added = np.diff(starts, append=n)
+        who = sensor[starts]
+        head, capacity = self.head[who], self.capacity[who]
+        # Ring slot of each reading: head + its rank in the run, wrapped; per-run numbers are
+        # repeated over the run instead of gathered per reading.
+        slot = np.arange(n) + np.repeat(head - starts, added)
+        slot %= np.repeat(capacity, added)
+        slot += np.repeat(self.offset[who], added)
         self.ts[slot] = ts
         self.value[slot] = value
-        ends = np.append(starts[1:], len(sensor)) - 1
-        who = sensor[starts]
-        added = ends - starts + 1
-        self.head[who] = (self.head[who] + added) % self.capacity[who]
-        self.count[who] = np.minimum(self.count[who] + added, self.capacity[who])
-        self.newest[who] = ts[ends]
+        self.head[who] = (head + added) % capacity
+        self.count[who] = np.minimum(self.count[who] + added, capacity)
+        self.newest[who] = ts[starts + added - 1]
 
     def pick(self, sensors: np.ndarray, skip_s: float, span_s: float,
              points: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -74,23 +78,26 @@ class History:
         """
         period = self.period_ms[sensors]
         count = self.count[sensors]
+        cap = self.capacity[sensors]
+        head = self.head[sensors]
         skip = np.ceil(skip_s * 1000.0 / period).astype(np.int64)
         span = np.ceil(span_s * 1000.0 / period).astype(np.int64)
         taken = np.minimum(span, np.clip(count - skip, 0, None))
         # Steps back from the newest: skip … skip + taken − 1, spread over `points` columns.
+        # With readings to take that is below count ≤ capacity; without, the row is invalid
+        # and its skip is capped so that its slots, too, stay inside the ring.
         fraction = np.linspace(1.0, 0.0, points)
-        back = skip[:, None] + np.rint(fraction[None, :] * np.maximum(taken - 1, 0)[:, None])
-        back = back.astype(np.int64)
-        # One wrap of the ring suffices once `back` is capped below its capacity (a step that
-        # far back is invalid anyway): cheaper than a modulo over every column.
-        cap = self.capacity[sensors][:, None]
-        slot = self.head[sensors][:, None] - 1 - np.minimum(back, cap - 1)
-        slot += np.where(slot < 0, cap, 0) + self.offset[sensors][:, None]
+        back = np.rint(np.multiply.outer(np.maximum(taken - 1, 0), fraction)).astype(np.int32)
+        back += np.minimum(skip, cap - 1).astype(np.int32)[:, None]
+        # slot = offset + (head − 1 − back) mod capacity, the modulo being one wrap at most.
+        slot = (self.offset[sensors] + head - 1)[:, None] - back
+        np.add(slot, cap[:, None], out=slot, where=back >= head[:, None])
         ts = self.ts[slot]
         value = self.value[slot]
-        end = self.newest[sensors][:, None] - int(skip_s * 1000)
-        valid = ((taken > 0)[:, None] & (ts <= end) & (ts > end - int(span_s * 1000))
-                 & (back < count[:, None]))
+        end = self.newest[sensors] - int(skip_s * 1000)
+        # A row without readings to take gets an empty time span: nothing in it is valid.
+        start = np.where(taken > 0, end - int(span_s * 1000), np.iinfo(np.int64).max)
+        valid = (ts <= end[:, None]) & (ts > start[:, None])
         # Columns repeat when fewer readings than points: keep each slot once.
         valid[:, 1:] &= back[:, 1:] != back[:, :-1]
         return ts, value, valid

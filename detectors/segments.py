@@ -3,7 +3,9 @@
 The detectors that decide reading by reading (limits, sensor faults) share three steps:
 regroup the batch by sensor keeping arrival order (:func:`segment`), carry each condition's
 state forward from the last reading that decided it (:func:`hold`), and list where the state
-changed (:func:`changes`). Only those changes ever become Python objects.
+changed (:func:`changes`). Only those changes ever become Python objects. The fill can be
+kept to the few sensors whose state may change (:func:`within`); :func:`running_max` takes a
+shortcut when each sensor's values rise (times in arrival order, the usual batch).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Segments", "changes", "hold", "running_max", "segment"]
+__all__ = ["Segments", "changes", "hold", "running_max", "segment", "within"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,20 @@ def segment(batch_sensor: np.ndarray, rows: np.ndarray | None = None) -> Segment
     starts = np.flatnonzero(starts_segment).astype(np.int32)
     length = np.diff(starts, append=np.int32(n))
     return Segments(order, sensor, starts, length, sensor[starts], np.repeat(starts, length))
+
+
+def within(seg: Segments, segments: np.ndarray) -> tuple[Segments, np.ndarray]:
+    """Only some segments of ``seg`` (indices, ascending): their :class:`Segments`, and the
+    positions in ``seg`` that its positions come from. A detector runs its per-reading work on
+    the few sensors whose state can change instead of the whole batch."""
+    length = seg.length[segments]
+    starts = np.zeros(len(segments), dtype=np.int32)
+    np.cumsum(length[:-1], out=starts[1:])
+    segment_start = np.repeat(starts, length)
+    positions = (np.arange(len(segment_start), dtype=np.int32)
+                 + np.repeat(seg.starts[segments] - starts, length))
+    return Segments(seg.order[positions], seg.sensor[positions], starts, length,
+                    seg.segment_sensor[segments], segment_start), positions
 
 
 def hold(sets: np.ndarray, determinate: np.ndarray, carried: np.ndarray,
@@ -96,6 +112,12 @@ def running_max(values: np.ndarray, carried: np.ndarray, seg: Segments) -> np.nd
     of its sensor's ``values`` (int64) up to and including it."""
     if len(values) == 0:
         return values.copy()
+    falls = np.flatnonzero(values[1:] < values[:-1]) + 1
+    if (seg.segment_start[falls] == falls).all():
+        # Rising within every segment (readings in time order, the usual batch): each value is
+        # its segment's maximum so far.
+        rising: np.ndarray = np.maximum(values, np.repeat(carried, seg.length))
+        return rising
     start = np.maximum(values[seg.starts], carried)
     values = values.copy()
     values[seg.starts] = start

@@ -18,7 +18,9 @@ alone and the good readings of the message are kept.
 Fast path: one typed msgspec decode per message (it validates shape and types as it decodes;
 the mine's own decoder knows its sensor ids, and a message naming an unconfigured sensor is
 decoded again by the generic typed decoder), then column arrays built with C-level ``map`` and
-numpy checks over chunks of 32 messages of a :meth:`~TelemetryCodec.decode_many` call. Only a
+numpy checks over chunks of 32 messages of a :meth:`~TelemetryCodec.decode_many` call; the
+status and per-reading ts columns are not even read when the payloads' bytes prove that every
+reading takes the defaults (:func:`_defaults_only`). Only a
 message the typed decode refuses takes the slow path: decoded generically (stdlib ``json``, so
 ``NaN``/``Infinity``/``1e999`` reach the per-reading check) and each reading validated alone
 against the same typed struct. Timestamps are checked once per message, and per reading only
@@ -260,7 +262,7 @@ def _typed_reading(raw: Any, position: int) -> _Reading:
         raise PayloadRejected(reason, f"{who}: {why}") from None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per message, and a frozen __init__ costs 4× as much
 class _Admitted:
     """A message that passed the whole-message checks, waiting to become batch rows."""
 
@@ -272,6 +274,18 @@ class _Admitted:
     readings: list[_Reading]
     positions: list[int] | None  # place in the payload's list when the slow path dropped some
     ts: int | PayloadRejected  # message ts, or the refusal a reading inheriting it gets
+    defaults_only: bool  # no reading carries its own status or ts (see _defaults_only)
+
+
+def _defaults_only(payload: bytes) -> bool:
+    """Does the payload's text prove that no reading has a ``status`` or a ``ts`` of its own?
+
+    Without a backslash no key can be escaped, so a ``status`` or ``ts`` key shows its letter
+    ``t``; the message's own ``ts`` key holds one. A payload with a single ``t`` therefore has
+    no such reading. Two byte searches (memchr) cost far less than a pass over the decoded
+    readings; a payload they cannot prove plain (a sensor id with a ``t``) gets that pass.
+    """
+    return b"\\" not in payload and payload.find(b"t", payload.find(b"t") + 1) < 0
 
 
 # (message number, reading position or -1 for the whole message, reject): sorts to arrival order
@@ -337,7 +351,9 @@ class TelemetryCodec:
         try:
             message = self._typed(mine, payload)
             ts_raw, readings = message.ts, message.readings
+            defaults_only = _defaults_only(payload)
         except msgspec.MsgspecError:
+            defaults_only = False
             # Slow path: find what the typed decode refused, keep every reading that is fine.
             try:
                 ts_raw, raw_readings = _message_shape(_parse_json(payload))
@@ -361,7 +377,8 @@ class TelemetryCodec:
                 return refuse(Reason.BAD_TIMESTAMP, f"message {e.detail}, and not every "
                                                     "reading has a valid ts of its own")
         numbered.extend(reading_rejects)
-        return _Admitted(order, mine, topic, payload, sensors, readings, positions, ts)
+        return _Admitted(order, mine, topic, payload, sensors, readings, positions, ts,
+                         defaults_only)
 
     def _typed(self, mine: str, payload: bytes) -> _Message:
         """The fast path: the mine's decoder; on refusal the generic typed one, so a sensor
@@ -391,18 +408,23 @@ class TelemetryCodec:
             map(a.sensors.get, map(_SENSOR, a.readings), repeat(-1)) for a in admitted),
             np.int32, total)
         value = np.fromiter(map(_VALUE, readings), np.float64, total)
-        statuses = list(map(_STATUS, readings))
-        status = (np.zeros(total, np.uint16) if statuses.count("ok") == total  # the usual batch
+        # The usual batch: every status "ok" and every ts the message's — proven by the
+        # payloads' bytes, else seen by one pass over the readings per column.
+        defaults_only = all(a.defaults_only for a in admitted)
+        statuses = [] if defaults_only else list(map(_STATUS, readings))
+        status = (np.zeros(total, np.uint16) if defaults_only or statuses.count("ok") == total
                   else np.fromiter(map(_STATUS_BITS.__getitem__, statuses), np.uint16, total))
         starts = np.zeros(len(admitted), np.int64)
         np.cumsum(counts[:-1], out=starts[1:])
         ts = np.repeat(np.array([a.ts if isinstance(a.ts, int) else 0 for a in admitted],
                                 np.int64), counts)
         ts_refused: dict[int, PayloadRejected] = {}
-        own = list(map(_TS, readings))
-        if own.count(None) != total or any(isinstance(a.ts, PayloadRejected) for a in admitted):
-            for a, start, count in zip(admitted, starts.tolist(), counts, strict=True):
-                self._own_times(a, start, own[start:start + count], now_ms, ts, ts_refused)
+        inherits_refusal = any(isinstance(a.ts, PayloadRejected) for a in admitted)
+        if inherits_refusal or not defaults_only:
+            own = list(map(_TS, readings))
+            if inherits_refusal or own.count(None) != total:
+                for a, start, count in zip(admitted, starts.tolist(), counts, strict=True):
+                    self._own_times(a, start, own[start:start + count], now_ms, ts, ts_refused)
 
         bad = (sensor < 0) | ~np.isfinite(value)
         bad[list(ts_refused)] = True
@@ -411,11 +433,11 @@ class TelemetryCodec:
                 owner = int(np.searchsorted(starts, row, "right")) - 1
                 numbered.append(_refuse_row(admitted[owner], row - int(starts[owner]),
                                             int(sensor[row]), ts_refused.get(row)))
-        keep = ~bad
-        sensor, value, status = sensor[keep], value[keep], status[keep]
+            keep = ~bad
+            sensor, ts, value, status = sensor[keep], ts[keep], value[keep], status[keep]
         # A catalytic element saturates above its range (domain.md §4): keep the value, flag it.
         status[value > self._range_high[sensor]] |= np.uint16(Status.OVER_RANGE)
-        return ReadingBatch(sensor, ts[keep], value, status)
+        return ReadingBatch(sensor, ts, value, status)
 
     def _own_times(self, a: _Admitted, start: int, own: list[int | str | None], now_ms: int,
                    ts: np.ndarray, ts_refused: dict[int, PayloadRejected]) -> None:
