@@ -13,7 +13,8 @@ from bench.evaluate_scenarios import DETECTED_AS, LIMIT_RULES, Run, evaluate, li
 from config.loader import load_deployment
 from detectors.suite import build_detectors
 
-SHORT = ("methane-rise", "local-fan-stop", "substation-silent", "normal")
+SHORT = ("methane-rise", "local-fan-stop", "substation-silent", "normal", "sensor-spikes",
+         "device-fault", "over-range", "calibration")
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,8 @@ def test_statutory_limit_targets_are_met(runs: list[Run]) -> None:
 def test_every_firing_entry_is_detected(runs: list[Run]) -> None:
     outcomes = [o for r in runs for o in r.outcomes]
     assert {o.rule for o in outcomes} >= {"limit_alarm", "limit_power_off", "no_data",
-                                          "feed_fault"}
+                                          "feed_fault", "sensor_fault"}
+    assert {o.condition for o in outcomes} >= {"spike", "device_fault", "over_range"}
     assert [o for o in outcomes if o.verdict != "hit"] == []
 
 
