@@ -3,8 +3,13 @@
 Config: ``store.url = "sqlite:///relative/path.db"`` (relative to the working directory) or
 ``"sqlite:////absolute/path.db"``; the folder is created if missing. Same shape as the
 InfluxDB schema (design.md): table ``reading(mine, sensor, kind, location, ts, value, status)``
-keyed by (mine, sensor, ts), and table ``alert`` with every :class:`~alerts.wire.Alert` field
-as a column, keyed by (id, state, ts).
+keyed by (ts, mine, sensor), and table ``alert`` with every :class:`~alerts.wire.Alert` field
+as a column, keyed by (id, state, ts). Time leads the readings' key, as in a time-series
+store: each batch then lands at the end of the B-tree instead of in every sensor's part of it
+(measured with 10,000 sensors, 10,000-reading commits, once 1 M readings are stored: 250 k
+rows/s against 31 k with the sensor first, whose every commit rewrites a page per sensor);
+windows of time are the common query.
+A file created with the older (mine, sensor, ts) key keeps it and stays readable and writable.
 
 Durability: :meth:`SQLiteSink.write` returns only after its transaction is on disk. The
 database runs in WAL mode with ``synchronous=FULL``: with ``NORMAL`` a WAL commit is not
@@ -90,7 +95,7 @@ _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS reading (
     mine TEXT NOT NULL, sensor TEXT NOT NULL, kind TEXT NOT NULL, location TEXT NOT NULL,
     ts INTEGER NOT NULL, value REAL NOT NULL, status INTEGER NOT NULL,
-    PRIMARY KEY (mine, sensor, ts)) WITHOUT ROWID;
+    PRIMARY KEY (ts, mine, sensor)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS alert (
     {", ".join(_alert_column(n, _HINTS[n]) for n in _ALERT_COLUMNS)},
     PRIMARY KEY (id, state, ts)) WITHOUT ROWID;
@@ -109,7 +114,7 @@ class SQLiteSink:
         self.path = Path(path)
         # The tag columns of each sensor, looked up once instead of once per reading.
         self._sensor_columns = [(s.mine, s.id, s.kind, s.location) for s in registry.sensors]
-        # Each sensor's place in primary-key order, to insert a batch in key order.
+        # Each sensor's place in (mine, sensor) order, to insert a batch in key order.
         key_order = sorted(range(len(registry)), key=lambda i: self._sensor_columns[i][:2])
         self._key_rank = np.empty(len(registry), dtype=np.int64)
         self._key_rank[key_order] = np.arange(len(registry))
@@ -118,8 +123,13 @@ class SQLiteSink:
         self._alerts = 0
         with delivery_errors(self.name):
             self._conn = connect_durable(self.path)
-            # 64 MiB page cache (default 2 MiB): inserts land in every sensor's part of the key.
+            # 64 MiB page cache (default 2 MiB): a file with the older sensor-first key has
+            # its inserts land in every sensor's part of the key.
             self._conn.execute("PRAGMA cache_size = -65536")
+            # Checkpoint every 10,000 WAL pages (40 MiB; default 1,000): a page rewritten by
+            # several batches is copied back once (measured 1.2x more rows/s). Only committed
+            # pages are copied, so durability does not change.
+            self._conn.execute("PRAGMA wal_autocheckpoint = 10000")
             self._conn.executescript(_SCHEMA)
 
     def write(self, batch: ReadingBatch) -> None:
@@ -127,7 +137,7 @@ class SQLiteSink:
         columns = self._sensor_columns
         # Inserting in primary-key order touches each B-tree page once (measured 1.4x faster);
         # the sort is stable, so of two readings with one key the later one wins.
-        order = np.lexsort((batch.ts, self._key_rank[batch.sensor]))
+        order = np.lexsort((self._key_rank[batch.sensor], batch.ts))
         rows = [(*columns[i], t, v, s)
                 for i, t, v, s in zip(batch.sensor[order].tolist(), batch.ts[order].tolist(),
                                       batch.value[order].tolist(), batch.status[order].tolist(),

@@ -36,7 +36,7 @@ from config.readings import ReadingBatch
 from ingest.codec import encode_telemetry
 from ingest.sink import Sink
 from ingest.sqlite import SQLiteSink
-from jinmei.service import Service
+from jinmei.service import GIL_SWITCH_S, Service
 from tests.servers import Mosquitto, ftp_server, scripted_http_server, wait_until
 
 pytestmark = pytest.mark.integration
@@ -120,9 +120,11 @@ def methane_rise(start_ms: int) -> list[tuple[str, bytes]]:
 def test_methane_rise_is_stored_and_raises_then_resolves_alerts(
         mosquitto: Mosquitto, listener: Listener, tmp_path: Path) -> None:
     service = Service(deployment_for(mosquitto, tmp_path))
+    switch_interval = sys.getswitchinterval()
     assert service.start(wait_subscribed_s=10)
     start_ms = int(time.time() * 1000) - 60_000
     try:
+        assert sys.getswitchinterval() == GIL_SWITCH_S
         send(mosquitto, methane_rise(start_ms))
         alerts = listener.wait_for(lambda m: m[0] == "jinmei/qipanjing/alerts"
                                    and m[1]["rule"] == "limit_power_off"
@@ -131,6 +133,7 @@ def test_methane_rise_is_stored_and_raises_then_resolves_alerts(
         rows = service.sink.read_readings(mine="qipanjing")  # type: ignore[attr-defined]
     finally:
         service.stop()
+    assert sys.getswitchinterval() == switch_interval  # the host process gets its own back
 
     power_off = [a for _, a in listener.messages if a.get("rule") == "limit_power_off"]
     assert [a["state"] for a in power_off] == ["firing", "resolved"]

@@ -109,6 +109,30 @@ def test_survives_reopening(tmp_path: Path, registry: Registry) -> None:
     again.close()
 
 
+def test_readings_are_keyed_by_time_first(sink: SQLiteSink) -> None:
+    """Each batch lands at the end of the key (write speed does not fall as the file grows)."""
+    key = [row[2] for row in sink._conn.execute("PRAGMA index_info(sqlite_autoindex_reading_1)")]
+    assert key == ["ts", "mine", "sensor"]
+
+
+def test_a_file_with_the_older_sensor_first_key_is_still_written_and_read(
+        tmp_path: Path, registry: Registry) -> None:
+    with sqlite3.connect(tmp_path / "readings.db") as old:
+        old.execute("CREATE TABLE reading (mine TEXT NOT NULL, sensor TEXT NOT NULL, "
+                    "kind TEXT NOT NULL, location TEXT NOT NULL, ts INTEGER NOT NULL, "
+                    "value REAL NOT NULL, status INTEGER NOT NULL, "
+                    "PRIMARY KEY (mine, sensor, ts)) WITHOUT ROWID")
+    old.close()
+    batch = make_batch(60)
+    store = SQLiteSink(tmp_path / "readings.db", registry)
+    try:
+        store.write(batch)
+        store.write(batch)  # still idempotent on its own key
+        assert store.read_readings() == expected_rows(batch)
+    finally:
+        store.close()
+
+
 def test_written_batch_survives_a_killed_process(tmp_path: Path) -> None:
     """The writer is SIGKILLed right after write() returns, without close(): the rows must
     be in the file (committed, not waiting in a buffer)."""
