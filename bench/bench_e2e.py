@@ -76,7 +76,7 @@ def main() -> None:
               f"{args.per_message} readings/message: "
               f"{total} readings in {elapsed:.2f} s = {total / elapsed:,.0f} readings/s, "
               f"{len(messages) / elapsed:,.0f} messages/s; "
-              f"{len(stats.alerts)} alert transitions")
+              f"{stats.alerts.total()} alert transitions")
         if args.store == "influx":  # counted once durable in the spool; what has gone on since:
             sink = service.sink.stats()
             print(f"spool: {sink['delivered']:,} lines delivered to VictoriaMetrics, "

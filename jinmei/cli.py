@@ -134,7 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         stats = service.pipeline.stats
         log.info("stopped: %d messages, readings %s, rejects %s, %d alert transitions",
                  stats.messages, dict(stats.readings_by_mine), dict(stats.rejects_by_reason),
-                 len(stats.alerts))
+                 stats.alerts.total())
     return 0
 
 

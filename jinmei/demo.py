@@ -155,8 +155,10 @@ def _summarize(service: Service, deployment: Deployment, published: dict[str, in
     stored = service.sink.count_readings()
     rows = []
     for mine in deployment.mines:
-        fired = sum(1 for a in stats.alerts if a.mine == mine.id and a.state == "firing")
-        resolved = sum(1 for a in stats.alerts if a.mine == mine.id and a.state == "resolved")
+        fired = sum(n for (m, _, state), n in stats.alerts.items()
+                    if m == mine.id and state == "firing")
+        resolved = sum(n for (m, _, state), n in stats.alerts.items()
+                       if m == mine.id and state == "resolved")
         rows.append(MineSummary(mine.id, mine.name, published.get(mine.id, 0),
                                 stored.get(mine.id, 0),
                                 stats.rejects_by_mine[mine.id], fired, resolved))

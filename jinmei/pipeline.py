@@ -14,7 +14,10 @@ One worker thread runs :meth:`Pipeline.run`. Each step takes a batch of MQTT mes
 5. acknowledges the messages to the broker.
 
 About once a second, with or without telemetry, the detectors' clock-driven checks run too
-(``DetectorSuite.tick``), so silence itself can raise an alert.
+(``DetectorSuite.tick``), so silence itself can raise an alert. Once a minute
+(``STATUS_LOG_S``) the worker logs what the last minute brought — messages, readings stored per
+mine, rejects by reason, alert transitions, store retries — so an operator sees the service
+live and sees rejects go on after the first of each reason was logged in full.
 
 A crash anywhere before 5 makes the broker redeliver the batch; the stores are idempotent on
 (sensor, ts) and the alert record on (id, state, ts), and the detector state is restored from
@@ -23,6 +26,7 @@ the record's open episodes at start, so a redelivery neither loses nor duplicate
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -50,18 +54,40 @@ log = logging.getLogger(__name__)
 
 RETRY_MAX_S = 30.0
 TICK_S = 1.0
+STATUS_LOG_S = 60.0  # jinmei's own: often enough to watch, rare enough to read
 
 
 @dataclass
 class PipelineStats:
-    """Counters since start: what came in, what was kept, what was refused and why."""
+    """Counters since start: what came in, what was kept, what was refused and why.
+
+    Counters only (``alerts`` counts transitions by (mine, rule, state)): a service that runs
+    for months keeps no per-alert list; the alert record holds the alerts themselves.
+    """
 
     messages: int = 0
     readings_by_mine: Counter[str] = field(default_factory=Counter)
     rejects_by_reason: Counter[str] = field(default_factory=Counter)
     rejects_by_mine: Counter[str] = field(default_factory=Counter)
-    alerts: list[Alert] = field(default_factory=list)
+    alerts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     store_retries: int = 0
+
+    def since(self, before: PipelineStats) -> str:
+        """One line on what came since the ``before`` snapshot, for the operator's log."""
+        def listed(now: Counter[str], then: Counter[str]) -> str:
+            diff = now - then
+            return f" ({', '.join(f'{k} {v:,}' for k, v in sorted(diff.items()))})" if diff else ""
+
+        states: Counter[str] = Counter()
+        for (_, _, state), n in (self.alerts - before.alerts).items():
+            states[state] += n
+        return (f"{self.messages - before.messages:,} messages; readings stored "
+                f"{self.readings_by_mine.total() - before.readings_by_mine.total():,}"
+                f"{listed(self.readings_by_mine, before.readings_by_mine)}; rejects "
+                f"{self.rejects_by_reason.total() - before.rejects_by_reason.total():,}"
+                f"{listed(self.rejects_by_reason, before.rejects_by_reason)}; alert transitions "
+                f"{states.total():,}{listed(states, Counter())}; store retries "
+                f"{self.store_retries - before.store_retries:,}")
 
 
 class Pipeline:
@@ -104,6 +130,7 @@ class Pipeline:
         """Process batches until ``stop`` is set; returns when nothing more will be emitted."""
         ingest = self.deployment.ingest
         next_tick = 0.0
+        next_status, reported = time.monotonic() + STATUS_LOG_S, copy.deepcopy(self.stats)
         while not stop.is_set():
             messages = self.source.take(ingest.batch_max_messages, ingest.batch_wait_ms / 1000)
             if messages:
@@ -111,6 +138,9 @@ class Pipeline:
             if time.monotonic() >= next_tick:
                 self.tick(stop)
                 next_tick = time.monotonic() + TICK_S
+            if time.monotonic() >= next_status:
+                log.info("last %.0f s: %s", STATUS_LOG_S, self.stats.since(reported))
+                next_status, reported = time.monotonic() + STATUS_LOG_S, copy.deepcopy(self.stats)
 
     def process(self, messages: list[Inbound], stop: threading.Event) -> bool:
         """Run one batch through every stage; True when it was committed and acknowledged."""
@@ -141,7 +171,7 @@ class Pipeline:
             self._announce(alerts)
 
     def _announce(self, alerts: list[Alert]) -> None:
-        self.stats.alerts.extend(alerts)
+        self.stats.alerts.update((a.mine, a.rule, a.state) for a in alerts)
         if self.on_alert:
             for alert in alerts:
                 self.on_alert(alert)

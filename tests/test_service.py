@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from config.readings import ReadingBatch
 from ingest.codec import encode_telemetry
 from ingest.sink import Sink
 from ingest.sqlite import SQLiteSink
+from jinmei.pipeline import PipelineStats
 from jinmei.service import GIL_SWITCH_S, Service
 from tests.servers import Mosquitto, ftp_server, scripted_http_server, wait_until
 
@@ -247,8 +249,7 @@ def test_telemetry_sent_while_the_service_is_down_waits_in_its_session(
         assert wait_until(lambda: second.pipeline.stats.readings_by_mine["qipanjing"] == 5, 15)
     finally:
         second.stop()
-    assert [a.rule for a in second.pipeline.stats.alerts if a.state == "firing"].count(
-        "limit_power_off") == 1
+    assert second.pipeline.stats.alerts[("qipanjing", "limit_power_off", "firing")] == 1
 
 
 def test_jinmei_run_command_serves_until_sigterm(mosquitto: Mosquitto, listener: Listener,
@@ -364,3 +365,20 @@ def test_routed_notifications_reach_mqtt_and_webhook_receivers(
     assert headers["x-jinmei-signature"] == expected  # computed here, not by the sender's code
     assert headers["idempotency-key"]
     assert "limit_power_off" in raw.decode() and "limit_power_off" in json.dumps(on_desk[0][1])
+
+
+def test_the_status_line_says_what_came_since_the_last_one() -> None:
+    before = PipelineStats(messages=10, readings_by_mine=Counter(dayan=100),
+                           rejects_by_reason=Counter(bad_json=1),
+                           alerts=Counter({("dayan", "limit_alarm", "firing"): 1}))
+    after = dataclasses.replace(before, messages=15, store_retries=2,
+                                readings_by_mine=Counter(dayan=1_400, qipanjing=200),
+                                rejects_by_reason=Counter(bad_json=3, unknown_sensor=1),
+                                alerts=Counter({("dayan", "limit_alarm", "firing"): 2,
+                                                ("dayan", "limit_alarm", "resolved"): 1}))
+    assert after.since(before) == (
+        "5 messages; readings stored 1,500 (dayan 1,300, qipanjing 200); rejects 3 "
+        "(bad_json 2, unknown_sensor 1); alert transitions 2 (firing 1, resolved 1); "
+        "store retries 2")
+    assert after.since(after) == ("0 messages; readings stored 0; rejects 0; "
+                                  "alert transitions 0; store retries 0")
