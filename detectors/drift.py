@@ -135,6 +135,20 @@ class DriftDetector(ConditionRows):
     rings; once per bin per air path, 66 pairwise slopes for each sensor (as a neighbour, as
     itself) and for its deviation, and a few small sorts. Memory: 14 bins × 24 bytes per
     watched sensor.
+
+    Examples
+    --------
+    The return airway's methane (T2) creeps up 0.003 % a minute while the working face (T1), on
+    the same air path, holds 0.5 %: after 80 minutes T2 has moved 0.2 % away from it — drift:
+
+    >>> from config.model import DetectorConfig
+    >>> from detectors.examples import T1, T2, at, longwall, print_events, readings
+    >>> drift = DriftDetector(longwall(), DetectorConfig())
+    >>> for minute in range(0, 90, 10):  # a batch of ten minutes, one reading every 10 s
+    ...     rows = [(i, t, v) for t in range(60 * minute, 60 * minute + 600, 10)
+    ...             for i, v in ((T1, 0.5), (T2, 0.3 + 0.003 * t / 60))]
+    ...     print_events(drift.update(readings(rows), at(60 * minute + 590)))
+    ('T2-1101', 'drift', True, 'warning', 0.2)
     """
 
     conditions = CONDITIONS

@@ -83,6 +83,21 @@ class SensorFaultDetector(ConditionRows):
     change (a condition active, or set by a reading of this batch). State per sensor: the
     previous reading (value, time) and the value before it, the time its value last changed,
     and one bool per condition.
+
+    Examples
+    --------
+    The face methane (T1) leaps from 0.3 % to 3.2 % for one reading and is straight back — an
+    electrical disturbance, not air: ``spike`` at the reading after it, ``critical`` because T1
+    guards a power-off area. The return airway's T2 at 4.3 % is beyond its 0–4 % element:
+
+    >>> from config.model import DetectorConfig
+    >>> from detectors.examples import T1, T2, at, longwall, print_events, readings
+    >>> faults = SensorFaultDetector(longwall(), DetectorConfig())
+    >>> print_events(faults.update(readings([(T1, 0, 0.3), (T1, 10, 3.2), (T1, 20, 0.3)]), at(20)))
+    ('T1-1101', 'spike', True, 'critical', 0.3)
+    >>> print_events(faults.update(readings([(T1, 30, 0.31), (T2, 30, 4.3)]), at(30)))
+    ('T1-1101', 'spike', False, 'critical', 0.31)
+    ('T2-1101', 'out_of_range', True, 'critical', 4.3)
     """
 
     conditions = CONDITIONS

@@ -59,6 +59,27 @@ class InterlockDetector(ConditionRows):
     -----
     Cost per batch: one pass over the batch to pick fan and feed readings, then per-area
     reductions with ``bincount`` — nothing per reading in Python. Adds no status bits.
+
+    Examples
+    --------
+    Face methane (T1) at 1.6 % puts area 1101 in power-off (断电); the feed sensor of its
+    switchgear (KD) may still show power for 2 s, but 5 s later it still does — feed
+    abnormality (馈电异常) — until the load side goes dead at 6 s:
+
+    >>> from config.model import DetectorConfig
+    >>> from detectors.examples import KD, T1, at, longwall, print_events, readings
+    >>> from detectors.limits import LimitDetector
+    >>> registry = longwall()
+    >>> limits = LimitDetector(registry)
+    >>> interlocks = InterlockDetector(registry, limits, DetectorConfig())
+    >>> def feed(rows, seconds):  # as the suite does: the limit detector sees the batch first
+    ...     limits.update(readings(rows), at(seconds))
+    ...     print_events(interlocks.update(readings(rows), at(seconds)))
+    >>> feed([(T1, 0, 1.6), (KD, 0, 1)], 0)
+    >>> feed([(KD, 5, 1)], 5)
+    ('KD-1101', 'feed_on_power_off', True, 'critical', 1.0)
+    >>> feed([(KD, 6, 0)], 6)
+    ('KD-1101', 'feed_on_power_off', False, 'critical', 0.0)
     """
 
     conditions = CONDITIONS

@@ -107,29 +107,31 @@ class LimitDetector(ConditionRows):
     bits. Time plays no part (``now`` is accepted for the protocol and ignored): a silent
     sensor keeps its state until it reports; losing contact is the no-data detector's job.
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from config.model import Limits, Registry, Sensor
-    >>> from config.readings import ReadingBatch
-    >>> t1 = Sensor("qipanjing", "T1-1101", "ch4", "%", "longwall_face", "1101综采工作面",
-    ...             "1101", "S1", 10.0, 0.0, 4.0,
-    ...             Limits(alarm_high=1.0, release_high=1.0, power_off=1.5, restore=1.0))
-    >>> detector = LimitDetector(Registry.from_sensors([t1]))
-    >>> batch = ReadingBatch(np.zeros(3, np.int32), np.array([1000, 2000, 3000]),
-    ...                      np.array([0.8, 1.62, 0.9]), np.zeros(3, np.uint16))
-    >>> found = detector.update(batch, now=3000)
-    >>> [(e.condition, e.firing, e.ts) for e in found.events]
-    [('alarm_high', True, 2000), ('power_off', True, 2000), ('alarm_high', False, 3000), \
-('power_off', False, 3000)]
-    >>> found.status_bits.tolist()
-    [0, 3, 0]
-
     References
     ----------
     AQ 1029-2019 《煤矿安全监控系统及检测仪器使用管理规范》 甲烷传感器设置表; 煤矿安全规程
     第498条 (methane), 第135条 (harmful gases, O2), 第136条 (air velocity), 第655条
     (temperature) — each sensor's row and source are in ``config/limits.toml``.
+
+    Examples
+    --------
+    Methane at the working face (T1: alarm 1.0 %, power-off 1.5 %, restore below 1.0 %) rises to
+    1.6 % while its return airway (T2) stays below its limits; then it falls back; a
+    calibration (标校) with 1.8 % standard gas raises nothing:
+
+    >>> from config.readings import Status
+    >>> from detectors.examples import T1, T2, at, longwall, print_events, readings
+    >>> limits = LimitDetector(longwall())
+    >>> found = limits.update(readings([(T1, 0, 0.8), (T1, 10, 1.6), (T2, 10, 0.9)]), at(10))
+    >>> print_events(found)
+    ('T1-1101', 'alarm_high', True, 'alarm', 1.6)
+    ('T1-1101', 'power_off', True, 'critical', 1.6)
+    >>> found.status_bits.tolist()  # per reading: alarm 1 + power-off 2
+    [0, 3, 0]
+    >>> print_events(limits.update(readings([(T1, 20, 0.9)]), at(20)))
+    ('T1-1101', 'alarm_high', False, 'alarm', 0.9)
+    ('T1-1101', 'power_off', False, 'critical', 0.9)
+    >>> print_events(limits.update(readings([(T1, 30, 1.8)], Status.CALIBRATION), at(30)))
     """
 
     conditions = CONDITIONS

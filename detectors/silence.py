@@ -59,6 +59,28 @@ class NoDataDetector:
     -----
     Cost: ``update`` is one scatter of ``now`` over the batch's sensors; ``tick`` a few passes
     over per-sensor arrays and one ``bincount`` per substation count. Adds no status bits.
+
+    Examples
+    --------
+    The face methane (T1, 10 s period) is last heard at 20 s while the return airway (T2) and
+    the feed sensor (KD) on the same substation report on: T1 is ``silent`` once a sibling is
+    heard after its 30 s allowance, ``critical`` as it guards a power-off area. It comes back;
+    then substation S01 falls silent as a whole, which the clock (``tick``) notices:
+
+    >>> from config.model import DetectorConfig
+    >>> from detectors.examples import KD, T1, T2, at, longwall, print_events, readings
+    >>> silence = NoDataDetector(longwall(), DetectorConfig())
+    >>> for t in range(0, 70, 10):
+    ...     rows = [(T2, t, 0.4), (KD, t, 1)] + [(T1, t, 0.5)] * (t <= 20)
+    ...     print_events(silence.update(readings(rows), at(t)))
+    ('T1-1101', 'silent', True, 'critical', 40.0)
+    >>> print_events(silence.update(readings([(T1, 70, 0.5)]), at(70)))
+    ('T1-1101', 'silent', False, 'critical', 0.5)
+    >>> found = silence.tick(at(110))
+    >>> print_events(found)
+    ('T1-1101', 'substation_silent', True, 'critical', 40.0)
+    >>> found.events[0].scope
+    'S01'
     """
 
     conditions = CONDITIONS

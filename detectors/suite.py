@@ -42,7 +42,27 @@ __all__ = ["DetectorSuite", "build_detectors"]
 
 
 class DetectorSuite:
-    """Several detectors behind the one :class:`~detectors.base.Detector` interface."""
+    """Several detectors behind the one :class:`~detectors.base.Detector` interface.
+
+    Examples
+    --------
+    Every detector of a deployment, on the longwall: face methane (T1) at 1.6 % and 1.7 %, its
+    return airway (T2) at 0.9 %, the feed sensor (KD) showing power. Events come in member
+    order — the limit detector's alarm and power-off; then, at the second batch, the trend
+    detector's face/return mismatch and the interlock's feed abnormality (still live 10 s
+    after the power-off) — and the clock finds substation S01 silent when nothing more arrives:
+
+    >>> from detectors.examples import KD, T1, T2, at, longwall, print_events, readings
+    >>> suite = build_detectors(longwall())
+    >>> print_events(suite.update(readings([(T1, 0, 1.6), (T2, 0, 0.9), (KD, 0, 1)]), at(0)))
+    ('T1-1101', 'alarm_high', True, 'alarm', 1.6)
+    ('T1-1101', 'power_off', True, 'critical', 1.6)
+    >>> print_events(suite.update(readings([(T1, 10, 1.7), (T2, 10, 0.9), (KD, 10, 1)]), at(10)))
+    ('T1-1101', 'face_return_mismatch', True, 'warning', 0.75)
+    ('KD-1101', 'feed_on_power_off', True, 'critical', 1.0)
+    >>> print_events(suite.tick(at(60)))
+    ('T1-1101', 'substation_silent', True, 'critical', 50.0)
+    """
 
     def __init__(self, members: Sequence[Detector]) -> None:
         self.members = tuple(members)

@@ -144,6 +144,18 @@ class TrendDetector(ConditionRows):
     ``trend_eval_s`` of its feed), 2 × 120 pairwise slopes and a few small sorts; the level-shift
     reference (60 readings) once per tenth of its window. Adds no status bits. ``now`` is not
     used: every decision is on the readings' own times.
+
+    Examples
+    --------
+    Face methane (T1) rising steadily from 0.3 % by 0.1 % a minute would reach its 1.0 % alarm
+    limit at 420 s; the warning comes at the 16th reading (150 s, at 0.55 %), 4½ minutes early:
+
+    >>> from config.model import DetectorConfig
+    >>> from detectors.examples import T1, at, longwall, print_events, readings
+    >>> trend = TrendDetector(longwall(), DetectorConfig())
+    >>> for k in range(16):  # one reading every 10 s
+    ...     print_events(trend.update(readings([(T1, 10 * k, 0.3 + k / 60)]), at(10 * k)))
+    ('T1-1101', 'trend_high', True, 'warning', 0.55)
     """
 
     conditions = CONDITIONS

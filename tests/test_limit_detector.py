@@ -294,11 +294,3 @@ def test_batching_never_changes_events_or_bits(readings: list[tuple[int, float, 
     expected_events, expected_bits = oracle(readings, restored)
     assert whole[0] == [(n, i, c, f) for n, i, c, f in expected_events]
     assert whole[1] == expected_bits
-
-
-def test_docstring_example_runs() -> None:
-    import doctest
-
-    import detectors.limits
-
-    assert doctest.testmod(detectors.limits).failed == 0
