@@ -68,7 +68,7 @@ import numpy as np
 from config.model import DetectorConfig, Registry
 from config.readings import ReadingBatch, Status
 from detectors.base import ConditionRows, Detection, Event
-from detectors.trend import _median_of_first, _pairwise_slopes, robust_median
+from detectors.robust import robust_median, theil_sen
 
 __all__ = ["AIR_PATH", "CONDITIONS", "DriftDetector"]
 
@@ -84,7 +84,6 @@ _FOLLOW = 1 / 3  # of the sensor's move: a neighbour moving the same way by more
 _OWN = 0.75  # of the drift amount: the sensor itself moved this far, the same way
 _CLEAR = 0.5  # of the drift amount: back within this of where it stood, the drift is over
 _SIGMAS = 4.0  # the move must stand this far out of the residuals' robust σ
-_MAD_SIGMA = 1.4826  # MAD → σ for normal noise
 _GOLDEN = 0.6180339887  # spreads the air paths' bin grids evenly over a bin
 _DEVICE_BITS = np.uint16(Status.CALIBRATION | Status.OVER_RANGE | Status.SENSOR_FAULT)
 
@@ -101,21 +100,15 @@ class _Line:
 def _line(level: np.ndarray) -> _Line:
     """Theil–Sen over the rows of ``level`` (NaN: no bin), vectorized over rows."""
     valid = ~np.isnan(level)
-    k = valid.sum(axis=1)
     at = np.broadcast_to(np.arange(_BINS, dtype=np.float32), level.shape)
-    pairwise = _pairwise_slopes(np.ascontiguousarray(level.T, dtype=np.float32),
-                                np.ascontiguousarray(at.T))
-    slope = _median_of_first(pairwise, k * (k - 1) // 2, axis=0).astype(np.float64)
-    residual = level - slope[:, None] * at
-    intercept = robust_median(residual, valid)
-    noise = _MAD_SIGMA * robust_median(np.abs(residual - intercept[:, None]), valid)
+    line = theil_sen(level, at, valid)
     first = np.where(valid, at, np.inf).min(axis=1)
     last = np.where(valid, at, -np.inf).max(axis=1)
     with np.errstate(invalid="ignore"):
-        moved = slope * (last - first)
-        judged = (k >= _MIN_BINS) & (np.abs(moved) >= _SIGMAS * noise)
-    return _Line(np.where(k >= _MIN_BINS, moved, np.nan), intercept + slope * (_BINS - 1),
-                 judged)
+        moved = line.slope * (last - first)
+        judged = (line.points >= _MIN_BINS) & (np.abs(moved) >= _SIGMAS * line.noise)
+    return _Line(np.where(line.points >= _MIN_BINS, moved, np.nan),
+                 line.intercept + line.slope * (_BINS - 1), judged)
 
 
 class DriftDetector(ConditionRows):

@@ -139,8 +139,9 @@ class NoDataDetector:
         np.maximum.at(station_heard, self._station, self._heard)
         # The substation's own deadline: its fastest sensor still reporting on its own (one
         # already reported silent alone no longer sets the pace of its siblings' messages).
-        pace = np.full(len(self._station_size), np.iinfo(np.int64).max)
-        np.minimum.at(pace, self._station, np.where(self._silent, pace.max(), self._allowed_ms))
+        never = np.iinfo(np.int64).max
+        pace = np.full(len(self._station_size), never)
+        np.minimum.at(pace, self._station, np.where(self._silent, never, self._allowed_ms))
         all_silent = ((now - station_heard > pace)
                       | (np.bincount(self._station, weights=silent,
                                      minlength=len(self._station_size)) == self._station_size))

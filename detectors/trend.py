@@ -52,9 +52,10 @@ from config.model import DetectorConfig, Registry
 from config.readings import ReadingBatch, Status
 from detectors.base import ConditionRows, Detection, Event
 from detectors.history import History
+from detectors.robust import MAD_SIGMA, robust_median, theil_sen
 from detectors.segments import segment
 
-__all__ = ["CONDITIONS", "TrendDetector", "robust_median"]
+__all__ = ["CONDITIONS", "TrendDetector"]
 
 CONDITIONS = ("trend_high", "trend_low", "level_shift", "face_return_mismatch")
 _TREND_POINTS = 16
@@ -65,42 +66,11 @@ _REFERENCE_REFRESH = 0.1  # of level_shift_reference_s: the cached reference is 
 _MIN_POINTS = 5
 _NOISE_SIGMAS = 4.0
 _SHORT_SIGMAS = 12.0  # of the steady σ: the short window must stand out far (tuned on clean feeds)
-_MAD_SIGMA = 1.4826  # MAD → σ for normal noise
 _IQR_SIGMA = 1.349  # interquartile range / σ for normal noise
 _CLEAR_HORIZON = 2.0
 _GOLDEN = 0.6180339887  # spreads each sensor's judging instants evenly over the cadence
 _DEVICE_BITS = np.uint16(Status.CALIBRATION | Status.OVER_RANGE | Status.SENSOR_FAULT)
 _FACES = {"longwall_face": "longwall_return", "heading_face": "heading_return"}
-
-
-def robust_median(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Median of each row over its valid entries (NaN for a row with none), vectorized."""
-    return _median_of_first(np.where(valid, x, np.nan), valid.sum(axis=1))
-
-
-def _median_of_first(x: np.ndarray, n: np.ndarray, axis: int = 1) -> np.ndarray:
-    """Median along ``axis`` of each row's (or column's) ``n`` non-NaN entries, the others NaN."""
-    s = np.sort(x, axis=axis)  # NaN sorts last
-    across = np.arange(len(n))
-    lo, hi = np.maximum((n - 1) // 2, 0), np.maximum(n // 2, 0)
-    pick = (lambda at: s[across, at]) if axis == 1 else (lambda at: s[at, across])
-    with np.errstate(invalid="ignore"):
-        return np.where(n > 0, 0.5 * (pick(lo) + pick(hi)), np.nan)
-
-
-def _pairwise_slopes(value: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Slopes of every pair of points (rows of ``value`` and ``t``, laid out point × sensor):
-    one whole-row difference per point distance, 3× cheaper than a gather of pair columns."""
-    n = len(value)
-    rise = np.empty((n * (n - 1) // 2, value.shape[1]), dtype=value.dtype)
-    run = np.empty_like(rise)
-    row = 0
-    for d in range(1, n):  # one step per distance between points, not per sensor or reading
-        np.subtract(value[d:], value[:-d], out=rise[row:row + n - d])
-        np.subtract(t[d:], t[:-d], out=run[row:row + n - d])
-        row += n - d
-    with np.errstate(invalid="ignore"):
-        return np.divide(rise, run, out=rise)
 
 
 def _next_instant(newest: np.ndarray, phase: np.ndarray, every_ms: int) -> np.ndarray:
@@ -228,22 +198,16 @@ class TrendDetector(ConditionRows):
         span must reach ``sigmas`` × the larger of the residuals' robust σ and ``noise_floor``."""
         ts, value, valid = self.history.pick(sensors, 0.0, window_s, points)
         newest = self.history.newest[sensors]
+        # Age in seconds, 0 at the newest reading: the line's intercept is the level there.
+        # (Readings in a ring are strictly increasing in time.)
         age = (ts - newest[:, None]) / 1000.0
-        # float32 pairwise slopes, NaN where either reading is invalid (readings in a ring are
-        # strictly increasing in time, so every valid pair has dt > 0): their sort is the hot
-        # spot, and float32 sorts 3× faster.
-        v = np.ascontiguousarray(np.where(valid, value, np.float32(np.nan)).T)
-        k = valid.sum(axis=1)
-        pairwise = _pairwise_slopes(v, np.ascontiguousarray(age.T, dtype=np.float32))
-        slope = _median_of_first(pairwise, k * (k - 1) // 2, axis=0).astype(np.float64)
-        residual = value - slope[:, None] * age
-        level = robust_median(residual, valid)
-        noise = _MAD_SIGMA * robust_median(np.abs(residual - level[:, None]), valid)
+        line = theil_sen(value, age, valid)
         span_s = -np.where(valid, age, 0.0).min(axis=1)
-        stands_out = ((k >= _MIN_POINTS) & (span_s >= window_s / 2)
-                      & (np.abs(slope) * span_s >= sigmas * np.fmax(noise, noise_floor))
-                      & (slope != 0))
-        return _Fit(slope, level, stands_out)
+        stands_out = ((line.points >= _MIN_POINTS) & (span_s >= window_s / 2)
+                      & (np.abs(line.slope) * span_s
+                         >= sigmas * np.fmax(line.noise, noise_floor))
+                      & (line.slope != 0))
+        return _Fit(line.slope, line.intercept, stands_out)
 
     def _reference(self, sensors: np.ndarray) -> None:
         """Refresh the cached level-shift reference of the sensors whose copy is a tenth of its
@@ -261,7 +225,7 @@ class TrendDetector(ConditionRows):
         rows, last = np.arange(len(sensors)), np.maximum(points - 1, 0)
         baseline = 0.5 * (ordered[rows, last // 2] + ordered[rows, (last + 1) // 2])
         self._baseline[sensors] = np.where(points > 0, baseline, np.nan)
-        self._spread[sensors] = _MAD_SIGMA * robust_median(np.abs(ref - baseline[:, None]),
+        self._spread[sensors] = MAD_SIGMA * robust_median(np.abs(ref - baseline[:, None]),
                                                            ref_ok)
         # The MAD of a slow, 0.01-quantized feed is often a single step: the short window
         # weighs its rise against the interquartile σ, which sees the wander too.
