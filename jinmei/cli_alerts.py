@@ -210,5 +210,5 @@ def cmd_daily(args: argparse.Namespace) -> int:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / f"{mine.id}_{args.date}.csv").write_text(to_csv(report), encoding="utf-8")
-        plot_methane(mine, day, rows, args.out / f"{mine.id}_{args.date}_ch4.png")
+        plot_methane(mine, day, rows, args.out / f"{mine.id}_{args.date}_ch4.png", args.date)
     return 0

@@ -4,11 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Real servers the integration tests start (design.md): Mosquitto, VictoriaMetrics, InfluxDB 1.x.
+# Real servers the integration tests start (design.md): Mosquitto, VictoriaMetrics, InfluxDB 1.x;
+# and what the report tests draw with.
 missing=()
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v victoria-metrics >/dev/null || missing+=(victoria-metrics)
 command -v influxd >/dev/null || missing+=(influxdb)
+# A CJK font, so that the daily report's plot draws its Chinese title and labels.
+[ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || missing+=(fonts-wqy-microhei)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
