@@ -7,13 +7,14 @@ may be retried.
 
     JinmeiError
      ├── ConfigError        file, line / key, what was expected
+     ├── UsageError         a command-line argument: which option, what was expected
      ├── PayloadRejected    reason code (see ``ingest.codec.Reason``) and detail
      └── DeliveryError      channel or sink, ``retryable``
 """
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DeliveryError", "JinmeiError", "PayloadRejected"]
+__all__ = ["ConfigError", "DeliveryError", "JinmeiError", "PayloadRejected", "UsageError"]
 
 
 class JinmeiError(Exception):
@@ -33,6 +34,14 @@ class ConfigError(JinmeiError):
         self.message = message
         where = f"{file}: {location}" if location else file
         super().__init__(f"{where}: {message}")
+
+
+class UsageError(JinmeiError):
+    """A command-line argument is wrong: names the option and what was expected (exit 2)."""
+
+    def __init__(self, option: str, message: str) -> None:
+        self.option = option
+        super().__init__(f"{option}: {message}")
 
 
 class PayloadRejected(JinmeiError):

@@ -5,8 +5,9 @@
     jinmei simulate   play a simulated mine feed to a broker or into a file
     jinmei config     check configuration files, or show the resolved sensor registry
 
-Exit codes: 0 success, 1 the job failed (e.g. the demo saw no alert), 2 bad configuration or
-arguments (the message names the file and key).
+Exit codes: 0 success (also when the reader of the output went away, as ``| head`` does),
+1 the job failed (e.g. the demo saw no alert, a service could not be reached), 2 bad
+configuration or arguments (the message names the file and key, or the option).
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import dataclasses
 import importlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from config.errors import ConfigError, JinmeiError
+from config.errors import ConfigError, JinmeiError, UsageError
 from config.loader import check_file, load_deployment, registry_json
 from config.model import Deployment
 
@@ -198,6 +200,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # The reader went away (`jinmei alerts history | head`): it has what it wanted. Point
+        # stdout at /dev/null so the interpreter's final flush does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except JinmeiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -3,7 +3,9 @@
 They work on the alerts state file of the deployment (``<state_dir>/alerts.db``), also while
 the service runs (SQLite WAL; the service rereads silences and acknowledgements about once a
 second). Times: ``--since`` / ``--start`` / ``--date`` are read in the mine's local time
-(Asia/Shanghai) unless they carry an offset; epoch ms is accepted too.
+(Asia/Shanghai) unless they carry an offset; epoch ms is accepted too. Every time printed —
+text, CSV and JSON — is ISO 8601 in the mine's zone with its offset
+(``2026-11-25T22:26:21+08:00``); the alert record and the wire keep epoch ms UTC.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from alerts.db import StateDB
 from alerts.outbox import Outbox
 from alerts.record import AlertRecord
 from alerts.silences import Matchers, SilenceBook
-from config.errors import ConfigError, JinmeiError
+from config.errors import JinmeiError, UsageError
 from config.loader import LOCAL_TZ, load_deployment
 from config.model import Deployment
 from jinmei.cli import config_option, formatter
@@ -32,6 +34,13 @@ from jinmei.cli import config_option, formatter
 __all__ = ["register"]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# Most severe first: what a dispatcher must look at before anything else.
+_SEVERITY_ORDER = {"critical": 0, "alarm": 1, "warning": 2}
+# The alert contract's rules (design.md), the ones a silence may name.
+_RULES = ("limit_alarm", "limit_power_off", "trend", "no_data", "sensor_fault", "feed_fault",
+          "monitoring_offline", "store_fault")
+# Time columns of an alert transition and its acknowledgement, printed as local times.
+_TIME_FIELDS = ("started_at", "ts", "ended_at", "acknowledged_at")
 
 
 def register(sub: Any) -> None:
@@ -97,16 +106,29 @@ def _record(args: argparse.Namespace) -> tuple[Deployment, AlertRecord]:
     return deployment, AlertRecord(path)
 
 
-def _when(text: str) -> int:
+def _when(text: str, option: str) -> int:
+    """Epoch ms of a command-line time: epoch ms, or ISO 8601 (local time without offset)."""
     if text.isdigit():
         return int(text)
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise ConfigError("--since/--start", "", f"not a time: {text!r}") from exc
+    except ValueError:
+        raise UsageError(option, f"not a time: {text!r} (expected e.g. 2026-11-25T08:00, "
+                                 "2026-11-25T08:00+08:00 or epoch ms)") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=ZoneInfo(LOCAL_TZ))
     return int(moment.timestamp() * 1000)
+
+
+def _zones(deployment: Deployment) -> dict[str, ZoneInfo]:
+    return {m.id: ZoneInfo(m.timezone or LOCAL_TZ) for m in deployment.mines}
+
+
+def _local(ms: int | None, zone: ZoneInfo) -> str:
+    """An epoch-ms time as a person reads it: ISO 8601 in the mine's zone, with its offset."""
+    if ms is None:
+        return ""
+    return datetime.fromtimestamp(ms / 1000, zone).isoformat(timespec="seconds")
 
 
 def _now_ms() -> int:
@@ -114,13 +136,17 @@ def _now_ms() -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    _, record = _record(args)
-    alerts = record.history(args.mine, _when(args.since) if args.since else None)
+    deployment, record = _record(args)
+    alerts = record.history(args.mine, _when(args.since, "--since") if args.since else None)
     acks = record.acknowledgements()
     hashes = record.config_hashes()
+    zones = _zones(deployment)
     rows = [{**msgspec.structs.asdict(a), "config_hash": hashes.get((a.id, a.state, a.ts), ""),
              "acknowledged_by": acks.get(a.id, ("", 0, ""))[0],
              "acknowledged_at": acks.get(a.id, ("", None, ""))[1]} for a in alerts]
+    for row in rows:
+        zone = zones.get(str(row["mine"]), ZoneInfo(LOCAL_TZ))
+        row.update({key: _local(row[key], zone) for key in _TIME_FIELDS})
     if args.format == "json":
         print(json.dumps(rows, ensure_ascii=False, indent=1))
     else:
@@ -134,20 +160,25 @@ def cmd_list(args: argparse.Namespace) -> int:
     deployment, record = _record(args)
     db = StateDB(_state(deployment))
     acks = record.acknowledgements()
-    print("open alerts:")
-    for a in record.open_episodes():
+    zones = _zones(deployment)
+    local = ZoneInfo(deployment.mines[0].timezone or LOCAL_TZ) if deployment.mines \
+        else ZoneInfo(LOCAL_TZ)
+    print("open alerts (most severe first, then oldest):")
+    for a in sorted(record.open_episodes(),
+                    key=lambda a: (_SEVERITY_ORDER.get(a.severity, 9), a.started_at, a.id)):
         state = f"acknowledged by {acks[a.id][0]}" if a.id in acks else "firing"
-        print(f"  {a.id} {a.mine}/{a.sensor} {a.rule} {a.severity} {state}: "
-              f"{a.message.splitlines()[0]}")
+        print(f"  {a.severity:<8} {_local(a.started_at, zones.get(a.mine, local))} {a.id} "
+              f"{a.mine}/{a.sensor} {a.rule} {state}: {a.message.splitlines()[0]}")
     print("pending:")
     for sensor, rule, condition, held, due_at, _ in db.query("SELECT * FROM alert_hold"):
-        print(f"  {sensor} {rule}/{condition} {held} until {due_at}")
+        print(f"  {sensor} {rule}/{condition} {held} until {_local(due_at, local)}")
     now = _now_ms()
     print("silences:")
     for s in SilenceBook(db).all():
         if s.ends_at > now:
-            print(f"  {s.id} {s.matchers.describe()} {s.starts_at}–{s.ends_at} by "
-                  f"{s.created_by}: {s.comment}")
+            zone = zones.get(s.matchers.mine, local)
+            print(f"  {s.id} {s.matchers.describe()} {_local(s.starts_at, zone)} – "
+                  f"{_local(s.ends_at, zone)} by {s.created_by}: {s.comment}")
     print("undelivered notifications:")
     for row in Outbox(db).owed():
         print(f"  {row.key} to {row.receiver}: {row.attempts} attempts; {row.last_error}")
@@ -168,16 +199,43 @@ def cmd_ack(args: argparse.Namespace) -> int:
 def cmd_silence(args: argparse.Namespace) -> int:
     deployment = load_deployment(args.config)
     text = args.duration.strip()
-    if not text[:-1].replace(".", "", 1).isdigit() or text[-1] not in _UNITS:
-        raise ConfigError("--duration", "", f"expected e.g. 30m, 2h or 1d, got {text!r}")
-    start = _when(args.start) if args.start else _now_ms()
+    if not text[:-1].replace(".", "", 1).isdigit() or text[-1:] not in _UNITS:
+        raise UsageError("--duration", f"expected e.g. 30m, 2h or 1d, got {text!r}")
+    start = _when(args.start, "--start") if args.start else _now_ms()
     end = start + int(float(text[:-1]) * _UNITS[text[-1]] * 1000)
+    matchers = Matchers(args.mine, args.sensor, args.kind, args.rule, args.severity, args.area)
+    _check_matchers(deployment, matchers)
     _state(deployment).parent.mkdir(parents=True, exist_ok=True)
     book = SilenceBook(StateDB(_state(deployment)))
-    matchers = Matchers(args.mine, args.sensor, args.kind, args.rule, args.severity, args.area)
     silence = book.add(matchers, start, end, args.by, args.reason, _now_ms())
-    print(f"silence {silence.id}: {matchers.describe()} until {end}")
+    zone = _zones(deployment).get(args.mine, ZoneInfo(LOCAL_TZ))
+    print(f"silence {silence.id}: {matchers.describe()} from {_local(start, zone)} "
+          f"until {_local(end, zone)}")
     return 0
+
+
+def _check_matchers(deployment: Deployment, matchers: Matchers) -> None:
+    """Refuse a silence that could never match: a typo would otherwise mute nothing while
+    the dispatcher believes the maintenance work is covered."""
+    sensors = [s for s in deployment.registry.sensors
+               if not matchers.mine or s.mine == matchers.mine]
+    known = {
+        "--mine": [m.id for m in deployment.mines],
+        "--sensor": sorted({s.id for s in sensors}),
+        "--kind": sorted({s.kind for s in sensors}),
+        "--area": sorted({s.area for s in sensors}),
+        "--rule": list(_RULES),
+        "--severity": list(_SEVERITY_ORDER),
+    }
+    given = {"--mine": matchers.mine, "--sensor": matchers.sensor, "--kind": matchers.kind,
+             "--area": matchers.area, "--rule": matchers.rule, "--severity": matchers.severity}
+    for option, value in given.items():
+        if value and value not in known[option]:
+            scope = f" of mine {matchers.mine!r}" if matchers.mine and option in (
+                "--sensor", "--kind", "--area") else ""
+            choices = known[option]
+            listed = ", ".join(choices[:12]) + (" …" if len(choices) > 12 else "")
+            raise UsageError(option, f"no {option[2:]} {value!r}{scope}; known: {listed}")
 
 
 def cmd_unsilence(args: argparse.Namespace) -> int:
@@ -193,13 +251,19 @@ def cmd_daily(args: argparse.Namespace) -> int:
     from alerts.report import daily, plot_methane, to_csv, to_markdown
     from ingest.sqlite import SQLiteSink
 
+    try:
+        date = datetime.strptime(args.date, "%Y-%m-%d")
+    except ValueError:
+        raise UsageError("--date", f"not a date: {args.date!r} (expected YYYY-MM-DD, "
+                                   "the mine's local day)") from None
     deployment, record = _record(args)
     mine = next((m for m in deployment.mines if m.id == args.mine), None)
     if mine is None:
-        raise ConfigError(deployment.source_file, "mines", f"no mine {args.mine!r}")
+        raise UsageError("--mine", f"no mine {args.mine!r}; known: "
+                                   f"{', '.join(m.id for m in deployment.mines)}")
     if not deployment.store.url.startswith("sqlite:///"):
         raise JinmeiError("report daily reads readings from the SQLite store only")
-    start = datetime.fromisoformat(args.date).replace(tzinfo=ZoneInfo(mine.timezone or LOCAL_TZ))
+    start = date.replace(tzinfo=ZoneInfo(mine.timezone or LOCAL_TZ))
     day = (int(start.timestamp() * 1000), int((start + timedelta(days=1)).timestamp() * 1000))
     sink = SQLiteSink(deployment.store.url.removeprefix("sqlite:///"), deployment.registry)
     rows = [(r[1], int(r[4]), float(r[5]), int(r[6]))

@@ -12,7 +12,9 @@ import argparse
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from config.errors import JinmeiError
 from config.loader import load_deployment
 from jinmei.cli import config_option, formatter
 
@@ -58,13 +60,21 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_push(args: argparse.Namespace) -> int:
     from grafana_client import GrafanaApi
+    from grafana_client.client import GrafanaException
 
     from dashboards.provisioning import push
 
     deployment = load_deployment(args.config)
     token = args.token or os.environ.get(GRAFANA_TOKEN_ENV) or None
     api = GrafanaApi.from_url(args.url, credential=token)
-    changes = push(api, deployment, deployment.store.influx_token)
+    parts = urlsplit(args.url)  # printed without any credentials written into the URL
+    where = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    try:
+        changes = push(api, deployment, deployment.store.influx_token)
+    except OSError as exc:  # the HTTP client's connection errors are OSErrors
+        raise JinmeiError(f"cannot reach Grafana at {where}: {exc.__class__.__name__}") from None
+    except GrafanaException as exc:
+        raise JinmeiError(f"Grafana at {where} refused the push: {exc}") from None
     print("\n".join(str(c) for c in changes))
     changed = sum(c.action != "unchanged" for c in changes)
     print(f"{changed} of {len(changes)} objects changed")
