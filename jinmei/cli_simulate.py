@@ -101,8 +101,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         duration_s = args.duration or get_scenario(args.scenario).duration_s
         start_ms = args.start_ms
         if start_ms is None:
-            # the feed's clock starts early enough that it never runs ahead of the wall clock
-            lead_s = 0.0 if speed is None or args.out else max(0.0, duration_s * (1 - 1 / speed))
+            # The feed's clock starts early enough that it never runs ahead of the wall clock
+            # (a service refuses readings from the future): --asap plays a feed that ends now.
+            lead_s = (0.0 if args.out else duration_s if speed is None
+                      else max(0.0, duration_s * (1 - 1 / speed)))
             start_ms = int(time.time() * 1000) - int(lead_s * 1000)
         feed = generate(mine, args.scenario, start_ms=start_ms, duration_s=duration_s,
                         seed=args.seed)

@@ -128,3 +128,22 @@ def test_simulate_writes_a_replayable_feed_and_its_truth(tmp_path: Path) -> None
     assert all(m.at_ms >= START_MS for m in read(out))
     assert main(["simulate", "--mine", "qipanjing", "--scenario", "nope", "--out",
                  str(out)]) == 2
+
+
+@pytest.mark.integration
+def test_simulate_asap_into_a_broker_never_stamps_a_reading_in_the_future(
+        mosquitto: Mosquitto, tmp_path: Path) -> None:
+    # 10 minutes of feed played as fast as the broker takes it: a live service would refuse
+    # every reading stamped after its clock (future_timestamp), so the feed must end by now.
+    out = tmp_path / "sim.jsonl"
+    messages = 600 // 10 + 1  # dayan's feed: one message a 10 s cycle over 600 s, at least
+    recording = _Recording(mosquitto, out, messages)
+    before = int(time.time() * 1000)
+    assert main(["simulate", "--mine", "dayan", "--duration", "600", "--asap",
+                 "--broker", mosquitto.url]) == 0
+    recording.join()
+    after = int(time.time() * 1000)
+    stamps = [json.loads(m.payload)["ts"] for m in read(out)]
+    assert len(stamps) >= messages
+    assert max(stamps) <= after  # nothing ahead of the clock …
+    assert min(stamps) >= before - 600_000 - 10_000  # … and the whole feed within its span
