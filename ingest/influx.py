@@ -149,6 +149,9 @@ class InfluxSink:
         self._stop = threading.Event()
         self._closed = False
         self._final_stats: dict[str, int] | None = None
+        # Monotonic time by which the forwarder turns again, inf while it waits for chunks
+        # (read by the service's supervisor).
+        self.heartbeat = time.monotonic()
         # Daemon: if close() is never called nothing is lost, the spool keeps every chunk.
         self._thread = threading.Thread(target=self._run, name="jinmei-influx-forwarder",
                                         daemon=True)
@@ -179,6 +182,10 @@ class InfluxSink:
         self._alerts += len(alerts)
         self._wake.set()
 
+    def alive(self) -> bool:
+        """Whether the forwarder thread is running."""
+        return self._thread.is_alive()
+
     def stats(self) -> dict[str, int]:
         """readings/alerts accepted and lines delivered since open; pending and dead chunks
         in the spool; failed delivery attempts. After close: the figures at close."""
@@ -208,6 +215,7 @@ class InfluxSink:
     # ── the forwarder thread ─────────────────────────────────────────────────────────────
     def _run(self) -> None:
         while True:
+            self.heartbeat = time.monotonic()
             self._wake.clear()
             try:
                 delay = self._drain()
@@ -217,14 +225,17 @@ class InfluxSink:
             if self._stop.is_set():
                 return
             if delay is None:
+                self.heartbeat = math.inf  # nothing to send: nothing to stall on
                 self._wake.wait()
             else:
+                self.heartbeat = time.monotonic() + delay
                 self._stop.wait(delay)
 
     def _drain(self) -> float | None:
         """Send until the spool is empty (None), a send fails or close's deadline passes
         (seconds to wait before the next attempt)."""
         while time.monotonic() < self._deadline:
+            self.heartbeat = time.monotonic()  # each request is bounded by the client timeout
             chunks = self._spool.peek(_PEEK_CHUNKS)
             if not chunks:
                 return None

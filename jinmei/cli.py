@@ -6,7 +6,9 @@
     jinmei config     check configuration files, or show the resolved sensor registry
 
 Exit codes: 0 success, 1 the job failed (e.g. the demo saw no alert), 2 bad configuration or
-arguments (the message names the file and key).
+arguments (the message names the file and key), 3 ``jinmei run`` stopped itself because a
+worker thread died or stalled (jinmei.supervisor): the supervisor (systemd) should start it
+again.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import dataclasses
 import importlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -120,15 +123,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.store:
         deployment = dataclasses.replace(
             deployment, store=dataclasses.replace(deployment.store, url=args.store))
-    service = Service(deployment, on_alert=lambda a: log.warning("ALERT %s", a.message))
     stop = threading.Event()
+    service = Service(deployment, on_alert=lambda a: log.warning("ALERT %s", a.message),
+                      on_failure=lambda failure: stop.set())
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     service.start()
     try:
         while not stop.wait(1.0):
-            pass
+            if not service.supervisor.alive():  # the watcher of the watcher
+                log.critical("the supervisor thread has ended; exiting to be restarted")
+                break
     finally:
+        if service.failure is not None or not service.supervisor.alive():
+            _exit_failed()
         log.info("stopping: finishing the batch in hand")
         service.stop()
         stats = service.pipeline.stats
@@ -136,6 +144,18 @@ def cmd_run(args: argparse.Namespace) -> int:
                  stats.messages, dict(stats.readings_by_mine), dict(stats.rejects_by_reason),
                  stats.alerts.total())
     return 0
+
+
+def _exit_failed() -> None:
+    """Leave at once with EXIT_FAILED: a hung thread cannot be joined, and the interpreter's
+    shutdown could wait on a lock it holds. The failure was reported (log, status, alert)."""
+    from jinmei.supervisor import EXIT_FAILED
+
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_FAILED)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -111,6 +111,11 @@ class Pipeline:
         self.on_alert = on_alert
         self.on_stored = on_stored
         self.stats = PipelineStats()
+        # Read by the supervisor (jinmei.supervisor): the monotonic time by which the loop
+        # turns again, and since when (epoch ms) the store has been failing, with its error.
+        self.heartbeat = time.monotonic()
+        self.store_failing_since_ms: int | None = None
+        self.store_error = ""
         self.codec = TelemetryCodec(self.registry,
                                     max_future_ms=int(deployment.ingest.max_future_s * 1000))
         self.detectors = build_detectors(self.registry, deployment.detectors)
@@ -132,6 +137,7 @@ class Pipeline:
         next_tick = 0.0
         next_status, reported = time.monotonic() + STATUS_LOG_S, copy.deepcopy(self.stats)
         while not stop.is_set():
+            self.heartbeat = time.monotonic()
             messages = self.source.take(ingest.batch_max_messages, ingest.batch_wait_ms / 1000)
             if messages:
                 self.process(messages, stop)
@@ -195,12 +201,17 @@ class Pipeline:
                     self.sink.write(batch)
                 if alerts:
                     self.sink.write_alerts(alerts)
+                self.store_failing_since_ms = None
                 return True
             except DeliveryError as exc:
                 self.stats.store_retries += 1
+                if self.store_failing_since_ms is None:
+                    self.store_failing_since_ms = int(self.clock() * 1000)
+                self.store_error = str(exc)
                 if self.stats.store_retries == 1 or not exc.retryable:
                     log.error("store %s failed (%s); holding %d readings and retrying",
                               self.sink.name, exc, len(batch))
+            self.heartbeat = time.monotonic() + delay  # a deliberate wait, not a stall
             if stop.wait(delay):
                 return False
             delay = min(delay * 2, RETRY_MAX_S)
