@@ -66,7 +66,7 @@ from alerts.wire import SYSTEM_KIND, Alert, encode_alert
 from config.errors import DeliveryError
 from config.model import Mine, Route
 
-__all__ = ["SYSTEM_KIND", "SYSTEM_SENSOR", "Condition", "SystemAlerts"]
+__all__ = ["SYSTEM_SENSOR", "Condition", "SystemAlerts"]
 
 log = logging.getLogger(__name__)
 
@@ -189,8 +189,9 @@ class SystemAlerts:
                 else:
                     self._open.pop(key, None)
         for a in alerts:
-            log.log(logging.CRITICAL if a.severity == "critical" else logging.ERROR,
-                    "%s %s (%s) for %s: %s", a.rule, a.state, a.condition, a.mine,
+            level = ((logging.CRITICAL if a.severity == "critical" else logging.ERROR)
+                     if a.state == "firing" else logging.WARNING)
+            log.log(level, "%s %s (%s) for %s: %s", a.rule, a.state, a.condition, a.mine,
                     a.message.splitlines()[-1])
         notes = [Notification(key=_key(receiver, a), receiver=receiver,
                               reason=Reason.SYSTEM.value, mine=a.mine, area="", alerts=(a,))

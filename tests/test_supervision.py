@@ -1,0 +1,288 @@
+"""Never blind: a dead or hung worker, a kill -9, a lost broker and a failing store, each on a
+real Mosquitto with a real webhook receiver (an HTTP server on loopback).
+
+What each shows: the process exits with code 3 and its status topic says why
+(``jinmei/<mine>/status``, read as a fresh subscriber reads the retained message); the Last
+Will says offline when the process is killed; ``monitoring_offline`` and ``store_fault``
+reach the receiver without the broken part, and resolve when it is back (a worker failure:
+in the next run, once online).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import queue
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from config.loader import DEFAULT_DEPLOYMENT
+from config.model import Deployment, Receiver, Route
+from ingest.codec import encode_telemetry
+from ingest.status import status_topic
+from jinmei.service import Service
+from jinmei.supervisor import EXIT_FAILED, Watch, check
+from tests.faulty_service import POISON
+from tests.servers import Mosquitto, ScriptedServer, scripted_http_server, wait_until
+from tests.test_service import deployment_for, send
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parent.parent
+T1 = "T1-1101"
+TOPIC = "jinmei/qipanjing/telemetry/S01"
+
+
+def ok(n: int, body: bytes) -> tuple[int, dict[str, str], bytes]:
+    return 200, {}, b"ok"
+
+
+def retained_status(broker: Mosquitto, mine: str = "qipanjing",
+                    timeout_s: float = 3.0) -> dict[str, Any] | None:
+    """The retained ``jinmei/<mine>/status`` as a new subscriber gets it (None: none)."""
+    got: queue.Queue[dict[str, Any]] = queue.Queue()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                         client_id=f"status-reader-{time.monotonic_ns()}")
+    client.on_message = lambda c, u, m: got.put(json.loads(m.payload))
+    client.on_connect = lambda c, *a: c.subscribe(status_topic(mine), qos=1)
+    try:
+        client.connect("127.0.0.1", broker.port)
+    except OSError:
+        return None
+    client.loop_start()
+    try:
+        return got.get(timeout=timeout_s)
+    except queue.Empty:
+        return None
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def status_is(broker: Mosquitto, state: str, mine: str = "qipanjing") -> dict[str, Any] | None:
+    status = retained_status(broker, mine)
+    return status if status is not None and status["state"] == state else None
+
+
+def system_alerts(webhook: ScriptedServer) -> list[dict[str, Any]]:
+    """Every alert of rule monitoring_offline or store_fault the receiver got, in order."""
+    return [a for r in list(webhook.requests) for a in json.loads(r.body)["alerts"]
+            if a["rule"] in ("monitoring_offline", "store_fault")]
+
+
+def received(webhook: ScriptedServer, rule: str, condition: str, state: str,
+             mine: str = "qipanjing") -> dict[str, Any] | None:
+    return next((a for a in system_alerts(webhook) if (a["rule"], a["condition"], a["state"],
+                                                       a["mine"]) == (rule, condition, state,
+                                                                      mine)), None)
+
+
+# ── jinmei run as a process ──────────────────────────────────────────────────────────────
+
+def write_config(tmp_path: Path, webhook: ScriptedServer) -> Path:
+    shipped = Path(DEFAULT_DEPLOYMENT).parent
+    config = tmp_path / "jinmei.toml"
+    config.write_text(
+        f'mines = ["{shipped / "mines" / "qipanjing.toml"}"]\n'
+        '[broker]\nclient_id = "jinmei-supervised"\n'
+        f'[ingest]\nstate_dir = "{tmp_path / "state"}"\n'
+        "stall_s = 2.0\noffline_after_s = 2.0\nstore_fault_after_s = 1.0\n"
+        '[[alerts.receivers]]\nname = "regulator"\nchannel = "webhook"\n'
+        f'url = "{webhook.url}"\n'
+        '[[alerts.routes]]\nrules = ["monitoring_offline", "store_fault"]\n'
+        'receivers = ["regulator"]\n', encoding="utf-8")
+    return config
+
+
+def run(tmp_path: Path, broker: Mosquitto, config: Path, *module: str,
+        log_name: str = "jinmei.log") -> subprocess.Popen[bytes]:
+    """``python -m MODULE... run`` with this config; its output goes to tmp_path/log_name."""
+    with (tmp_path / log_name).open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", *module, "run", "--config", str(config),
+             "--broker", broker.url, "--store", f"sqlite:///{tmp_path / 'readings.db'}"],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def ended(proc: subprocess.Popen[bytes], timeout_s: float) -> int | None:
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return None
+
+
+@pytest.mark.parametrize(("fault", "reason"), [("hang", "worker_stalled"),
+                                               ("die", "worker_dead")])
+def test_a_hung_or_dead_ingest_worker_stops_the_service_offline_and_alerted(
+        mosquitto: Mosquitto, tmp_path: Path, fault: str, reason: str) -> None:
+    with scripted_http_server(ok) as webhook:
+        config = write_config(tmp_path, webhook)
+        proc = run(tmp_path, mosquitto, config, "tests.faulty_service", fault)
+        try:
+            assert wait_until(lambda: status_is(mosquitto, "online"), 20), "never online"
+            send(mosquitto, [(TOPIC, encode_telemetry(int(time.time() * 1000),
+                                                      [(T1, POISON, "ok")]))])
+            code = ended(proc, 40)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        output = (tmp_path / "jinmei.log").read_text()
+        assert code == EXIT_FAILED, output
+        assert "CRITICAL" in output and "jinmei-ingest" in output
+
+        status = retained_status(mosquitto)
+        assert status is not None, "no retained status"
+        assert (status["state"], status["reason"]) == ("offline", reason)
+        assert "jinmei-ingest" in status["detail"] and "last_will" not in status
+        firing = received(webhook, "monitoring_offline", reason, "firing")
+        assert firing is not None, webhook.requests
+        assert (firing["severity"], firing["kind"], firing["sensor"], firing["scope"]) == \
+            ("critical", "system", "jinmei", "jinmei-ingest")
+        assert "监测离线" in firing["message"] and "MONITORING OFFLINE" in firing["message"]
+
+        # The next start, once online, resolves the episode under the same id.
+        again = run(tmp_path, mosquitto, config, "jinmei.cli", log_name="again.log")
+        try:
+            assert wait_until(lambda: received(webhook, "monitoring_offline", reason,
+                                               "resolved"), 30), webhook.requests
+        finally:
+            again.send_signal(signal.SIGTERM)
+            assert ended(again, 30) == 0, (tmp_path / "again.log").read_text()
+    resolved = received(webhook, "monitoring_offline", reason, "resolved")
+    assert resolved is not None and resolved["id"] == firing["id"]
+    assert resolved["ended_at"] >= resolved["started_at"] == firing["started_at"]
+    stopped = retained_status(mosquitto)
+    assert stopped is not None and (stopped["state"], stopped["reason"]) == ("offline", "stopped")
+
+
+def test_kill_9_turns_every_status_offline_by_last_will(mosquitto: Mosquitto,
+                                                        tmp_path: Path) -> None:
+    with scripted_http_server(ok) as webhook:
+        proc = run(tmp_path, mosquitto, write_config(tmp_path, webhook), "jinmei.cli")
+        try:
+            online = wait_until(lambda: status_is(mosquitto, "online"), 20)
+            assert online and online["reason"] == "subscribed"
+        finally:
+            proc.kill()  # SIGKILL: nothing of jinmei runs after this
+            proc.wait()
+    will = wait_until(lambda: status_is(mosquitto, "offline"), 10)
+    assert will, "the Last Will was not published"
+    assert will["reason"] == "connection_lost" and will["last_will"] is True
+    assert will["instance"] == online["instance"]
+
+
+# ── the service in this process: broker and store failures it must ride out ───────────────
+
+def supervised(broker: Mosquitto, tmp_path: Path, webhook: ScriptedServer,
+               **ingest: float) -> Deployment:
+    base = deployment_for(broker, tmp_path, client_id="jinmei-watched")
+    return dataclasses.replace(
+        base, ingest=dataclasses.replace(base.ingest, **ingest),
+        alerts=dataclasses.replace(
+            base.alerts, receivers=(Receiver("regulator", "webhook", (("url", webhook.url),)),),
+            routes=(Route(("regulator",), rules=("monitoring_offline", "store_fault")),)))
+
+
+def test_a_lost_broker_raises_monitoring_offline_at_the_webhook_and_resolves(
+        mosquitto: Mosquitto, tmp_path: Path) -> None:
+    with scripted_http_server(ok) as webhook:
+        service = Service(supervised(mosquitto, tmp_path, webhook, offline_after_s=2.0))
+        assert service.start(wait_subscribed_s=10)
+        try:
+            assert wait_until(lambda: status_is(mosquitto, "online", "dayan"), 10)
+            assert service.health() == (True, {})
+            mosquitto.stop()
+            # the broker is gone: the receivers hear it over HTTP, for every mine
+            assert wait_until(lambda: received(webhook, "monitoring_offline", "broker_lost",
+                                               "firing", "dayan")
+                              and received(webhook, "monitoring_offline", "broker_lost",
+                                           "firing"), 15), webhook.requests
+            healthy, why = service.health()
+            assert not healthy and why["reasons"][0]["reason"] == "broker_lost"  # type: ignore[index]
+            mosquitto.start()
+            assert wait_until(lambda: received(webhook, "monitoring_offline", "broker_lost",
+                                               "resolved"), 45), webhook.requests
+            assert wait_until(lambda: status_is(mosquitto, "online"), 10)
+            assert service.health() == (True, {})
+        finally:
+            service.stop()
+    firing = received(webhook, "monitoring_offline", "broker_lost", "firing")
+    resolved = received(webhook, "monitoring_offline", "broker_lost", "resolved")
+    assert firing and resolved and firing["id"] == resolved["id"]
+    assert firing["value"] >= firing["limit"] == 2.0  # lasted at least offline_after_s
+    assert "断开" in firing["message"] and "cut off from the MQTT broker" in firing["message"]
+
+
+def test_a_failing_store_raises_store_fault_then_monitoring_offline_and_both_resolve(
+        mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """The SQLite store refuses writes as on a full disk (``PRAGMA max_page_count`` at its
+    current size: SQLITE_FULL), longer than store_fault_after_s and offline_after_s, then
+    has room again."""
+    with scripted_http_server(ok) as webhook:
+        service = Service(supervised(mosquitto, tmp_path, webhook, store_fault_after_s=1.0,
+                                     offline_after_s=3.0))
+        sink: Any = service.sink
+        assert service.start(wait_subscribed_s=10)
+        try:
+            assert wait_until(lambda: status_is(mosquitto, "online"), 10)
+            with sink._lock:
+                pages = sink._conn.execute("PRAGMA page_count").fetchone()[0]
+                sink._conn.execute(f"PRAGMA max_page_count = {pages}")
+            start_ms = int(time.time() * 1000) - 600_000
+            readings = [json.dumps({"ts": start_ms, "readings": [
+                {"sensor": "T0-1101", "value": 0.3, "ts": start_ms + (m * 100 + i) * 100}
+                for i in range(100)]}).encode() for m in range(20)]
+            send(mosquitto, [(TOPIC, r) for r in readings])
+            assert wait_until(lambda: received(webhook, "store_fault", "store_error", "firing")
+                              and received(webhook, "monitoring_offline", "store_failing",
+                                           "firing"), 20), webhook.requests
+            offline = status_is(mosquitto, "offline")
+            assert offline and offline["reason"] == "store_failing"
+            assert not service.health()[0]
+            with sink._lock:
+                sink._conn.execute("PRAGMA max_page_count = 1073741823")
+            assert wait_until(lambda: received(webhook, "store_fault", "store_error",
+                                               "resolved")
+                              and received(webhook, "monitoring_offline", "store_failing",
+                                           "resolved"), 30), webhook.requests
+            assert wait_until(lambda: status_is(mosquitto, "online"), 10)
+            assert wait_until(lambda: service.pipeline.stats.readings_by_mine["qipanjing"]
+                              == 2000, 10)
+        finally:
+            service.stop()
+    fault = received(webhook, "store_fault", "store_error", "firing")
+    assert fault and fault["severity"] == "alarm" and fault["scope"].startswith("sqlite:")
+    blind = received(webhook, "monitoring_offline", "store_failing", "firing")
+    assert blind and blind["severity"] == "critical" and blind["ts"] >= fault["ts"]
+
+
+# ── the supervisor's judgement, as a table ──────────────────────────────────────────────
+
+@pytest.mark.parametrize(("alive", "heartbeat", "expected"), [
+    (True, 99.0, None),             # turned a second ago
+    (True, 71.0, None),             # 29 s late: within stall_s 30
+    (True, 69.0, "worker_stalled"),  # 31 s late with work in hand
+    (True, 500.0, None),            # in a deliberate wait that ends later
+    (True, math.inf, None),         # waiting for work it does not have
+    (False, 99.0, "worker_dead"),   # ended, however recent its last turn
+    (False, math.inf, "worker_dead"),
+])
+def test_check_finds_dead_and_stalled_threads(alive: bool, heartbeat: float,
+                                              expected: str | None) -> None:
+    failure = check([Watch("w", lambda: alive, lambda: heartbeat)], now=100.0, stall_s=30.0)
+    assert (failure.reason if failure else None) == expected
+    if failure is not None:
+        assert failure.thread == "w" and math.isfinite(failure.silent_s)
