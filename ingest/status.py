@@ -77,6 +77,7 @@ class MineStatus:
         self._clients: dict[str, mqtt.Client] = {}
         self._pending: list[mqtt.MQTTMessageInfo] = []  # not yet acknowledged
         self._lock = threading.Lock()
+        self._closed = False
         for mine in mines:
             client = mqtt.Client(CallbackAPIVersion.VERSION2,
                                  client_id=f"{broker.client_id}-status-{mine}",
@@ -118,6 +119,9 @@ class MineStatus:
         """Say ``offline`` with ``reason`` for every mine, wait for the PUBACKs of what is in
         flight (at most ``timeout_s``), disconnect; True when the offline reached the broker
         (else the sockets are dropped without DISCONNECT, and the Last Will says offline)."""
+        if self._closed:
+            return True
+        self._closed = True
         last = self.set("offline", reason, int(time.time() * 1000), detail)
         deadline = time.monotonic() + timeout_s
         with self._lock:

@@ -16,6 +16,7 @@ import math
 import os
 import queue
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -26,15 +27,19 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from config.loader import DEFAULT_DEPLOYMENT
+from alerts.channels.base import Notification, build_channel
+from alerts.db import StateDB
+from alerts.outbox import Outbox
+from alerts.system import Condition, SystemAlerts
+from config.loader import DEFAULT_DEPLOYMENT, load_deployment
 from config.model import Deployment, Receiver, Route
 from ingest.codec import encode_telemetry
 from ingest.status import status_topic
 from jinmei.service import Service
-from jinmei.supervisor import EXIT_FAILED, Watch, check
+from jinmei.supervisor import EXIT_FAILED, Failure, Watch, check
 from tests.faulty_service import POISON
 from tests.servers import Mosquitto, ScriptedServer, scripted_http_server, wait_until
-from tests.test_service import deployment_for, send
+from tests.test_service import deployment_for, methane_rise, send
 
 pytestmark = pytest.mark.integration
 
@@ -286,3 +291,73 @@ def test_check_finds_dead_and_stalled_threads(alive: bool, heartbeat: float,
     assert (failure.reason if failure else None) == expected
     if failure is not None:
         assert failure.thread == "w" and math.isfinite(failure.silent_s)
+
+
+# ── the alert path around its own broken parts ──────────────────────────────────────────
+
+class WorkerKilled(BaseException):
+    """Ends the delivery thread from inside a channel's send."""
+
+
+class DyingChannel:
+    def send(self, notification: Notification) -> None:
+        raise WorkerKilled("injected: the delivery worker dies sending")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_dead_delivery_worker_still_gets_monitoring_offline_to_the_receiver(
+        mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """The delivery thread dies sending a power-off to one receiver; the service sends its
+    own monitoring_offline to the other synchronously before it gives up."""
+    failures: list[Failure] = []
+    with scripted_http_server(ok) as webhook:
+        base = supervised(mosquitto, tmp_path, webhook)
+        desk = Receiver("desk", "webhook", (("url", webhook.url + "/desk"),))
+        deployment = dataclasses.replace(base, alerts=dataclasses.replace(
+            base.alerts, receivers=(*base.alerts.receivers, desk),
+            routes=(*base.alerts.routes, Route(("desk",), rules=("limit_power_off",)))))
+        service = Service(deployment, on_failure=failures.append)
+        service.delivery.channels["desk"] = DyingChannel()
+        assert service.start(wait_subscribed_s=10)
+        try:
+            send(mosquitto, methane_rise(int(time.time() * 1000) - 60_000))
+            assert wait_until(lambda: failures, 20), "the dead delivery worker went unseen"
+            alert = received(webhook, "monitoring_offline", "worker_dead", "firing")
+        finally:
+            service.stop()
+    assert (failures[0].thread, failures[0].reason) == ("jinmei-delivery", "worker_dead")
+    assert alert is not None and alert["scope"] == "jinmei-delivery"
+    assert not [r for r in webhook.requests if r.path == "/desk"]  # the dying one sent nothing
+    outbox = Outbox(StateDB(tmp_path / "state" / "alerts.db"))
+    owed = [row.notification.reason for row in outbox.owed()]
+    assert "system" not in owed and "floor" in owed  # ours delivered; the power-off still owed
+    outbox.db.close()
+
+
+def test_system_alerts_reach_the_receiver_when_the_alerts_state_file_is_locked(
+        tmp_path: Path) -> None:
+    """Another process holds the write lock of alerts.db (outbox and record): the alert is
+    sent directly, and published all the same."""
+    state = tmp_path / "alerts.db"
+    published: list[str] = []
+    mines = load_deployment(None).mines
+    with scripted_http_server(ok) as webhook:
+        receiver = Receiver("regulator", "webhook", (("url", webhook.url),))
+        system = SystemAlerts(mines, (Route(("regulator",)),),
+                              {"regulator": build_channel(receiver)}, state, config_hash="h",
+                              instance="jinmei@test", publish=lambda t, p: published.append(t))
+        blocker = sqlite3.connect(state, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        now_ms = int(time.time() * 1000)
+        try:
+            fired = system.fire(Condition("monitoring_offline", "store_failing", "sqlite:x",
+                                          now_ms - 5_000, 3.0), now_ms)
+            assert wait_until(lambda: len(webhook.requests) == len(mines), 15)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        system.close()
+    assert published == [f"jinmei/{m.id}/alerts" for m in mines]
+    got = sorted((a["mine"], a["id"]) for a in system_alerts(webhook))
+    assert got == sorted((a.mine, a.id) for a in fired)
+    assert all(a.value == 5.0 and a.limit == 3.0 for a in fired)
