@@ -20,7 +20,9 @@ and then :func:`check`. On the first dead or stalled thread it calls ``on_failur
 ends; the service then logs CRITICAL, raises ``monitoring_offline``, says ``offline`` on
 ``jinmei/<mine>/status`` and ``jinmei run`` exits with :data:`EXIT_FAILED` so that systemd
 (``Restart=on-failure``) starts it again. The supervisor itself is watched by the main thread
-of ``jinmei run`` (:meth:`Supervisor.alive`).
+of ``jinmei run`` (:meth:`Supervisor.alive`). A process frozen whole (a C call that never
+lets the GIL go) stops its MQTT keep-alives as well: the broker then publishes every mine's Last
+Will within 1.5 keep-alives (45 s) — offline is still said, though no alert can be sent.
 """
 
 from __future__ import annotations
