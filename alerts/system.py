@@ -7,7 +7,9 @@ Rules (wire contract, second wave; every field of :class:`~alerts.wire.Alert`):
   and ``store_failing`` (lasting ``[ingest] offline_after_s``), ``worker_dead`` and
   ``worker_stalled`` (supervision; the service exits after sending it).
 - ``store_fault``, severity ``alarm``: the store has failed transiently for
-  ``[ingest] store_fault_after_s`` (condition ``store_error``).
+  ``[ingest] store_fault_after_s`` (condition ``store_error``) — the ingest worker's writes
+  (which also blind it after ``offline_after_s``), or the InfluxDB forwarder's (readings wait
+  in the spool and detection goes on: a fault, not blindness).
 
 One alert per mine jinmei ingests (all of them: each condition blinds every mine), with
 ``sensor`` = ``"jinmei"`` (fixed: the alert is about the monitoring, not a measuring point; a

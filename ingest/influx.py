@@ -144,6 +144,9 @@ class InfluxSink:
         self._failed_attempts = 0
         self._failures_in_row = 0
         self._problem: str | None = None
+        # Since when (epoch ms) delivery has been failing, None while it works: the service
+        # raises store_fault when this lasts (readings wait safely in the spool meanwhile).
+        self.failing_since_ms: int | None = None
         self._deadline = math.inf  # set by close(): the forwarder's last drain ends here
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -272,6 +275,7 @@ class InfluxSink:
             log.warning("%s: delivering again after %d failed attempts (%s)", self.name,
                         self._failures_in_row, self._problem)
         self._problem = None
+        self.failing_since_ms = None
         self._failures_in_row = 0
         return None
 
@@ -279,6 +283,8 @@ class InfluxSink:
         """Count a failed attempt, log it if it is a new kind of failure, return the wait."""
         self._failed_attempts += 1
         self._failures_in_row += 1
+        if self.failing_since_ms is None:
+            self.failing_since_ms = int(time.time() * 1000)
         if verdict.problem != self._problem:
             level = logging.ERROR if verdict.loud else logging.WARNING
             log.log(level, "%s: delivery failing, chunks kept in the spool and retried: %s",

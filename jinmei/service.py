@@ -222,26 +222,37 @@ class Service:
         if lost is not None and now_ms - lost >= ingest.offline_after_s * 1000:
             holding.append(Condition("monitoring_offline", "broker_lost",
                                      self.deployment.broker.url, lost, ingest.offline_after_s))
-        failing = self.pipeline.store_failing_since_ms
-        if failing is not None:
-            for rule, condition, after_s in (
-                    ("store_fault", "store_error", ingest.store_fault_after_s),
-                    ("monitoring_offline", "store_failing", ingest.offline_after_s)):
-                if now_ms - failing >= after_s * 1000:
-                    holding.append(Condition(rule, condition, self.sink.name, failing, after_s))
+        # The ingest worker's writes failing hold ingest (blind); the InfluxDB forwarder
+        # failing leaves the readings safe in the spool and detection running (a fault only).
+        held = self.pipeline.store_failing_since_ms
+        forwarding = self.sink.failing_since_ms if isinstance(self.sink, InfluxSink) else None
+        faults = [t for t in (held, forwarding) if t is not None]
+        if faults and now_ms - min(faults) >= ingest.store_fault_after_s * 1000:
+            holding.append(Condition("store_fault", "store_error", self.sink.name, min(faults),
+                                     ingest.store_fault_after_s))
+        if held is not None and now_ms - held >= ingest.offline_after_s * 1000:
+            holding.append(Condition("monitoring_offline", "store_failing", self.sink.name,
+                                     held, ingest.offline_after_s))
         return subscribed, holding
+
+    def _store_works(self) -> bool:
+        """Evidence that the store works: a batch stored since start and no failure since
+        (and, with InfluxDB, a delivery to the server and no failure since)."""
+        stored = (self.pipeline.store_failing_since_ms is None
+                  and self.pipeline.stats.readings_by_mine.total() > 0)
+        if isinstance(sink := self.sink, InfluxSink):
+            return stored and sink.failing_since_ms is None and sink.stats()["delivered"] > 0
+        return stored
 
     def _observe(self) -> None:
         """Raise and resolve the system alerts, and keep the status topic true."""
         now_ms = int(self.clock() * 1000)
         subscribed, holding = self._holding(now_ms)
-        stored = (self.pipeline.store_failing_since_ms is None
-                  and self.pipeline.stats.readings_by_mine.total() > 0)
 
         def evidence(condition: str) -> bool:
-            # A store condition ends when a batch was stored; the others (broker lost, and a
-            # previous run's worker failure) when this run is online.
-            return stored if condition.startswith("store") else subscribed
+            # A store condition ends when the store is seen working; the others (broker
+            # lost, and a previous run's worker failure) when this run is online.
+            return self._store_works() if condition.startswith("store") else subscribed
 
         self.system.sync(holding, evidence, now_ms)
         offline = [c for c in holding if c.rule == "monitoring_offline"]

@@ -32,13 +32,19 @@ from alerts.db import StateDB
 from alerts.outbox import Outbox
 from alerts.system import Condition, SystemAlerts
 from config.loader import DEFAULT_DEPLOYMENT, load_deployment
-from config.model import Deployment, Receiver, Route
+from config.model import Deployment, NetworkingConfig, Receiver, Route
 from ingest.codec import encode_telemetry
 from ingest.status import status_topic
 from jinmei.service import Service
 from jinmei.supervisor import EXIT_FAILED, Failure, Watch, check
 from tests.faulty_service import POISON
-from tests.servers import Mosquitto, ScriptedServer, scripted_http_server, wait_until
+from tests.servers import (
+    Mosquitto,
+    ScriptedServer,
+    scripted_http_server,
+    victoria_metrics,
+    wait_until,
+)
 from tests.test_service import deployment_for, methane_rise, send
 
 pytestmark = pytest.mark.integration
@@ -361,3 +367,49 @@ def test_system_alerts_reach_the_receiver_when_the_alerts_state_file_is_locked(
     got = sorted((a["mine"], a["id"]) for a in system_alerts(webhook))
     assert got == sorted((a.mine, a.id) for a in fired)
     assert all(a.value == 5.0 and a.limit == 3.0 for a in fired)
+
+
+def test_an_unreachable_influxdb_raises_store_fault_only_and_it_resolves(
+        mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """With InfluxDB (here VictoriaMetrics) down, readings wait in the spool and detection runs
+    on: a store_fault, no monitoring_offline, status online; resolved once it delivers again."""
+    with scripted_http_server(ok) as webhook:
+        with victoria_metrics(tmp_path) as vm:
+            base = supervised(mosquitto, tmp_path, webhook, store_fault_after_s=1.0,
+                              offline_after_s=2.0)
+            port = vm.port
+            service = Service(dataclasses.replace(base, store=dataclasses.replace(
+                base.store, url=f"influxdb://127.0.0.1:{port}?org=o&bucket=b")))
+            assert service.start(wait_subscribed_s=10)
+        try:  # VictoriaMetrics has stopped: nothing can be delivered
+            send(mosquitto, methane_rise(int(time.time() * 1000) - 60_000))
+            assert wait_until(lambda: received(webhook, "store_fault", "store_error",
+                                               "firing"), 20), webhook.requests
+            assert wait_until(lambda: service.pipeline.stats.alerts[
+                ("qipanjing", "limit_power_off", "firing")] == 1, 10)  # alarms go on
+            assert status_is(mosquitto, "online")
+            assert service.health() == (True, {})
+            with victoria_metrics(tmp_path, port=port):
+                assert wait_until(lambda: received(webhook, "store_fault", "store_error",
+                                                   "resolved"), 40), webhook.requests
+        finally:
+            service.stop()
+    assert not [a for a in system_alerts(webhook) if a["rule"] == "monitoring_offline"]
+    fault = received(webhook, "store_fault", "store_error", "firing")
+    assert fault and fault["scope"].startswith("influxdb:")
+
+
+def test_every_thread_the_service_needs_is_watched(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """The optional threads are watched when they exist: networking when enabled, the
+    InfluxDB forwarder when that is the store."""
+    base = deployment_for(mosquitto, tmp_path)
+    plain = Service(base)
+    names = [w.name for w in plain.supervisor.watches]
+    plain.sink.close()
+    assert names == ["jinmei-mqtt", "jinmei-ingest", "jinmei-delivery"]
+    full = Service(dataclasses.replace(
+        base, networking=NetworkingConfig(enabled=True),
+        store=dataclasses.replace(base.store, url="influxdb://127.0.0.1:9?org=o&bucket=b")))
+    names = [w.name for w in full.supervisor.watches]
+    full.sink.close()
+    assert names[3:] == ["jinmei-networking", "jinmei-influx-forwarder"]
