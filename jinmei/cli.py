@@ -115,6 +115,7 @@ def config_option(parser: argparse.ArgumentParser) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from jinmei.service import Service  # imported late: `jinmei config` needs no MQTT stack
+    from jinmei.supervisor import Failure
 
     deployment = load_deployment(args.config)
     if args.broker:
@@ -131,11 +132,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     service.start()
     try:
         while not stop.wait(1.0):
-            if not service.supervisor.alive():  # the watcher of the watcher
-                log.critical("the supervisor thread has ended; exiting to be restarted")
+            if not service.supervisor.alive() and service.failure is None:
+                # the watcher of the watcher
+                service.fail(Failure("jinmei-supervisor", "worker_dead",
+                                     "the supervisor thread has ended", 0.0))
                 break
     finally:
-        if service.failure is not None or not service.supervisor.alive():
+        if service.failure is not None:
             _exit_failed()
         log.info("stopping: finishing the batch in hand")
         service.stop()

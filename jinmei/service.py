@@ -27,7 +27,7 @@ InfluxDB forwarder when that store is used) and, once a second, what the service
 - system alerts (:mod:`alerts.system`): ``monitoring_offline`` after ``offline_after_s`` of
   broker loss or store failure, ``store_fault`` after ``store_fault_after_s`` of store failure;
   both resolve when the condition ends and the service sees evidence of it.
-- a dead or stalled thread: :meth:`Service._fail` logs CRITICAL, raises ``monitoring_offline``
+- a dead or stalled thread: :meth:`Service.fail` logs CRITICAL, raises ``monitoring_offline``
   (outbox, then a bounded synchronous delivery: the delivery worker may be the dead one),
   says offline, and calls ``on_failure``; ``jinmei run`` then exits with code 3
   (:data:`~jinmei.supervisor.EXIT_FAILED`). It never resolves in this process: the next start
@@ -154,7 +154,7 @@ class Service:
                                    publish=self.status.publish, wake=self.delivery.wake,
                                    on_alert=on_alert, clock=clock)
         self.supervisor = Supervisor(self._watches(), deployment.ingest.stall_s,
-                                     on_failure=self._fail, observe=self._observe)
+                                     on_failure=self.fail, observe=self._observe)
         self.on_failure = on_failure
         self.failure: Failure | None = None
         self._started = False
@@ -266,13 +266,16 @@ class Service:
         # unless jinmei is blind for long enough to say so itself.
         starting = self._status == ("offline", "starting") and status[0] == "offline"
         if status != self._status and (not starting or offline):
+            lost = self._broker_lost_since_ms
             detail = (f"{offline[0].scope} for {(now_ms - offline[0].since_ms) / 1000:.0f} s"
-                      if offline else "")
+                      if offline else f"{self.deployment.broker.url} since {lost}"
+                      if lost is not None else "")
             self.status.set(*status, now_ms, detail)
             self._status = status
 
-    def _fail(self, failure: Failure) -> None:
-        """A watched thread died or stalled: report it every way that does not need it."""
+    def fail(self, failure: Failure) -> None:
+        """A watched thread died or stalled: report it every way that does not need it
+        (called by the supervisor, or by ``jinmei run`` when the supervisor itself ended)."""
         log.critical("%s %s: %s — raising monitoring_offline, going offline and exiting to be "
                      "restarted", failure.thread, failure.reason.removeprefix("worker_"),
                      failure.detail)
