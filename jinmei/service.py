@@ -266,10 +266,13 @@ class Service:
         # unless jinmei is blind for long enough to say so itself.
         starting = self._status == ("offline", "starting") and status[0] == "offline"
         if status != self._status and (not starting or offline):
-            lost = self._broker_lost_since_ms
-            detail = (f"{offline[0].scope} for {(now_ms - offline[0].since_ms) / 1000:.0f} s"
-                      if offline else f"{self.deployment.broker.url} since {lost}"
-                      if lost is not None else "")
+            detail = ""
+            if not subscribed:
+                detail = f"the ingest connection to {self.deployment.broker.url} is down"
+            elif offline:
+                detail = (f"{offline[0].scope} failing for "
+                          f"{(now_ms - offline[0].since_ms) / 1000:.0f} s: "
+                          f"{self.pipeline.store_error}")
             self.status.set(*status, now_ms, detail)
             self._status = status
 

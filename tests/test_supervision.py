@@ -262,6 +262,7 @@ def test_a_failing_store_raises_store_fault_then_monitoring_offline_and_both_res
                                            "firing"), 20), webhook.requests
             offline = status_is(mosquitto, "offline")
             assert offline and offline["reason"] == "store_failing"
+            assert "database or disk is full" in offline["detail"]  # the store's own words
             assert not service.health()[0]
             with sink._lock:
                 sink._conn.execute("PRAGMA max_page_count = 1073741823")
