@@ -29,6 +29,9 @@ thread once per PUBACK and spent half the worker's time handing the GIL back and
 The thread drives paho through its external-loop API (``socket``, ``loop_read``,
 ``loop_write``, ``loop_misc``) rather than ``loop()``, which adds a wake-up socket pair that
 costs a system call per PUBACK; the PUBACKs of a batch are queued, then written in one turn.
+Each turn sets ``heartbeat`` (a reconnect backoff: the time it ends), which the service's
+supervisor watches (:mod:`jinmei.supervisor`); ``jinmei/<mine>/status`` and its Last Will are
+on connections of their own (:mod:`ingest.status`).
 """
 
 from __future__ import annotations

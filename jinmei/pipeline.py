@@ -22,6 +22,11 @@ live and sees rejects go on after the first of each reason was logged in full.
 A crash anywhere before 5 makes the broker redeliver the batch; the stores are idempotent on
 (sensor, ts) and the alert record on (id, state, ts), and the detector state is restored from
 the record's open episodes at start, so a redelivery neither loses nor duplicates anything.
+
+For the service's supervisor (:mod:`jinmei.supervisor`) the worker keeps ``heartbeat`` (set
+each turn; during a store retry, the end of the backoff) and, while the store refuses writes,
+``store_failing_since_ms`` (epoch ms of the first failure, None again after a success) and
+``store_error`` (the last error), from which ``store_fault`` and ``monitoring_offline`` come.
 """
 
 from __future__ import annotations
