@@ -104,7 +104,8 @@ def write_config(tmp_path: Path, webhook: ScriptedServer) -> Path:
     shipped = Path(DEFAULT_DEPLOYMENT).parent
     config = tmp_path / "jinmei.toml"
     config.write_text(
-        f'mines = ["{shipped / "mines" / "qipanjing.toml"}"]\n'
+        f'mines = ["{shipped / "mines" / "qipanjing.toml"}", '
+        f'"{shipped / "mines" / "dayan.toml"}"]\n'
         '[broker]\nclient_id = "jinmei-supervised"\n'
         f'[ingest]\nstate_dir = "{tmp_path / "state"}"\n'
         "stall_s = 2.0\noffline_after_s = 2.0\nstore_fault_after_s = 1.0\n"
@@ -189,10 +190,11 @@ def test_kill_9_turns_every_status_offline_by_last_will(mosquitto: Mosquitto,
         finally:
             proc.kill()  # SIGKILL: nothing of jinmei runs after this
             proc.wait()
-    will = wait_until(lambda: status_is(mosquitto, "offline"), 10)
-    assert will, "the Last Will was not published"
-    assert will["reason"] == "connection_lost" and will["last_will"] is True
-    assert will["instance"] == online["instance"]
+    for mine in ("qipanjing", "dayan"):  # every mine's own connection had its will
+        will = wait_until(lambda m=mine: status_is(mosquitto, "offline", m), 10)
+        assert will, f"the Last Will of {mine} was not published"
+        assert will["reason"] == "connection_lost" and will["last_will"] is True
+        assert will["instance"] == online["instance"]
 
 
 # ── the service in this process: broker and store failures it must ride out ───────────────
