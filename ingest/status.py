@@ -19,8 +19,8 @@ connection stays free of status traffic, and the status connections keep working
 ingest side is the broken part, so they also carry the self-monitoring alerts' copies on
 ``jinmei/<mine>/alerts`` (:mod:`alerts.system`).
 
-A will cannot carry the time of the loss, which only the broker sees: its ``since`` is when the
-connection that carries it was made (``last_will: true`` says so); the loss came later.
+A will cannot carry the time of the loss, which only the broker sees: its ``since`` is the
+start of the run that set it (``last_will: true`` says so); the loss came later.
 
 Before a clean disconnect the explicit ``offline`` is published and its PUBACK awaited (the
 broker drops the will on a clean DISCONNECT, so the explicit reason stays retained).
@@ -89,7 +89,7 @@ class MineStatus:
             client.will_set(status_topic(mine), status_payload(
                 "offline", "connection_lost", now_ms, instance,
                 "jinmei's connection was lost (process ended or network down); since is when "
-                "that connection was made", last_will=True), qos=1, retain=True)
+                "that run of jinmei started", last_will=True), qos=1, retain=True)
             client.reconnect_delay_set(1, 30)
             client.max_queued_messages_set(0)
             self._clients[mine] = client
