@@ -332,6 +332,8 @@ def test_a_dead_delivery_worker_still_gets_monitoring_offline_to_the_receiver(
             send(mosquitto, methane_rise(int(time.time() * 1000) - 60_000))
             assert wait_until(lambda: failures, 20), "the dead delivery worker went unseen"
             alert = received(webhook, "monitoring_offline", "worker_dead", "firing")
+            healthy, why = service.health()  # what /healthz says: never healthy now
+            assert not healthy and why["reasons"][0]["thread"] == "jinmei-delivery"  # type: ignore[index]
         finally:
             service.stop()
     assert (failures[0].thread, failures[0].reason) == ("jinmei-delivery", "worker_dead")
