@@ -189,6 +189,11 @@ class InfluxSink:
         """Whether the forwarder thread is running."""
         return self._thread.is_alive()
 
+    @property
+    def delivered(self) -> int:
+        """Lines the server has accepted since open (a plain read, no lock)."""
+        return self._delivered
+
     def stats(self) -> dict[str, int]:
         """readings/alerts accepted and lines delivered since open; pending and dead chunks
         in the spool; failed delivery attempts. After close: the figures at close."""

@@ -238,10 +238,12 @@ class Service:
     def _store_works(self) -> bool:
         """Evidence that the store works: a batch stored since start and no failure since
         (and, with InfluxDB, a delivery to the server and no failure since)."""
+        # Plain reads only: the supervisor must not wait on a lock a hung worker may hold
+        # (dict() copies the counter in one step under the GIL).
         stored = (self.pipeline.store_failing_since_ms is None
-                  and self.pipeline.stats.readings_by_mine.total() > 0)
+                  and sum(dict(self.pipeline.stats.readings_by_mine).values()) > 0)
         if isinstance(sink := self.sink, InfluxSink):
-            return stored and sink.failing_since_ms is None and sink.stats()["delivered"] > 0
+            return stored and sink.failing_since_ms is None and sink.delivered > 0
         return stored
 
     def _observe(self) -> None:
