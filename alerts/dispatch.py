@@ -38,7 +38,7 @@ from alerts.notify import Notifier
 from alerts.outbox import Outbox
 from alerts.record import AlertRecord
 from alerts.silences import SilenceBook
-from alerts.wire import Alert, encode_alert
+from alerts.wire import SYSTEM_KIND, Alert, encode_alert
 from config.model import AlertsConfig, Registry
 from detectors.base import Event
 
@@ -92,7 +92,8 @@ class AlertDispatcher:
     def restore(self) -> list[tuple[int, str]]:
         """Reload open episodes, held events and notification state; the (sensor index,
         condition) still firing, for the detectors."""
-        open_alerts = self.record.open_episodes()
+        # System alerts (monitoring_offline, store_fault) are alerts.system's, not a detector's.
+        open_alerts = [a for a in self.record.open_episodes() if a.kind != SYSTEM_KIND]
         self.episodes.restore(open_alerts)
         self.notifier.restore(open_alerts)
         held = self.debounce.restore()

@@ -27,6 +27,7 @@ class Reason(enum.Enum):
     REPEAT = "repeat"            # still firing, unchanged for a repeat interval
     FLOOR = "floor"              # a methane power-off: at once, whatever the timers say
     ESCALATION = "escalation"    # critical and unacknowledged for too long (dispatcher)
+    SYSTEM = "system"            # about jinmei itself: at once, never muted (alerts.system)
 
     @property
     def send(self) -> bool:

@@ -140,6 +140,39 @@ _DESCRIBED = {
          "heading {scope}: load side off or fan running again")),
 }
 
+# Alerts about jinmei itself (kind "system", alerts.system): tags by rule, sentences by
+# condition; {s} how long it has lasted, {sl} how long it may, {scope} what failed.
+_SYSTEM_TAGS = {
+    "monitoring_offline": (("监测离线", "MONITORING OFFLINE"), ("监测恢复", "MONITORING BACK")),
+    "store_fault": (("存储故障", "STORE FAULT"), ("存储恢复", "STORE BACK")),
+}
+_SYSTEM = {
+    "broker_lost": (
+        ("与 MQTT 服务器 {scope} 断开已 {s} s（允许 {sl} s），测点数据无法接收",
+         "cut off from the MQTT broker {scope} for {s} s (allowed {sl} s): no telemetry "
+         "is received"),
+        ("已重新连接 MQTT 服务器 {scope}", "connected to the MQTT broker {scope} again")),
+    "store_failing": (
+        ("存储 {scope} 写入失败已 {s} s（允许 {sl} s），数据处理暂停",
+         "the store {scope} has refused writes for {s} s (allowed {sl} s): ingest is held"),
+        ("存储 {scope} 恢复写入，数据处理继续",
+         "the store {scope} accepts writes again: ingest goes on")),
+    "store_error": (
+        ("存储 {scope} 写入失败已 {s} s（允许 {sl} s）",
+         "writes to the store {scope} failing for {s} s (allowed {sl} s)"),
+        ("存储 {scope} 恢复写入", "writes to the store {scope} succeed again")),
+    "worker_dead": (
+        ("工作线程 {scope} 已终止，服务退出待重启",
+         "worker thread {scope} died: the service exits to be restarted"),
+        ("服务已重新上线", "the service is back online")),
+    "worker_stalled": (
+        ("工作线程 {scope} 已 {s} s 无进展（允许 {sl} s），服务退出待重启",
+         "worker thread {scope} made no progress for {s} s (allowed {sl} s): the service "
+         "exits to be restarted"),
+        ("服务已重新上线", "the service is back online")),
+}
+_SYSTEM_FALLBACK = (("{scope} 异常", "{scope} failing"), ("{scope} 恢复", "{scope} back"))
+
 # Digits shown by unit: methane's resolution is 0.01 % (domain.md §4).
 _DECIMALS = {"%": 2, "m/s": 2}
 
@@ -165,6 +198,8 @@ def render(alert: Alert, *, mine_name: tuple[str, str], timezone: str, names: Na
     ``start_known`` false adds that the episode's start was not seen (state lost).
     """
     firing = alert.state == "firing"
+    if alert.kind == "system":
+        return _render_system(alert, firing, mine_name, timezone)
     described = _DESCRIBED.get(alert.condition)
     if described is not None:
         return _render_described(alert, described, firing, mine_name, timezone, names,
@@ -213,3 +248,18 @@ def _render_described(alert: Alert, described: _Described, firing: bool,
             f"（{when}{unknown_zh}）\n"
             f"[{tag[1]}] {mine_name[1]} {alert.sensor} {where_en} {kind_en} {en} "
             f"({when} {zone}{unknown_en})")
+
+
+def _render_system(alert: Alert, firing: bool, mine_name: tuple[str, str],
+                   timezone: str) -> str:
+    """An alert about jinmei itself: the rule's tag, the mine, ``jinmei`` and its instance,
+    what failed and for how long (``value``) against how long it may (``limit``)."""
+    tags = _SYSTEM_TAGS.get(alert.rule, (("系统告警", "SYSTEM"), ("系统恢复", "SYSTEM BACK")))
+    tag = tags[0] if firing else tags[1]
+    sentence = _SYSTEM.get(alert.condition, _SYSTEM_FALLBACK)[0 if firing else 1]
+    fields = {"s": f"{alert.value:.0f}", "sl": f"{alert.limit:.0f}", "scope": alert.scope}
+    when, zone = _when(alert, timezone)
+    return (f"【{tag[0]}】{mine_name[0]} {alert.sensor}（{alert.place}）"
+            f"{sentence[0].format(**fields)}（{when}）\n"
+            f"[{tag[1]}] {mine_name[1]} {alert.sensor} ({alert.place}) "
+            f"{sentence[1].format(**fields)} ({when} {zone})")

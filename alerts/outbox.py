@@ -150,10 +150,15 @@ class DeliveryWorker:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Monotonic time by which the loop turns again (read by the service's supervisor).
+        self.heartbeat = time.monotonic()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="jinmei-delivery", daemon=True)
         self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def wake(self) -> None:
         """Something was put in the outbox: look now rather than at the next poll."""
@@ -167,6 +172,7 @@ class DeliveryWorker:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            self.heartbeat = time.monotonic()
             try:
                 self.deliver_due()
             except sqlite3.Error:
@@ -181,6 +187,7 @@ class DeliveryWorker:
         for row in self.outbox.due(int(self.clock() * 1000)):
             if self._stop.is_set():
                 break
+            self.heartbeat = time.monotonic()  # each send is bounded by its channel's timeout
             if row.receiver in down:
                 continue
             channel = self.channels.get(row.receiver)

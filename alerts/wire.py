@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ["Alert", "encode_alert"]
+__all__ = ["SYSTEM_KIND", "Alert", "encode_alert"]
+
+# The kind of alerts about jinmei itself (monitoring_offline, store_fault: alerts.system);
+# every other kind is a sensor's.
+SYSTEM_KIND = "system"
 
 
 class Alert(msgspec.Struct, frozen=True, kw_only=True):

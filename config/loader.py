@@ -491,7 +491,8 @@ def _parse_store(t: _Table, environ: Mapping[str, str]) -> StoreConfig:
 
 
 def _parse_ingest(t: _Table) -> IngestConfig:
-    t.allow("state_dir", "batch_max_messages", "batch_wait_ms", "max_future_s")
+    t.allow("state_dir", "batch_max_messages", "batch_wait_ms", "max_future_s", "stall_s",
+            "offline_after_s", "store_fault_after_s")
     d = IngestConfig()
     state_dir: str = t.text("state_dir", d.state_dir)
     if not state_dir.strip():
@@ -499,7 +500,12 @@ def _parse_ingest(t: _Table) -> IngestConfig:
     return IngestConfig(state_dir=state_dir,
                         batch_max_messages=t.integer("batch_max_messages", d.batch_max_messages),
                         batch_wait_ms=t.integer("batch_wait_ms", d.batch_wait_ms),
-                        max_future_s=t.number("max_future_s", d.max_future_s, above=0.0))
+                        max_future_s=t.number("max_future_s", d.max_future_s, above=0.0),
+                        stall_s=t.number("stall_s", d.stall_s, above=0.0),
+                        offline_after_s=t.number("offline_after_s", d.offline_after_s,
+                                                 above=0.0),
+                        store_fault_after_s=t.number("store_fault_after_s",
+                                                     d.store_fault_after_s, above=0.0))
 
 
 _CHANNEL_KEYS = {

@@ -152,12 +152,24 @@ class StoreConfig:
 
 @dataclass(frozen=True, slots=True)
 class IngestConfig:
-    """How the ingest worker batches and what it refuses."""
+    """How the ingest worker batches and what it refuses, and when jinmei calls itself blind.
+
+    ``stall_s`` (jinmei's own): a worker thread that has work and does not come back to its
+    loop for this long is stalled, and the service exits to be restarted — three times the
+    10 s bound of any one wait in a turn (SQLite busy, webhook, InfluxDB request).
+    ``offline_after_s``: broker lost or store failing this long raises ``monitoring_offline``
+    — two AQ 6201-2019 patrol periods (≤ 30 s), so a broker restart of seconds does not page.
+    ``store_fault_after_s``: a store failing this long raises ``store_fault`` — one patrol
+    period, before monitoring_offline.
+    """
 
     state_dir: str = "var/jinmei"
     batch_max_messages: int = 1_000
     batch_wait_ms: int = 50
     max_future_s: float = 300.0
+    stall_s: float = 30.0
+    offline_after_s: float = 60.0
+    store_fault_after_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -144,11 +144,17 @@ class InfluxSink:
         self._failed_attempts = 0
         self._failures_in_row = 0
         self._problem: str | None = None
+        # Since when (epoch ms) delivery has been failing, None while it works: the service
+        # raises store_fault when this lasts (readings wait safely in the spool meanwhile).
+        self.failing_since_ms: int | None = None
         self._deadline = math.inf  # set by close(): the forwarder's last drain ends here
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._closed = False
         self._final_stats: dict[str, int] | None = None
+        # Monotonic time by which the forwarder turns again, inf while it waits for chunks
+        # (read by the service's supervisor).
+        self.heartbeat = time.monotonic()
         # Daemon: if close() is never called nothing is lost, the spool keeps every chunk.
         self._thread = threading.Thread(target=self._run, name="jinmei-influx-forwarder",
                                         daemon=True)
@@ -179,6 +185,15 @@ class InfluxSink:
         self._alerts += len(alerts)
         self._wake.set()
 
+    def alive(self) -> bool:
+        """Whether the forwarder thread is running."""
+        return self._thread.is_alive()
+
+    @property
+    def delivered(self) -> int:
+        """Lines the server has accepted since open (a plain read, no lock)."""
+        return self._delivered
+
     def stats(self) -> dict[str, int]:
         """readings/alerts accepted and lines delivered since open; pending and dead chunks
         in the spool; failed delivery attempts. After close: the figures at close."""
@@ -208,6 +223,7 @@ class InfluxSink:
     # ── the forwarder thread ─────────────────────────────────────────────────────────────
     def _run(self) -> None:
         while True:
+            self.heartbeat = time.monotonic()
             self._wake.clear()
             try:
                 delay = self._drain()
@@ -217,14 +233,17 @@ class InfluxSink:
             if self._stop.is_set():
                 return
             if delay is None:
+                self.heartbeat = math.inf  # nothing to send: nothing to stall on
                 self._wake.wait()
             else:
+                self.heartbeat = time.monotonic() + delay
                 self._stop.wait(delay)
 
     def _drain(self) -> float | None:
         """Send until the spool is empty (None), a send fails or close's deadline passes
         (seconds to wait before the next attempt)."""
         while time.monotonic() < self._deadline:
+            self.heartbeat = time.monotonic()  # each request is bounded by the client timeout
             chunks = self._spool.peek(_PEEK_CHUNKS)
             if not chunks:
                 return None
@@ -261,6 +280,7 @@ class InfluxSink:
             log.warning("%s: delivering again after %d failed attempts (%s)", self.name,
                         self._failures_in_row, self._problem)
         self._problem = None
+        self.failing_since_ms = None
         self._failures_in_row = 0
         return None
 
@@ -268,6 +288,8 @@ class InfluxSink:
         """Count a failed attempt, log it if it is a new kind of failure, return the wait."""
         self._failed_attempts += 1
         self._failures_in_row += 1
+        if self.failing_since_ms is None:
+            self.failing_since_ms = int(time.time() * 1000)
         if verdict.problem != self._problem:
             level = logging.ERROR if verdict.loud else logging.WARNING
             log.log(level, "%s: delivery failing, chunks kept in the spool and retried: %s",

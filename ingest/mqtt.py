@@ -29,6 +29,9 @@ thread once per PUBACK and spent half the worker's time handing the GIL back and
 The thread drives paho through its external-loop API (``socket``, ``loop_read``,
 ``loop_write``, ``loop_misc``) rather than ``loop()``, which adds a wake-up socket pair that
 costs a system call per PUBACK; the PUBACKs of a batch are queued, then written in one turn.
+Each turn sets ``heartbeat`` (a reconnect backoff: the time it ends), which the service's
+supervisor watches (:mod:`jinmei.supervisor`); ``jinmei/<mine>/status`` and its Last Will are
+on connections of their own (:mod:`ingest.status`).
 """
 
 from __future__ import annotations
@@ -110,6 +113,8 @@ class MqttSource:
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self.counters = {"received": 0, "acked": 0, "ack_skipped": 0, "connections": 0}
+        # Monotonic time by which the network thread turns again (read by jinmei.supervisor).
+        self.heartbeat = time.monotonic()
         v5 = broker.protocol == "5"
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=broker.client_id,
@@ -177,6 +182,7 @@ class MqttSource:
         """The network thread: connect (again), read the socket, serve the request queue."""
         delay, need_connect = RECONNECT_MIN_S, True
         while not self._closing.is_set():
+            self.heartbeat = time.monotonic()
             if need_connect:
                 try:
                     self._client.reconnect()  # returns once the TCP connection is up
@@ -184,6 +190,7 @@ class MqttSource:
                 except OSError as exc:
                     log.warning("cannot reach the broker %s:%d (%s); retrying in %.0f s",
                                 self.host, self.port, exc, delay)
+                    self.heartbeat = time.monotonic() + delay
                     self._closing.wait(delay)
                     delay = min(delay * 2, RECONNECT_MAX_S)
                     continue
@@ -192,6 +199,7 @@ class MqttSource:
                 delay = RECONNECT_MIN_S
             if rc != mqtt.MQTT_ERR_SUCCESS:  # lost or refused: back off, then connect again
                 need_connect = True
+                self.heartbeat = time.monotonic() + delay
                 self._closing.wait(delay)
                 delay = min(delay * 2, RECONNECT_MAX_S)
         self._serve_requests()
@@ -243,6 +251,10 @@ class MqttSource:
                 self._requests.get_nowait()()
             except queue.Empty:
                 return
+
+    def alive(self) -> bool:
+        """Whether the network thread is running."""
+        return self._thread.is_alive()
 
     def wait_subscribed(self, timeout: float) -> bool:
         """True once the telemetry subscription is in place on the current connection."""

@@ -7,7 +7,9 @@
 
 Exit codes: 0 success (also when the reader of the output went away, as ``| head`` does),
 1 the job failed (e.g. the demo saw no alert, a service could not be reached), 2 bad
-configuration or arguments (the message names the file and key, or the option).
+configuration or arguments (the message names the file and key, or the option), 3 ``jinmei
+run`` stopped itself because a worker thread died or stalled (jinmei.supervisor): the
+supervisor (systemd) should start it again.
 """
 
 from __future__ import annotations
@@ -114,6 +116,7 @@ def config_option(parser: argparse.ArgumentParser) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from jinmei.service import Service  # imported late: `jinmei config` needs no MQTT stack
+    from jinmei.supervisor import Failure
 
     deployment = load_deployment(args.config)
     if args.broker:
@@ -122,15 +125,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.store:
         deployment = dataclasses.replace(
             deployment, store=dataclasses.replace(deployment.store, url=args.store))
-    service = Service(deployment, on_alert=lambda a: log.warning("ALERT %s", a.message))
     stop = threading.Event()
+    service = Service(deployment, on_alert=lambda a: log.warning("ALERT %s", a.message),
+                      on_failure=lambda failure: stop.set())
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     service.start()
     try:
         while not stop.wait(1.0):
-            pass
+            if not service.supervisor.alive() and service.failure is None:
+                # the watcher of the watcher
+                service.fail(Failure("jinmei-supervisor", "worker_dead",
+                                     "the supervisor thread has ended", 0.0))
+                break
     finally:
+        if service.failure is not None:
+            _exit_failed()
         log.info("stopping: finishing the batch in hand")
         service.stop()
         stats = service.pipeline.stats
@@ -138,6 +148,18 @@ def cmd_run(args: argparse.Namespace) -> int:
                  stats.messages, dict(stats.readings_by_mine), dict(stats.rejects_by_reason),
                  stats.alerts.total())
     return 0
+
+
+def _exit_failed() -> None:
+    """Leave at once with EXIT_FAILED: a hung thread cannot be joined, and the interpreter's
+    shutdown could wait on a lock it holds. The failure was reported (log, status, alert)."""
+    from jinmei.supervisor import EXIT_FAILED
+
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_FAILED)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

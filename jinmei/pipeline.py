@@ -22,6 +22,11 @@ live and sees rejects go on after the first of each reason was logged in full.
 A crash anywhere before 5 makes the broker redeliver the batch; the stores are idempotent on
 (sensor, ts) and the alert record on (id, state, ts), and the detector state is restored from
 the record's open episodes at start, so a redelivery neither loses nor duplicates anything.
+
+For the service's supervisor (:mod:`jinmei.supervisor`) the worker keeps ``heartbeat`` (set
+each turn; during a store retry, the end of the backoff) and, while the store refuses writes,
+``store_failing_since_ms`` (epoch ms of the first failure, None again after a success) and
+``store_error`` (the last error), from which ``store_fault`` and ``monitoring_offline`` come.
 """
 
 from __future__ import annotations
@@ -111,6 +116,11 @@ class Pipeline:
         self.on_alert = on_alert
         self.on_stored = on_stored
         self.stats = PipelineStats()
+        # Read by the supervisor (jinmei.supervisor): the monotonic time by which the loop
+        # turns again, and since when (epoch ms) the store has been failing, with its error.
+        self.heartbeat = time.monotonic()
+        self.store_failing_since_ms: int | None = None
+        self.store_error = ""
         self.codec = TelemetryCodec(self.registry,
                                     max_future_ms=int(deployment.ingest.max_future_s * 1000))
         self.detectors = build_detectors(self.registry, deployment.detectors)
@@ -132,6 +142,7 @@ class Pipeline:
         next_tick = 0.0
         next_status, reported = time.monotonic() + STATUS_LOG_S, copy.deepcopy(self.stats)
         while not stop.is_set():
+            self.heartbeat = time.monotonic()
             messages = self.source.take(ingest.batch_max_messages, ingest.batch_wait_ms / 1000)
             if messages:
                 self.process(messages, stop)
@@ -195,12 +206,17 @@ class Pipeline:
                     self.sink.write(batch)
                 if alerts:
                     self.sink.write_alerts(alerts)
+                self.store_failing_since_ms = None
                 return True
             except DeliveryError as exc:
                 self.stats.store_retries += 1
+                if self.store_failing_since_ms is None:
+                    self.store_failing_since_ms = int(self.clock() * 1000)
+                self.store_error = str(exc)
                 if self.stats.store_retries == 1 or not exc.retryable:
                     log.error("store %s failed (%s); holding %d readings and retrying",
                               self.sink.name, exc, len(batch))
+            self.heartbeat = time.monotonic() + delay  # a deliberate wait, not a stall
             if stop.wait(delay):
                 return False
             delay = min(delay * 2, RETRY_MAX_S)

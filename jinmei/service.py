@@ -14,11 +14,32 @@ lets the GIL go at every socket call, so it still runs often; the worker, whose 
 detection hold the GIL, is preempted four times less, and fewer hand-offs leave more of two
 shared cores to the work (measured on bench_e2e, default → 20 ms, two runs each: batched
 209/217 k → 267/256 k readings/s; one reading a message 12.5/17.3 k → 17.6/18.1 k msg/s).
+
+**Never blind.** A :class:`~jinmei.supervisor.Supervisor` thread watches every thread the
+service needs (MQTT network, ingest worker, alert delivery, networking when enabled, the
+InfluxDB forwarder when that store is used) and, once a second, what the service can see
+(:meth:`Service._observe`): the ingest subscription and the store's failure. From that:
+
+- ``jinmei/<mine>/status`` (:mod:`ingest.status`): ``online`` once subscribed; ``offline``
+  at once when the subscription is lost (``broker_lost``), after ``offline_after_s`` of store
+  failure (``store_failing``), on a clean stop (``stopped``), on a supervision failure, and by
+  Last Will when the process or its network dies.
+- system alerts (:mod:`alerts.system`): ``monitoring_offline`` after ``offline_after_s`` of
+  broker loss or store failure, ``store_fault`` after ``store_fault_after_s`` of store failure;
+  both resolve when the condition ends and the service sees evidence of it.
+- a dead or stalled thread: :meth:`Service.fail` logs CRITICAL, raises ``monitoring_offline``
+  (outbox, then a bounded synchronous delivery: the delivery worker may be the dead one),
+  says offline, and calls ``on_failure``; ``jinmei run`` then exits with code 3
+  (:data:`~jinmei.supervisor.EXIT_FAILED`). It never resolves in this process: the next start
+  resolves it once it is online.
+
+:meth:`Service.health` answers the HTTP health check from the same facts.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 import threading
 import time
@@ -31,12 +52,16 @@ from alerts.dispatch import AlertDispatcher
 from alerts.episodes import Names
 from alerts.outbox import DeliveryWorker
 from alerts.record import AlertRecord
+from alerts.system import Condition, SystemAlerts
 from alerts.wire import Alert
 from config.loader import deployment_limits
 from config.model import Deployment
+from ingest.influx import InfluxSink
 from ingest.mqtt import MqttSource, broker_address
 from ingest.sink import open_sink
+from ingest.status import MineStatus
 from jinmei.pipeline import Pipeline
+from jinmei.supervisor import Failure, Supervisor, Watch
 from networking.queue import UploadQueue
 from networking.upload import open_target
 from networking.worker import NetworkingWorker
@@ -46,6 +71,7 @@ __all__ = ["GIL_SWITCH_S", "Service", "delivery_worker", "names_from_limits"]
 log = logging.getLogger(__name__)
 
 GIL_SWITCH_S = 0.020  # see the module docstring
+EXIT_DELIVERY_S = 15.0  # jinmei's own: the longest a failing service tries to tell receivers
 
 
 def names_from_limits(deployment: Deployment) -> Names:
@@ -88,14 +114,20 @@ def networking_worker(deployment: Deployment, record: AlertRecord,
 
 
 class Service:
-    """The running pipeline of one deployment."""
+    """The running pipeline of one deployment.
+
+    ``on_failure`` is called (on the supervisor's thread) once a watched thread died or
+    stalled, after the failure was reported; ``failure`` then says which and why.
+    """
 
     def __init__(self, deployment: Deployment, *,
                  on_alert: Callable[[Alert], None] | None = None,
+                 on_failure: Callable[[Failure], None] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         state_dir = Path(deployment.ingest.state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
         self.deployment = deployment
+        self.clock = clock
         self.source = MqttSource(deployment.broker)
         self.sink = open_sink(deployment.store.url, deployment.registry, state_dir=state_dir,
                               influx_token=deployment.store.influx_token)
@@ -113,20 +145,53 @@ class Service:
             target=self.networking.run if self.networking else lambda stop: None,
             args=(self._stop,), name="jinmei-networking", daemon=True)
         self._switch_interval_before: float | None = None
+        self.instance = f"{deployment.broker.client_id}@{socket.gethostname()}"
+        self.status = MineStatus(deployment.broker, [m.id for m in deployment.mines],
+                                 self.instance)
+        self.system = SystemAlerts(deployment.mines, deployment.alerts.routes,
+                                   self.delivery.channels, state_dir / "alerts.db",
+                                   config_hash=deployment.config_hash, instance=self.instance,
+                                   publish=self.status.publish, wake=self.delivery.wake,
+                                   on_alert=on_alert, clock=clock)
+        self.supervisor = Supervisor(self._watches(), deployment.ingest.stall_s,
+                                     on_failure=self.fail, observe=self._observe)
+        self.on_failure = on_failure
+        self.failure: Failure | None = None
+        self._started = False
+        self._broker_lost_since_ms: int | None = int(clock() * 1000)  # not subscribed yet
+        self._status: tuple[str, str] = ("offline", "starting")  # as last published
+
+    def _watches(self) -> list[Watch]:
+        """The threads the service needs, each with its loop's heartbeat."""
+        pipeline, source, delivery = self.pipeline, self.source, self.delivery
+        watches = [Watch("jinmei-mqtt", source.alive, lambda: source.heartbeat),
+                   Watch("jinmei-ingest", self._worker.is_alive, lambda: pipeline.heartbeat),
+                   Watch("jinmei-delivery", delivery.alive, lambda: delivery.heartbeat)]
+        if (networking := self.networking) is not None:
+            watches.append(Watch("jinmei-networking", self._networking_thread.is_alive,
+                                 lambda: networking.heartbeat))
+        if isinstance(sink := self.sink, InfluxSink):
+            watches.append(Watch("jinmei-influx-forwarder", sink.alive, lambda: sink.heartbeat))
+        return watches
 
     def start(self, wait_subscribed_s: float = 0.0) -> bool:
         """Connect and start the worker; with a wait, True once the subscription is in place."""
         self._switch_interval_before = sys.getswitchinterval()
         sys.setswitchinterval(GIL_SWITCH_S)
+        self.status.start()
         self.source.start()
         self.delivery.start()
         self._worker.start()
         self._networking_thread.start()
+        self.supervisor.start()
+        self._started = True
         log.info("jinmei serving %d sensors of %s; store %s", len(self.deployment.registry),
                  ", ".join(m.id for m in self.deployment.mines), self.sink.name)
         return self.source.wait_subscribed(wait_subscribed_s) if wait_subscribed_s else True
 
     def stop(self) -> None:
+        """A clean stop: nothing more is taken, what is in hand is finished, status offline."""
+        self.supervisor.stop()
         self._stop.set()
         self._worker.join()
         self._networking_thread.join()
@@ -137,5 +202,115 @@ class Service:
         self.source.stop()
         self.sink.close()
         self.record.close()
+        self.status.close("stopped", "jinmei was stopped")
+        self.system.close()
         if self._switch_interval_before is not None:
             sys.setswitchinterval(self._switch_interval_before)
+
+    # ── what the supervisor sees, once a second ─────────────────────────────────────────
+
+    def _holding(self, now_ms: int) -> tuple[bool, list[Condition]]:
+        """(subscribed, the system conditions that hold now)."""
+        ingest = self.deployment.ingest
+        subscribed = self.source.wait_subscribed(0)
+        if subscribed:
+            self._broker_lost_since_ms = None
+        elif self._broker_lost_since_ms is None:
+            self._broker_lost_since_ms = now_ms
+        holding = []
+        lost = self._broker_lost_since_ms
+        if lost is not None and now_ms - lost >= ingest.offline_after_s * 1000:
+            holding.append(Condition("monitoring_offline", "broker_lost",
+                                     self.deployment.broker.url, lost, ingest.offline_after_s))
+        # The ingest worker's writes failing hold ingest (blind); the InfluxDB forwarder
+        # failing leaves the readings safe in the spool and detection running (a fault only).
+        held = self.pipeline.store_failing_since_ms
+        forwarding = self.sink.failing_since_ms if isinstance(self.sink, InfluxSink) else None
+        faults = [t for t in (held, forwarding) if t is not None]
+        if faults and now_ms - min(faults) >= ingest.store_fault_after_s * 1000:
+            holding.append(Condition("store_fault", "store_error", self.sink.name, min(faults),
+                                     ingest.store_fault_after_s))
+        if held is not None and now_ms - held >= ingest.offline_after_s * 1000:
+            holding.append(Condition("monitoring_offline", "store_failing", self.sink.name,
+                                     held, ingest.offline_after_s))
+        return subscribed, holding
+
+    def _store_works(self) -> bool:
+        """Evidence that the store works: a batch stored since start and no failure since
+        (and, with InfluxDB, a delivery to the server and no failure since)."""
+        # Plain reads only: the supervisor must not wait on a lock a hung worker may hold
+        # (dict() copies the counter in one step under the GIL).
+        stored = (self.pipeline.store_failing_since_ms is None
+                  and sum(dict(self.pipeline.stats.readings_by_mine).values()) > 0)
+        if isinstance(sink := self.sink, InfluxSink):
+            return stored and sink.failing_since_ms is None and sink.delivered > 0
+        return stored
+
+    def _observe(self) -> None:
+        """Raise and resolve the system alerts, and keep the status topic true."""
+        now_ms = int(self.clock() * 1000)
+        subscribed, holding = self._holding(now_ms)
+
+        def evidence(condition: str) -> bool:
+            # A store condition ends when the store is seen working; the others (broker
+            # lost, and a previous run's worker failure) when this run is online.
+            return self._store_works() if condition.startswith("store") else subscribed
+
+        self.system.sync(holding, evidence, now_ms)
+        offline = [c for c in holding if c.rule == "monitoring_offline"]
+        if not subscribed:
+            status = ("offline", "broker_lost")
+        elif offline:
+            status = ("offline", offline[0].condition)
+        else:
+            status = ("online", "subscribed")
+        # Until the first online, the previous run's retained offline (its reason) stands,
+        # unless jinmei is blind for long enough to say so itself.
+        starting = self._status == ("offline", "starting") and status[0] == "offline"
+        if status != self._status and (not starting or offline):
+            detail = ""
+            if not subscribed:
+                detail = f"the ingest connection to {self.deployment.broker.url} is down"
+            elif offline:
+                detail = (f"{offline[0].scope} failing for "
+                          f"{(now_ms - offline[0].since_ms) / 1000:.0f} s: "
+                          f"{self.pipeline.store_error}")
+            self.status.set(*status, now_ms, detail)
+            self._status = status
+
+    def fail(self, failure: Failure) -> None:
+        """A watched thread died or stalled: report it every way that does not need it
+        (called by the supervisor, or by ``jinmei run`` when the supervisor itself ended)."""
+        log.critical("%s %s: %s — raising monitoring_offline, going offline and exiting to be "
+                     "restarted", failure.thread, failure.reason.removeprefix("worker_"),
+                     failure.detail)
+        now_ms = int(self.clock() * 1000)
+        self.failure = failure
+        try:
+            self.system.fire(Condition("monitoring_offline", failure.reason, failure.thread,
+                                       now_ms - int(failure.silent_s * 1000),
+                                       self.deployment.ingest.stall_s), now_ms)
+        except Exception:  # whatever else fails, say offline and exit
+            log.exception("raising monitoring_offline failed")
+        self.status.close(failure.reason, f"{failure.thread}: {failure.detail}")
+        owed = self.system.deliver_now(EXIT_DELIVERY_S)
+        if owed:
+            log.error("%d monitoring_offline notification(s) not delivered before exit; "
+                      "they stay in the outbox for the next start", owed)
+        if self.on_failure is not None:
+            self.on_failure(failure)
+
+    def health(self) -> tuple[bool, dict[str, object]]:
+        """(True, {}) while every watched thread is alive and turning and jinmei is not
+        blind; else (False, {"reasons": [...]}) — each reason a JSON-able dict."""
+        if not self._started:
+            return False, {"reasons": [{"reason": "not_started"}]}
+        reasons: list[dict[str, object]] = []
+        if (failure := self.supervisor.check()) is not None:
+            reasons.append(failure.as_dict())
+        elif not self.supervisor.alive():
+            reasons.append({"reason": "supervisor_dead", "thread": "jinmei-supervisor"})
+        reasons += [{"reason": a.condition, "rule": a.rule, "scope": a.scope,
+                     "since": a.started_at} for a in self.system.open()
+                    if a.rule == "monitoring_offline"]
+        return (False, {"reasons": reasons}) if reasons else (True, {})

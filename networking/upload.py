@@ -19,6 +19,7 @@ import asyncio
 import ftplib
 import logging
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -123,11 +124,14 @@ def open_target(url: str, password: str, known_hosts: str = "") -> Target:
     return FtpTarget(url, password)
 
 
-def drain(queue: UploadQueue, target: Target, now: float) -> int:
+def drain(queue: UploadQueue, target: Target, now: float,
+          beat: Callable[[], None] = lambda: None) -> int:
     """Try every due file once, oldest first; stop at the first failure (the server is
-    probably down: the rest waits for the backoff). Returns how many were confirmed."""
+    probably down: the rest waits for the backoff). Returns how many were confirmed.
+    ``beat`` is called before each upload (the caller's heartbeat)."""
     done = 0
     for item in queue.due(now):
+        beat()
         try:
             outcome = target.upload(item.path)
         except DeliveryError as exc:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
@@ -85,6 +86,8 @@ class NetworkingWorker:
         self._started = False
         self.late = 0
         self._lock = threading.Lock()
+        # Monotonic time by which the loop turns again (read by the service's supervisor).
+        self.heartbeat = time.monotonic()
         offset = 0
         self._slices = {}
         for mine in deployment.mines:
@@ -138,7 +141,10 @@ class NetworkingWorker:
             self._write_statistics(now, now_ms)
         self.extremes.flush(now_ms)
         if self.target is not None:
-            drain(self.queue, self.target, now)
+            drain(self.queue, self.target, now, self._beat)
+
+    def _beat(self) -> None:
+        self.heartbeat = time.monotonic()  # an upload is bounded by its timeout
 
     def _write_state(self, now: float, now_ms: int) -> None:
         with self._lock:
@@ -217,6 +223,7 @@ class NetworkingWorker:
     def run(self, stop: threading.Event) -> None:
         """Tick once a second until ``stop``; then close the queue and the event store."""
         while not stop.is_set():
+            self.heartbeat = time.monotonic()
             try:
                 self.tick(self.clock())
             except Exception:  # the networking thread must never take the service down
