@@ -491,7 +491,8 @@ def _parse_store(t: _Table, environ: Mapping[str, str]) -> StoreConfig:
 
 
 def _parse_ingest(t: _Table) -> IngestConfig:
-    t.allow("state_dir", "batch_max_messages", "batch_wait_ms", "max_future_s")
+    t.allow("state_dir", "batch_max_messages", "batch_wait_ms", "max_future_s",
+            "quarantine_after")
     d = IngestConfig()
     state_dir: str = t.text("state_dir", d.state_dir)
     if not state_dir.strip():
@@ -499,7 +500,8 @@ def _parse_ingest(t: _Table) -> IngestConfig:
     return IngestConfig(state_dir=state_dir,
                         batch_max_messages=t.integer("batch_max_messages", d.batch_max_messages),
                         batch_wait_ms=t.integer("batch_wait_ms", d.batch_wait_ms),
-                        max_future_s=t.number("max_future_s", d.max_future_s, above=0.0))
+                        max_future_s=t.number("max_future_s", d.max_future_s, above=0.0),
+                        quarantine_after=t.integer("quarantine_after", d.quarantine_after))
 
 
 _CHANNEL_KEYS = {

@@ -158,6 +158,7 @@ class IngestConfig:
     batch_max_messages: int = 1_000
     batch_wait_ms: int = 50
     max_future_s: float = 300.0
+    quarantine_after: int = 3  # deliveries; see the sample configuration
 
 
 @dataclass(frozen=True, slots=True)
