@@ -9,43 +9,81 @@ One worker thread runs :meth:`Pipeline.run`. Each step takes a batch of MQTT mes
 3. hands detector transitions to the alert dispatcher (``alerts.dispatch``), which commits
    them to the alert record and publishes them on ``jinmei/<mine>/alerts`` — before the
    readings are stored, so an alarm never waits for the time-series store;
-4. writes the readings to the store (durable when ``write`` returns; retried with backoff while
-   it fails, holding the acknowledgement);
+4. writes the readings to the store (durable when ``write`` returns);
 5. acknowledges the messages to the broker.
 
 About once a second, with or without telemetry, the detectors' clock-driven checks run too
 (``DetectorSuite.tick``), so silence itself can raise an alert. Once a minute
 (``STATUS_LOG_S``) the worker logs what the last minute brought — messages, readings stored per
-mine, rejects by reason, alert transitions, store retries — so an operator sees the service
-live and sees rejects go on after the first of each reason was logged in full.
+mine, rejects by reason, alert transitions, store retries, dead letters — so an operator sees
+the service live and sees rejects go on after the first of each reason was logged in full.
 
 A crash anywhere before 5 makes the broker redeliver the batch; the stores are idempotent on
 (sensor, ts) and the alert record on (id, state, ts), and the detector state is restored from
 the record's open episodes at start, so a redelivery neither loses nor duplicates anything.
+
+**Fault isolation at the message boundary.** Nothing in one message may stop ingest for the
+others. An unexpected exception in steps 1–3 (a bug of jinmei's in the codec, a detector or
+the alert side, set off by one message) is caught, and the batch is handled again message by
+message — decode, detect, alerts for that message alone — so that the culprit is found: it is
+rejected with reason ``internal_error`` (``jinmei/<mine>/rejects``, counted), the error is
+logged once with its traceback per distinct place it was raised, and the message is
+acknowledged with the rest; the other messages' readings are kept and go on as usual.
+
+*A detector that raised half-way through a batch*: the detectors that ran before it in the
+suite have already taken the batch's readings when the exception comes. The replay gives them
+those readings again, message by message. jinmei keeps that state rather than copying every
+detector's state before each batch (the history rings of every sensor: too dear for the hot
+path, for the sake of a bug): a condition depends on the reading, not on how often it is seen,
+so a reading seen twice starts or ends nothing, and the windowed detectors hold one more point
+at a time they already had. The cost, stated: a transition such a detector reported in the
+failed call is lost with the exception, so the alert waits for the condition's next change.
+The traceback in the log names the detector to fix.
+
+**Crash quarantine.** A message that kills the process (segfault, ``os._exit``, the OOM
+killer) can not be caught; the broker would deliver it again after every restart. So before
+a batch is handled its messages are marked in hand (:class:`ingest.deadletter.InHand`, one
+write per batch in ``<state_dir>/inhand.db``) and cleared once it is handled. Marks a dead
+process left are suspects: after a restart they are taken one at a time, so only the culprit
+gathers deliveries, and one that has been in hand at ``[ingest] quarantine_after`` deaths is
+not handled again — it is stored whole as a dead letter (``<state_dir>/deadletter.db``),
+acknowledged, and rejected ``internal_error``. No message can hold jinmei in a crash loop.
+
+**Store errors by class** (:meth:`Pipeline._store`). An error the store may get over (busy,
+disk full, I/O, connection refused, 5xx, 429, time-out: ``DeliveryError.retryable``) holds the
+batch unacknowledged and retries with backoff; :attr:`Pipeline.store_failing_since_ms` and
+:attr:`Pipeline.store_error` say since when and why (the ``store_fault`` alert reads them). A
+batch the store refuses for good (``retryable`` False, or an unexpected exception in the sink)
+is moved whole to the dead letters with the store's message and acknowledged: never retried
+forever, never blocking the other mines; its alert transitions are already in the alert record.
 """
 
 from __future__ import annotations
 
 import copy
+import enum
 import logging
 import threading
 import time
+import traceback
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from alerts.dispatch import AlertDispatcher
+from alerts.dispatch import AlertDispatcher, alerts_topic
 from alerts.episodes import Names
 from alerts.record import AlertRecord
-from alerts.wire import Alert
+from alerts.wire import Alert, encode_alert
 from config.errors import DeliveryError
 from config.model import Deployment
 from config.readings import ReadingBatch
-from detectors.suite import build_detectors
-from ingest.codec import Reject, TelemetryCodec, reject_message
-from ingest.mqtt import Inbound, MqttSource
+from detectors.suite import DetectorSuite, build_detectors
+from ingest.codec import Reason, Reject, TelemetryCodec, reject_message
+from ingest.deadletter import DeadLetter, DeadLetters, InHand, fingerprint
+from ingest.mqtt import SESSION_EXPIRY_S, Inbound, MqttSource
 from ingest.sink import Sink
 
 __all__ = ["Pipeline", "PipelineStats"]
@@ -55,6 +93,15 @@ log = logging.getLogger(__name__)
 RETRY_MAX_S = 30.0
 TICK_S = 1.0
 STATUS_LOG_S = 60.0  # jinmei's own: often enough to watch, rare enough to read
+DETAIL_CHARS = 200  # jinmei's own: an exception's text in a reject, enough to recognise it
+
+
+class _Stored(enum.Enum):
+    """How a batch left :meth:`Pipeline._store`."""
+
+    STORED = "stored"
+    SET_ASIDE = "set aside"  # refused for good: in the dead letters
+    STOPPED = "stopped"  # asked to stop while the store failed: nothing acknowledged
 
 
 @dataclass
@@ -71,6 +118,7 @@ class PipelineStats:
     rejects_by_mine: Counter[str] = field(default_factory=Counter)
     alerts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     store_retries: int = 0
+    dead_letters: int = 0
 
     def since(self, before: PipelineStats) -> str:
         """One line on what came since the ``before`` snapshot, for the operator's log."""
@@ -87,7 +135,8 @@ class PipelineStats:
                 f"{self.rejects_by_reason.total() - before.rejects_by_reason.total():,}"
                 f"{listed(self.rejects_by_reason, before.rejects_by_reason)}; alert transitions "
                 f"{states.total():,}{listed(states, Counter())}; store retries "
-                f"{self.store_retries - before.store_retries:,}")
+                f"{self.store_retries - before.store_retries:,}; dead letters "
+                f"{self.dead_letters - before.dead_letters:,}")
 
 
 class Pipeline:
@@ -96,13 +145,16 @@ class Pipeline:
     ``clock`` returns epoch seconds and is the only place time is read; ``on_alert`` is called
     with every alert transition after it is recorded and published (the demo prints them);
     ``on_stored`` with every batch once it is committed (the regulator networking files).
+    ``detectors`` replaces the deployment's own suite (tests give one with a detector of
+    their own making); by default :func:`detectors.suite.build_detectors`.
     """
 
     def __init__(self, deployment: Deployment, source: MqttSource, sink: Sink,
                  record: AlertRecord, names: Names, *,
                  clock: Callable[[], float] = time.time,
                  on_alert: Callable[[Alert], None] | None = None,
-                 on_stored: Callable[[ReadingBatch], None] | None = None) -> None:
+                 on_stored: Callable[[ReadingBatch], None] | None = None,
+                 detectors: DetectorSuite | None = None) -> None:
         self.deployment = deployment
         self.registry = deployment.registry
         self.source = source
@@ -113,7 +165,8 @@ class Pipeline:
         self.stats = PipelineStats()
         self.codec = TelemetryCodec(self.registry,
                                     max_future_ms=int(deployment.ingest.max_future_s * 1000))
-        self.detectors = build_detectors(self.registry, deployment.detectors)
+        self.detectors = (build_detectors(self.registry, deployment.detectors)
+                          if detectors is None else detectors)
         self.dispatcher = AlertDispatcher(self.registry, names, record,
                                           config_hash=deployment.config_hash,
                                           publish=source.publish,
@@ -125,6 +178,39 @@ class Pipeline:
         mine_pos = {m: i for i, m in enumerate(self._mine_ids)}
         self._mine_of_sensor = np.array([mine_pos[s.mine] for s in self.registry.sensors],
                                         dtype=np.intp)
+        state_dir = Path(deployment.ingest.state_dir)
+        self.dead_letters = DeadLetters(state_dir / "deadletter.db")
+        self._in_hand = InHand(state_dir / "inhand.db")
+        self._marked: list[str] = []  # fingerprints of the batch in hand
+        # Messages in hand when the process last died (fingerprint → deliveries); the broker
+        # keeps a session's messages SESSION_EXPIRY_S, so older marks are never seen again.
+        self._suspects = self._in_hand.left_over(
+            int((clock() - SESSION_EXPIRY_S) * 1000))
+        if self._suspects:
+            log.warning("%d messages were in hand when jinmei last died; each is taken alone "
+                        "when it comes again (quarantined after %d deliveries)",
+                        len(self._suspects), deployment.ingest.quarantine_after)
+        self._write_fault: tuple[int, str] | None = None  # (since epoch ms, error)
+        self._errors_seen: set[tuple[str, str]] = set()  # internal errors logged in full
+
+    @property
+    def store_failing_since_ms(self) -> int | None:
+        """Epoch ms of the first failure of the store's ongoing failure — the worker's own
+        writes or the store's background delivery, whichever began first; None while both
+        work."""
+        since = [f[0] for f in (self._write_fault, self.sink.delivery_fault()) if f]
+        return min(since) if since else None
+
+    @property
+    def store_error(self) -> str:
+        """The store's last error while it fails ("" while it works)."""
+        faults = [f for f in (self._write_fault, self.sink.delivery_fault()) if f]
+        return "; ".join(error for _, error in faults)
+
+    def close(self) -> None:
+        """Close the dead letters and the in-hand marks (the worker has stopped)."""
+        self.dead_letters.close()
+        self._in_hand.close()
 
     def run(self, stop: threading.Event) -> None:
         """Process batches until ``stop`` is set; returns when nothing more will be emitted."""
@@ -144,30 +230,133 @@ class Pipeline:
 
     def process(self, messages: list[Inbound], stop: threading.Event) -> bool:
         """Run one batch through every stage; True when it was committed and acknowledged."""
-        now_ms = int(self.clock() * 1000)
-        decoded = self.codec.decode_many([(m.topic, m.payload) for m in messages], now_ms)
-        self.stats.messages += decoded.messages
-        self._set_aside(decoded.rejects, now_ms)
+        prints = [fingerprint(m.topic, m.payload) for m in messages]
+        if self._suspects and not self._suspects.keys().isdisjoint(prints):
+            return self._process_suspects(messages, prints, stop)
+        return self._process(messages, prints, stop)
 
-        detection = self.detectors.update(decoded.batch, now_ms)
-        batch = decoded.batch.with_status(decoded.batch.status | detection.status_bits)
-        alerts = self.dispatcher.apply(detection.events, now_ms)
-        if not self._store(batch, alerts, stop):
+    def _process(self, messages: list[Inbound], prints: list[str],
+                 stop: threading.Event) -> bool:
+        now_ms = int(self.clock() * 1000)
+        self._mark(prints)
+        try:
+            batch, alerts = self._take_in(messages, now_ms)
+            outcome = self._store(batch, alerts, messages, stop)
+            if outcome is _Stored.STOPPED:
+                return False
+            self.source.ack(messages)
+        finally:
+            self._unmark()  # a clean return or an exception: this process lived through it
+        try:
+            if outcome is _Stored.STORED:
+                counts = np.bincount(self._mine_of_sensor[batch.sensor],
+                                     minlength=len(self._mine_ids))
+                for mine, n in zip(self._mine_ids, counts.tolist(), strict=True):
+                    self.stats.readings_by_mine[mine] += n
+                if self.on_stored is not None:
+                    self.on_stored(batch)
+            self._announce(alerts)
+        except Exception as exc:  # the batch is safe; a bug after it must not stop ingest
+            self._internal_error(exc, "after the batch was committed")
+        return True
+
+    def _take_in(self, messages: list[Inbound],
+                 now_ms: int) -> tuple[ReadingBatch, list[Alert]]:
+        """Steps 1–3 for the batch; if anything in them raises, message by message instead."""
+        try:
+            decoded = self.codec.decode_many([(m.topic, m.payload) for m in messages], now_ms)
+            batch, alerts = self._detect(decoded.batch, now_ms)
+            rejects = decoded.rejects
+        except Exception as exc:  # a bug of jinmei's set off by some message: find which
+            self._internal_error(exc, f"a batch of {len(messages)} messages "
+                                      "(now taken one by one)")
+            batch, alerts, rejects = self._one_by_one(messages, now_ms)
+        self.stats.messages += len(messages)
+        self._set_aside(rejects, now_ms)
+        return batch, alerts
+
+    def _detect(self, batch: ReadingBatch, now_ms: int) -> tuple[ReadingBatch, list[Alert]]:
+        detection = self.detectors.update(batch, now_ms)
+        batch = batch.with_status(batch.status | detection.status_bits)
+        return batch, self.dispatcher.apply(detection.events, now_ms)
+
+    def _one_by_one(self, messages: list[Inbound],
+                    now_ms: int) -> tuple[ReadingBatch, list[Alert], list[Reject]]:
+        """Decode, detect and alert each message alone; one that raises is rejected
+        ``internal_error`` and the others are kept (see the module docstring)."""
+        batches: list[ReadingBatch] = []
+        alerts: list[Alert] = []
+        rejects: list[Reject] = []
+        for m in messages:
+            try:
+                decoded = self.codec.decode(m.topic, m.payload, now_ms)
+                batch, found = self._detect(decoded.batch, now_ms)
+            except Exception as exc:
+                self._internal_error(exc, f"a message on {m.topic}")
+                text = f"{type(exc).__name__}: {exc}"[:DETAIL_CHARS]
+                rejects.append(_internal_reject(
+                    m, f"jinmei failed on this message ({text}); the message is set aside, "
+                       "the other messages were kept"))
+                continue
+            batches.append(batch)
+            alerts += found
+            rejects += decoded.rejects
+        return ReadingBatch.concat(batches), alerts, rejects
+
+    def _process_suspects(self, messages: list[Inbound], prints: list[str],
+                          stop: threading.Event) -> bool:
+        """A batch holding messages that were in hand when the process died: the others go
+        on in batches, each suspect alone, and one at its ``quarantine_after``-th delivery is
+        quarantined instead."""
+        limit = self.deployment.ingest.quarantine_after
+        run: list[Inbound] = []
+        run_prints: list[str] = []
+        for message, print_ in zip(messages, prints, strict=True):
+            deliveries = self._suspects.get(print_)
+            if deliveries is None:
+                run.append(message)
+                run_prints.append(print_)
+                continue
+            if run and not self._process(run, run_prints, stop):
+                return False
+            run, run_prints = [], []
+            if deliveries >= limit:
+                self._quarantine(message, print_, deliveries)
+            elif not self._process([message], [print_], stop):
+                return False
+            del self._suspects[print_]
+        return not run or self._process(run, run_prints, stop)
+
+    def _quarantine(self, message: Inbound, print_: str, deliveries: int) -> bool:
+        """Store the message as a dead letter, acknowledge it and reject it; False (and the
+        message left unacknowledged) when the dead letter cannot be written."""
+        detail = (f"quarantined after {deliveries} deliveries: jinmei died each time it had "
+                  "this message in hand; it is kept whole in the dead letters")
+        try:
+            self.dead_letters.add([DeadLetter("quarantine", message.topic, message.payload,
+                                              detail)])
+        except DeliveryError as exc:
+            log.error("cannot quarantine a message on %s (%s); it stays unacknowledged",
+                      message.topic, exc)
             return False
-        counts = np.bincount(self._mine_of_sensor[batch.sensor], minlength=len(self._mine_ids))
-        for mine, n in zip(self._mine_ids, counts.tolist(), strict=True):
-            self.stats.readings_by_mine[mine] += n
-        self.source.ack(messages)
-        if self.on_stored is not None:
-            self.on_stored(batch)
-        self._announce(alerts)
+        log.error("quarantined a message on %s (fingerprint %s) after %d deliveries",
+                  message.topic, print_, deliveries)
+        self._unmark([print_])
+        self.source.ack([message])
+        self.stats.messages += 1
+        self.stats.dead_letters += 1
+        self._set_aside([_internal_reject(message, detail)], int(self.clock() * 1000))
         return True
 
     def tick(self, stop: threading.Event) -> None:
         """Run the clock-driven checks (no readings involved)."""
         now_ms = int(self.clock() * 1000)
-        alerts = self.dispatcher.apply(self.detectors.tick(now_ms).events, now_ms)
-        if alerts and self._store(ReadingBatch.empty(), alerts, stop):
+        try:
+            alerts = self.dispatcher.apply(self.detectors.tick(now_ms).events, now_ms)
+        except Exception as exc:  # the next tick may do better; ingest goes on meanwhile
+            self._internal_error(exc, "the clock-driven checks")
+            return
+        if alerts and self._store(ReadingBatch.empty(), alerts, [], stop) is not _Stored.STOPPED:
             self._announce(alerts)
 
     def _announce(self, alerts: list[Alert]) -> None:
@@ -175,6 +364,33 @@ class Pipeline:
         if self.on_alert:
             for alert in alerts:
                 self.on_alert(alert)
+
+    def _internal_error(self, exc: Exception, where: str) -> None:
+        """Log a bug of jinmei's with its traceback, once per place it was raised from."""
+        frames = traceback.extract_tb(exc.__traceback__)
+        key = (type(exc).__name__, f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "")
+        if key not in self._errors_seen:
+            self._errors_seen.add(key)
+            log.error("internal error on %s — further ones raised at %s only counted", where,
+                      key[1] or "the same place", exc_info=exc)
+
+    def _mark(self, prints: list[str]) -> None:
+        """Mark the batch's messages in hand (the crash quarantine's evidence)."""
+        try:
+            self._in_hand.mark(prints)
+            self._marked = prints
+        except DeliveryError as exc:  # only the quarantine's evidence is missing; go on
+            log.warning("cannot mark messages in hand (%s); a crash now is not remembered", exc)
+
+    def _unmark(self, prints: Iterable[str] | None = None) -> None:
+        """Forget the marks of the batch in hand (or of ``prints``): the process lived."""
+        prints = self._marked if prints is None else prints
+        if prints:
+            try:
+                self._in_hand.clear(prints)
+            except DeliveryError as exc:
+                log.warning("cannot clear in-hand marks (%s)", exc)
+        self._marked = []
 
     def _set_aside(self, rejects: list[Reject], now_ms: int) -> None:
         for reject in rejects:
@@ -186,21 +402,60 @@ class Pipeline:
             self.stats.rejects_by_mine[reject.mine] += 1
             self.source.publish(*reject_message(reject, now_ms))
 
-    def _store(self, batch: ReadingBatch, alerts: list[Alert], stop: threading.Event) -> bool:
-        """Write until the store accepts; False if asked to stop first (nothing is acked then)."""
+    def _store(self, batch: ReadingBatch, alerts: list[Alert], messages: list[Inbound],
+               stop: threading.Event) -> _Stored:
+        """Write until the store accepts (STORED); a batch it refuses for good goes to the dead
+        letters (SET_ASIDE); STOPPED if asked to stop first (nothing is acknowledged then)."""
         delay = 0.5
+        readings_written = not len(batch)
         while True:
             try:
-                if len(batch):
+                if not readings_written:
                     self.sink.write(batch)
+                    readings_written = True
                 if alerts:
                     self.sink.write_alerts(alerts)
-                return True
+                self._write_fault = None
+                return _Stored.STORED
             except DeliveryError as exc:
-                self.stats.store_retries += 1
-                if self.stats.store_retries == 1 or not exc.retryable:
-                    log.error("store %s failed (%s); holding %d readings and retrying",
-                              self.sink.name, exc, len(batch))
+                error, for_good = str(exc), not exc.retryable
+            except Exception as exc:  # a bug in the sink: the same data would hit it again
+                self._internal_error(exc, f"store {self.sink.name}")
+                error, for_good = f"{self.sink.name}: {type(exc).__name__}: {exc}", True
+            self._unmark()  # the process lived through the batch; the store is not its fault
+            outage_begins = self._write_fault is None
+            now_ms = int(self.clock() * 1000)
+            self._write_fault = (self._write_fault[0] if self._write_fault else now_ms, error)
+            if for_good:
+                letters = (_store_letters(messages, error) if not readings_written
+                           else [DeadLetter("store", alerts_topic(a.mine), encode_alert(a), error)
+                                 for a in alerts])
+                try:
+                    self.dead_letters.add(letters)
+                except DeliveryError as dead:
+                    error = f"{error}; the dead letters failed too: {dead}"
+                else:
+                    log.error("store %s refused %d readings for good (%s); %d messages set aside "
+                              "in %s", self.sink.name, len(batch), error, len(letters),
+                              self.dead_letters.path)
+                    self.stats.dead_letters += len(letters)
+                    return _Stored.SET_ASIDE
+            self.stats.store_retries += 1
+            if outage_begins:
+                log.error("store %s failed (%s); holding %d readings and retrying",
+                          self.sink.name, error, len(batch))
             if stop.wait(delay):
-                return False
+                return _Stored.STOPPED
             delay = min(delay * 2, RETRY_MAX_S)
+
+
+def _store_letters(messages: list[Inbound], reason: str) -> list[DeadLetter]:
+    return [DeadLetter("store", m.topic, m.payload, reason) for m in messages]
+
+
+def _internal_reject(message: Inbound, detail: str) -> Reject:
+    """An ``internal_error`` reject of the whole message (the topic's second level is its
+    mine: the subscription takes ``jinmei/+/telemetry/#`` only)."""
+    parts = message.topic.split("/")
+    return Reject(Reason.INTERNAL_ERROR, detail, parts[1] if len(parts) > 1 else "",
+                  message.topic, payload=message.payload)

@@ -34,6 +34,7 @@ from alerts.record import AlertRecord
 from alerts.wire import Alert
 from config.loader import deployment_limits
 from config.model import Deployment
+from detectors.suite import DetectorSuite
 from ingest.mqtt import MqttSource, broker_address
 from ingest.sink import open_sink
 from jinmei.pipeline import Pipeline
@@ -88,11 +89,12 @@ def networking_worker(deployment: Deployment, record: AlertRecord,
 
 
 class Service:
-    """The running pipeline of one deployment."""
+    """The running pipeline of one deployment (``detectors``: see :class:`Pipeline`)."""
 
     def __init__(self, deployment: Deployment, *,
                  on_alert: Callable[[Alert], None] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 detectors: DetectorSuite | None = None) -> None:
         state_dir = Path(deployment.ingest.state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
         self.deployment = deployment
@@ -103,7 +105,8 @@ class Service:
         self.networking = networking_worker(deployment, self.record, clock)
         self.pipeline = Pipeline(deployment, self.source, self.sink, self.record,
                                  names_from_limits(deployment), clock=clock, on_alert=on_alert,
-                                 on_stored=self.networking.observe if self.networking else None)
+                                 on_stored=self.networking.observe if self.networking else None,
+                                 detectors=detectors)
         self.delivery, self._notify_mqtt = delivery_worker(deployment, self.pipeline.dispatcher,
                                                            clock)
         self._stop = threading.Event()
@@ -134,6 +137,7 @@ class Service:
         if self._notify_mqtt is not None:
             self._notify_mqtt.close()
         self.pipeline.dispatcher.close()
+        self.pipeline.close()
         self.source.stop()
         self.sink.close()
         self.record.close()

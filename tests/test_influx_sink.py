@@ -18,6 +18,7 @@ import pytest
 from alerts.wire import Alert
 from config.model import Registry
 from config.readings import ReadingBatch
+from ingest.deadletter import DeadLetters
 from ingest.influx import InfluxSink
 from ingest.sink import Sink, open_sink
 from ingest.spool import Spool
@@ -197,7 +198,8 @@ def test_refused_chunk_is_dead_lettered_and_the_others_delivered(tmp_path: Path,
         return 204, {}, b""
 
     state = tmp_path / "state"
-    spool = Spool(state / "spool.db")
+    dead_letters = DeadLetters(state / "deadletter.db")
+    spool = Spool(state / "spool.db", dead_letters)
     for chunk in (GOOD, bad, GOOD.replace("0.5", "0.6")):
         spool.append(chunk)
     spool.close()
@@ -210,10 +212,10 @@ def test_refused_chunk_is_dead_lettered_and_the_others_delivered(tmp_path: Path,
     accepted = [r.body.decode() for r in server.requests if bad.encode() not in r.body]
     assert accepted == [GOOD, GOOD.replace("0.5", "0.6")]
     assert all(r.path.startswith("/api/v2/write") for r in server.requests)
-    spool = Spool(state / "spool.db")
-    (dead_id, reason, body), = spool.dead()
-    spool.close()
-    assert body == bad and "unable to parse: missing field value" in reason and dead_id == 2
+    (letter,) = dead_letters.list()
+    dead_letters.close()
+    assert (letter.origin, letter.topic, letter.body) == ("spool", "", bad.encode())
+    assert "unable to parse: missing field value" in letter.reason
 
 
 @pytest.mark.parametrize("status, dead", [
