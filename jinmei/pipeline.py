@@ -23,22 +23,26 @@ A crash anywhere before 5 makes the broker redeliver the batch; the stores are i
 the record's open episodes at start, so a redelivery neither loses nor duplicates anything.
 
 **Fault isolation at the message boundary.** Nothing in one message may stop ingest for the
-others. An unexpected exception in steps 1–3 (a bug of jinmei's in the codec, a detector or
-the alert side, set off by one message) is caught, and the batch is handled again message by
-message — decode, detect, alerts for that message alone — so that the culprit is found: it is
-rejected with reason ``internal_error`` (``jinmei/<mine>/rejects``, counted), the error is
-logged once with its traceback per distinct place it was raised, and the message is
-acknowledged with the rest; the other messages' readings are kept and go on as usual.
+others. An unexpected exception (a bug of jinmei's, set off by one message) is caught in the
+step it came from, and that step alone is done again in smaller parts so that the culprit is
+found; the culprit is rejected with reason ``internal_error`` (``jinmei/<mine>/rejects``,
+counted) and acknowledged with the rest, the error is logged once with its traceback per place
+it was raised, and the other messages go on as usual:
 
-*A detector that raised half-way through a batch*: the detectors that ran before it in the
-suite have already taken the batch's readings when the exception comes. The replay gives them
-those readings again, message by message. jinmei keeps that state rather than copying every
-detector's state before each batch (the history rings of every sensor: too dear for the hot
-path, for the sake of a bug): a condition depends on the reading, not on how often it is seen,
-so a reading seen twice starts or ends nothing, and the windowed detectors hold one more point
-at a time they already had. The cost, stated: a transition such a detector reported in the
-failed call is lost with the exception, so the alert waits for the condition's next change.
-The traceback in the log names the detector to fix.
+- the codec raised → each message decoded alone; one it raises on is rejected whole;
+- a detector raised → every detector runs behind a guard (:class:`_Guarded`), so the one that
+  raised gives nothing for the batch while the others' findings stand — a bug in the trend
+  detector cannot swallow the power-off the limit detector found in the same batch. The failed
+  detector is then given the batch's messages one at a time; a message it raises on is
+  rejected ``internal_error``, and its readings are still stored with the other detectors'
+  findings (the good readings kept, as the contract asks). The failed detector may have taken
+  part of the batch before it raised and then sees those readings again; jinmei accepts that
+  for the one detector at fault rather than copy every detector's state (the history rings of
+  every sensor) before each batch. It does not add its status bits to that batch;
+- the alert side raised → the transitions one at a time; one it cannot take is logged with its
+  sensor (the readings are stored all the same);
+- anything else → the whole batch again message by message (decode, detect, alerts for each
+  message alone).
 
 **Crash quarantine.** A message that kills the process (segfault, ``os._exit``, the OOM
 killer) can not be caught; the broker would deliver it again after every restart. So before
@@ -70,6 +74,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -80,6 +85,7 @@ from alerts.wire import Alert, encode_alert
 from config.errors import DeliveryError
 from config.model import Deployment
 from config.readings import ReadingBatch
+from detectors.base import Detection, Detector, Event
 from detectors.suite import DetectorSuite, build_detectors
 from ingest.codec import Reason, Reject, TelemetryCodec, reject_message
 from ingest.deadletter import DeadLetter, DeadLetters, InHand, fingerprint
@@ -139,6 +145,45 @@ class PipelineStats:
                 f"{self.dead_letters - before.dead_letters:,}")
 
 
+class _Guarded:
+    """One detector of the suite with its exceptions caught, so that a bug in one cannot take
+    the other detectors' findings with it: a failed ``update`` (or one whose status bits do
+    not fit the batch) gives nothing and leaves the exception in ``failure`` for the pipeline.
+    Everything else is the detector's own (``tick`` too, where it has one)."""
+
+    def __init__(self, inner: Detector) -> None:
+        self.inner = inner
+        self.name = type(inner).__name__
+        self.failure: Exception | None = None
+
+    @property
+    def conditions(self) -> tuple[str, ...]:
+        return self.inner.conditions
+
+    def update(self, batch: ReadingBatch, now: int) -> Detection:
+        try:
+            found = self.inner.update(batch, now)
+            if len(found.status_bits) not in (0, len(batch)):
+                raise ValueError(f"{len(found.status_bits)} status bits for {len(batch)} "
+                                 "readings")
+            return found
+        except Exception as exc:
+            self.failure = exc
+            return Detection([], np.zeros(len(batch), dtype=np.uint16))
+
+    def active(self) -> list[tuple[int, str]]:
+        return self.inner.active()
+
+    def restore(self, active: list[tuple[int, str]]) -> None:
+        self.inner.restore(active)
+
+    def __getattr__(self, name: str) -> Any:
+        inner = self.__dict__.get("inner")  # not self.inner: no recursion while unset
+        if inner is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(inner, name)
+
+
 class Pipeline:
     """Wires one deployment's codec, detectors, alerts and store to an MQTT source.
 
@@ -165,8 +210,10 @@ class Pipeline:
         self.stats = PipelineStats()
         self.codec = TelemetryCodec(self.registry,
                                     max_future_ms=int(deployment.ingest.max_future_s * 1000))
-        self.detectors = (build_detectors(self.registry, deployment.detectors)
-                          if detectors is None else detectors)
+        suite = (build_detectors(self.registry, deployment.detectors)
+                 if detectors is None else detectors)
+        self._guards = [_Guarded(member) for member in suite.members]
+        self.detectors = DetectorSuite(self._guards)
         self.dispatcher = AlertDispatcher(self.registry, names, record,
                                           config_hash=deployment.config_hash,
                                           publish=source.publish,
@@ -262,46 +309,115 @@ class Pipeline:
 
     def _take_in(self, messages: list[Inbound],
                  now_ms: int) -> tuple[ReadingBatch, list[Alert]]:
-        """Steps 1–3 for the batch; if anything in them raises, message by message instead."""
+        """Steps 1–3, each isolating its own failures (see the module docstring); should
+        anything else raise, the whole batch again message by message."""
+        rejects: list[Reject] = []
         try:
-            decoded = self.codec.decode_many([(m.topic, m.payload) for m in messages], now_ms)
-            batch, alerts = self._detect(decoded.batch, now_ms)
-            rejects = decoded.rejects
+            batch = self._decode(messages, now_ms, rejects)
+            batch, events = self._detect(batch, messages, now_ms, rejects)
+            alerts = self._dispatch(events, now_ms)
         except Exception as exc:  # a bug of jinmei's set off by some message: find which
             self._internal_error(exc, f"a batch of {len(messages)} messages "
                                       "(now taken one by one)")
-            batch, alerts, rejects = self._one_by_one(messages, now_ms)
+            rejects = []
+            batch, alerts = self._one_by_one(messages, now_ms, rejects)
         self.stats.messages += len(messages)
         self._set_aside(rejects, now_ms)
         return batch, alerts
 
-    def _detect(self, batch: ReadingBatch, now_ms: int) -> tuple[ReadingBatch, list[Alert]]:
-        detection = self.detectors.update(batch, now_ms)
-        batch = batch.with_status(batch.status | detection.status_bits)
-        return batch, self.dispatcher.apply(detection.events, now_ms)
-
-    def _one_by_one(self, messages: list[Inbound],
-                    now_ms: int) -> tuple[ReadingBatch, list[Alert], list[Reject]]:
-        """Decode, detect and alert each message alone; one that raises is rejected
-        ``internal_error`` and the others are kept (see the module docstring)."""
-        batches: list[ReadingBatch] = []
-        alerts: list[Alert] = []
-        rejects: list[Reject] = []
+    def _decode(self, messages: list[Inbound], now_ms: int,
+                rejects: list[Reject]) -> ReadingBatch:
+        """Step 1; if the codec raises, each message alone, and those it raises on are
+        rejected ``internal_error`` (nothing of them can be trusted)."""
+        try:
+            decoded = self.codec.decode_many([(m.topic, m.payload) for m in messages], now_ms)
+        except Exception as exc:
+            self._internal_error(exc, f"the codec on a batch of {len(messages)} messages "
+                                      "(now taken one by one)")
+        else:
+            rejects += decoded.rejects
+            return decoded.batch
+        batches = []
         for m in messages:
             try:
                 decoded = self.codec.decode(m.topic, m.payload, now_ms)
-                batch, found = self._detect(decoded.batch, now_ms)
+            except Exception as exc:
+                self._internal_error(exc, f"the codec on a message on {m.topic}")
+                rejects.append(_internal_reject(m, f"jinmei's decoder failed on this message "
+                                                   f"({_said(exc)}); it is set aside"))
+                continue
+            batches.append(decoded.batch)
+            rejects += decoded.rejects
+        return ReadingBatch.concat(batches)
+
+    def _detect(self, batch: ReadingBatch, messages: list[Inbound], now_ms: int,
+                rejects: list[Reject]) -> tuple[ReadingBatch, list[Event]]:
+        """Step 2. A detector that raised gave nothing for the batch while the others'
+        findings stand; it is then given the batch's messages one at a time, and a message it
+        raises on is rejected ``internal_error`` — its readings are still stored, with the
+        other detectors' findings."""
+        detection = self.detectors.update(batch, now_ms)
+        events = list(detection.events)
+        failed = [g for g in self._guards if g.failure is not None]
+        for guard in failed:
+            if guard.failure is not None:
+                self._internal_error(guard.failure, f"detector {guard.name} on "
+                                     f"{len(messages)} messages (now given them one by one)")
+            guard.failure = None
+        for m in messages if failed else []:
+            try:
+                alone = self.codec.decode(m.topic, m.payload, now_ms).batch
+            except Exception:  # the codec's own culprit, rejected by _decode already
+                continue
+            for guard in failed:
+                try:
+                    events += guard.inner.update(alone, now_ms).events
+                except Exception as exc:
+                    self._internal_error(exc, f"detector {guard.name} on a message on {m.topic}")
+                    rejects.append(_internal_reject(
+                        m, f"detector {guard.name} failed on this message ({_said(exc)}); "
+                           "its readings are stored with the other detectors' findings"))
+        return batch.with_status(batch.status | detection.status_bits), events
+
+    def _dispatch(self, events: list[Event], now_ms: int) -> list[Alert]:
+        """Step 3; if the alert side raises, the transitions one at a time, and one it cannot
+        take is logged (the readings are stored all the same)."""
+        try:
+            return self.dispatcher.apply(events, now_ms)
+        except Exception as exc:
+            self._internal_error(exc, f"the alert side with {len(events)} transitions "
+                                      "(now taken one by one)")
+        alerts: list[Alert] = []
+        for event in events:
+            try:
+                alerts += self.dispatcher.apply([event], now_ms)
+            except Exception as exc:
+                self._internal_error(exc, "the alert side")
+                log.error("transition lost to an internal error: %s %s %s of %s at %d",
+                          event.rule, event.condition, "firing" if event.firing else "ending",
+                          self.registry.sensors[event.sensor].key, event.ts)
+        return alerts
+
+    def _one_by_one(self, messages: list[Inbound], now_ms: int,
+                    rejects: list[Reject]) -> tuple[ReadingBatch, list[Alert]]:
+        """The last resort: steps 1–3 for each message alone; one that raises is rejected
+        ``internal_error`` and the others are kept."""
+        batches: list[ReadingBatch] = []
+        alerts: list[Alert] = []
+        for m in messages:
+            own: list[Reject] = []
+            try:
+                batch = self._decode([m], now_ms, own)
+                batch, events = self._detect(batch, [m], now_ms, own)
+                alerts += self._dispatch(events, now_ms)
             except Exception as exc:
                 self._internal_error(exc, f"a message on {m.topic}")
-                text = f"{type(exc).__name__}: {exc}"[:DETAIL_CHARS]
-                rejects.append(_internal_reject(
-                    m, f"jinmei failed on this message ({text}); the message is set aside, "
-                       "the other messages were kept"))
+                rejects.append(_internal_reject(m, f"jinmei failed on this message "
+                                                   f"({_said(exc)}); it is set aside"))
                 continue
             batches.append(batch)
-            alerts += found
-            rejects += decoded.rejects
-        return ReadingBatch.concat(batches), alerts, rejects
+            rejects += own
+        return ReadingBatch.concat(batches), alerts
 
     def _process_suspects(self, messages: list[Inbound], prints: list[str],
                           stop: threading.Event) -> bool:
@@ -447,6 +563,11 @@ class Pipeline:
             if stop.wait(delay):
                 return _Stored.STOPPED
             delay = min(delay * 2, RETRY_MAX_S)
+
+
+def _said(exc: Exception) -> str:
+    """An exception in a few words for a reject's detail."""
+    return f"{type(exc).__name__}: {exc}"[:DETAIL_CHARS]
 
 
 def _store_letters(messages: list[Inbound], reason: str) -> list[DeadLetter]:
