@@ -15,7 +15,10 @@ from hypothesis import strategies as st
 
 from config.durable import connect_durable, delivery_errors
 from config.errors import DeliveryError
+from config.loader import DEFAULT_DEPLOYMENT
 from ingest.deadletter import DeadLetter, DeadLetters, InHand, fingerprint
+from jinmei.cli import main
+from simulators.recording import read
 
 
 @given(st.text(), st.binary(), st.text(), st.binary())
@@ -110,3 +113,31 @@ def test_sqlite_errors_by_class(tmp_path: Path) -> None:
     with pytest.raises(DeliveryError) as caught, delivery_errors("test"):
         conn.execute("SELECT 1")
     assert caught.value.retryable is False
+
+
+def test_jinmei_deadletter_lists_and_exports_for_replay(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    shipped = Path(DEFAULT_DEPLOYMENT).parent
+    config = tmp_path / "jinmei.toml"
+    config.write_text(f'mines = ["{shipped / "mines" / "dayan.toml"}"]\n'
+                      f'[ingest]\nstate_dir = "{tmp_path / "state"}"\n', encoding="utf-8")
+    letters = DeadLetters(tmp_path / "state" / "deadletter.db")
+    letters.add([DeadLetter("quarantine", "jinmei/dayan/telemetry", b'{"ts": 1, "readings": []}',
+                            "quarantined after 3 deliveries"),
+                 DeadLetter("spool", "", b"reading,mine=dayan value=1 1", "HTTP 400: bad"),
+                 DeadLetter("store", "jinmei/dayan/telemetry/S01", b"\xff binary", "CHECK")])
+    letters.close()
+
+    assert main(["deadletter", "list", "--config", str(config)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == "3 dead letters"
+    assert "quarantine" in lines[0] and "jinmei/dayan/telemetry" in lines[0] \
+        and "quarantined after 3 deliveries" in lines[0] and "+" in lines[0]  # zone offset
+    assert main(["deadletter", "list", "--config", str(config), "--origin", "spool"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "1 dead letters"
+
+    out = tmp_path / "dead.jsonl"
+    assert main(["deadletter", "export", "--config", str(config), str(out)]) == 0
+    assert [(m.topic, m.payload) for m in read(out)] == [
+        ("jinmei/dayan/telemetry", b'{"ts": 1, "readings": []}'),
+        ("jinmei/dayan/telemetry/S01", b"\xff binary")]  # the spool's lines are no message
