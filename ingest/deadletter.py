@@ -18,13 +18,16 @@ setting the same thing aside twice — the process died between the letter and t
 broker delivered it again — keeps one row. Read with ``jinmei deadletter list`` or any SQLite
 client: ``SELECT at_ms, origin, topic, reason, body FROM dead_letter``.
 
-**In-hand marks** (``<state_dir>/inhand.db``, table ``in_hand(fingerprint, deliveries,
-marked_ms)``): before a batch is processed its messages' fingerprints are marked, in one
-transaction, and cleared once it is handled. Marks left when the process starts are the messages
-that were in hand when it died (kill -9, a segfault, ``os._exit``, the OOM killer): the pipeline
-takes those one at a time, so that only the culprit accumulates deliveries. Written with
-``synchronous=NORMAL``: a mark survives a killed process (what it is for) but not a power cut,
-which costs one more delivery at most — and spares the hot path an fsync per batch.
+**In-hand marks** (``<state_dir>/inhand.db``): before a batch is processed one row holding its
+messages' fingerprints is written (table ``in_hand(id, marked_ms, prints)``: one insert per
+batch, whatever its size), and deleted once the batch is handled. Rows left when the process
+starts are the batches that were in hand when it died (kill -9, a segfault, ``os._exit``, the
+OOM killer): :meth:`InHand.left_over` counts, per message, the deaths it was in hand at, keeps
+the counts in table ``suspect(fingerprint, deliveries, marked_ms)`` and clears the rows. The
+pipeline then takes each suspect alone, so only the culprit gathers deaths, and forgets one
+that it handled and lived. Written with ``synchronous=NORMAL``: a mark survives a killed
+process (what it is for) but not a power cut, which costs one more delivery at most — and
+spares the hot path an fsync per batch.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -51,17 +54,26 @@ CREATE TABLE IF NOT EXISTS dead_letter (
 """
 _IN_HAND_SCHEMA = """
 CREATE TABLE IF NOT EXISTS in_hand (
-    fingerprint TEXT PRIMARY KEY, deliveries INTEGER NOT NULL, marked_ms INTEGER NOT NULL)
+    id INTEGER PRIMARY KEY, marked_ms INTEGER NOT NULL, prints BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS suspect (
+    fingerprint BLOB PRIMARY KEY, deliveries INTEGER NOT NULL, marked_ms INTEGER NOT NULL)
     WITHOUT ROWID;
 """
+_PRINT_BYTES = 16
 
 
-def fingerprint(topic: str, payload: bytes) -> str:
+def fingerprint(topic: str, payload: bytes) -> bytes:
     """A message's identity across deliveries: the same topic and bytes, the same print."""
-    digest = hashlib.blake2b(topic.encode("utf-8", "surrogatepass"), digest_size=16)
+    digest = hashlib.blake2b(topic.encode("utf-8", "surrogatepass"),
+                             digest_size=_PRINT_BYTES)
     digest.update(b"\0")
     digest.update(payload)
-    return digest.hexdigest()
+    return digest.digest()
+
+
+def _split(prints: bytes) -> set[bytes]:
+    """The distinct fingerprints of one mark (one message twice in a batch: one delivery)."""
+    return {prints[i:i + _PRINT_BYTES] for i in range(0, len(prints), _PRINT_BYTES)}
 
 
 def _now_ms() -> int:
@@ -81,7 +93,7 @@ class DeadLetter:
 
     @property
     def fingerprint(self) -> str:
-        return fingerprint(self.topic, self.body)
+        return fingerprint(self.topic, self.body).hex()
 
 
 class DeadLetters:
@@ -134,27 +146,37 @@ class InHand:
             self._conn = connect_durable(self.path, synchronous="NORMAL")
             self._conn.executescript(_IN_HAND_SCHEMA)
 
-    def left_over(self, not_before_ms: int) -> dict[str, int]:
-        """Marks a dead process left: fingerprint → deliveries. Marks older than
-        ``not_before_ms`` are dropped — the broker will not deliver their messages again."""
+    def left_over(self, not_before_ms: int) -> dict[bytes, int]:
+        """The messages a dead process had in hand: fingerprint → deaths they were in hand at.
+        Marks older than ``not_before_ms`` are dropped — the broker will not deliver their
+        messages again."""
         with delivery_errors(self._target), self._conn:
-            self._conn.execute("DELETE FROM in_hand WHERE marked_ms < ?", (not_before_ms,))
-            return dict(self._conn.execute("SELECT fingerprint, deliveries FROM in_hand"))
-
-    def mark(self, fingerprints: Iterable[str]) -> None:
-        """Mark messages in hand (one more delivery each); one transaction."""
-        now = _now_ms()
-        with delivery_errors(self._target), self._conn:
+            rows = self._conn.execute("SELECT marked_ms, prints FROM in_hand"
+                                      " WHERE marked_ms >= ?", (not_before_ms,)).fetchall()
             self._conn.executemany(
-                "INSERT INTO in_hand VALUES (?, 1, ?) ON CONFLICT (fingerprint) DO UPDATE"
+                "INSERT INTO suspect VALUES (?, 1, ?) ON CONFLICT (fingerprint) DO UPDATE"
                 " SET deliveries = deliveries + 1, marked_ms = excluded.marked_ms",
-                [(f, now) for f in set(fingerprints)])
+                [(p, marked_ms) for marked_ms, prints in rows for p in _split(prints)])
+            self._conn.execute("DELETE FROM in_hand")
+            self._conn.execute("DELETE FROM suspect WHERE marked_ms < ?", (not_before_ms,))
+            return dict(self._conn.execute("SELECT fingerprint, deliveries FROM suspect"))
 
-    def clear(self, fingerprints: Iterable[str]) -> None:
-        """The messages were handled and the process lives: forget them."""
+    def mark(self, prints: Sequence[bytes]) -> int:
+        """Mark a batch's messages in hand; returns the mark for :meth:`clear`."""
         with delivery_errors(self._target), self._conn:
-            self._conn.executemany("DELETE FROM in_hand WHERE fingerprint = ?",
-                                   [(f,) for f in set(fingerprints)])
+            cursor = self._conn.execute("INSERT INTO in_hand (marked_ms, prints) VALUES (?, ?)",
+                                        (_now_ms(), b"".join(prints)))
+        return int(cursor.lastrowid or 0)
+
+    def clear(self, mark: int) -> None:
+        """The batch was handled and the process lives: drop its mark."""
+        with delivery_errors(self._target), self._conn:
+            self._conn.execute("DELETE FROM in_hand WHERE id = ?", (mark,))
+
+    def forget(self, print_: bytes) -> None:
+        """A suspect was handled and the process lived (or it is quarantined): not one now."""
+        with delivery_errors(self._target), self._conn:
+            self._conn.execute("DELETE FROM suspect WHERE fingerprint = ?", (print_,))
 
     def close(self) -> None:
         self._conn.close()

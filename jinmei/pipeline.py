@@ -71,7 +71,7 @@ import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,7 +228,7 @@ class Pipeline:
         state_dir = Path(deployment.ingest.state_dir)
         self.dead_letters = DeadLetters(state_dir / "deadletter.db")
         self._in_hand = InHand(state_dir / "inhand.db")
-        self._marked: list[str] = []  # fingerprints of the batch in hand
+        self._mark_id: int | None = None  # the in-hand mark of the batch in hand
         # Messages in hand when the process last died (fingerprint → deliveries); the broker
         # keeps a session's messages SESSION_EXPIRY_S, so older marks are never seen again.
         self._suspects = self._in_hand.left_over(
@@ -282,7 +282,7 @@ class Pipeline:
             return self._process_suspects(messages, prints, stop)
         return self._process(messages, prints, stop)
 
-    def _process(self, messages: list[Inbound], prints: list[str],
+    def _process(self, messages: list[Inbound], prints: list[bytes],
                  stop: threading.Event) -> bool:
         now_ms = int(self.clock() * 1000)
         self._mark(prints)
@@ -419,14 +419,14 @@ class Pipeline:
             rejects += own
         return ReadingBatch.concat(batches), alerts
 
-    def _process_suspects(self, messages: list[Inbound], prints: list[str],
+    def _process_suspects(self, messages: list[Inbound], prints: list[bytes],
                           stop: threading.Event) -> bool:
         """A batch holding messages that were in hand when the process died: the others go
         on in batches, each suspect alone, and one at its ``quarantine_after``-th delivery is
         quarantined instead."""
         limit = self.deployment.ingest.quarantine_after
         run: list[Inbound] = []
-        run_prints: list[str] = []
+        run_prints: list[bytes] = []
         for message, print_ in zip(messages, prints, strict=True):
             deliveries = self._suspects.get(print_)
             if deliveries is None:
@@ -440,10 +440,12 @@ class Pipeline:
                 self._quarantine(message, print_, deliveries)
             elif not self._process([message], [print_], stop):
                 return False
+            else:
+                self._forget(print_)
             del self._suspects[print_]
         return not run or self._process(run, run_prints, stop)
 
-    def _quarantine(self, message: Inbound, print_: str, deliveries: int) -> bool:
+    def _quarantine(self, message: Inbound, print_: bytes, deliveries: int) -> bool:
         """Store the message as a dead letter, acknowledge it and reject it; False (and the
         message left unacknowledged) when the dead letter cannot be written."""
         detail = (f"quarantined after {deliveries} deliveries: jinmei died each time it had "
@@ -456,8 +458,8 @@ class Pipeline:
                       message.topic, exc)
             return False
         log.error("quarantined a message on %s (fingerprint %s) after %d deliveries",
-                  message.topic, print_, deliveries)
-        self._unmark([print_])
+                  message.topic, print_.hex(), deliveries)
+        self._forget(print_)
         self.source.ack([message])
         self.stats.messages += 1
         self.stats.dead_letters += 1
@@ -490,23 +492,28 @@ class Pipeline:
             log.error("internal error on %s — further ones raised at %s only counted", where,
                       key[1] or "the same place", exc_info=exc)
 
-    def _mark(self, prints: list[str]) -> None:
+    def _mark(self, prints: list[bytes]) -> None:
         """Mark the batch's messages in hand (the crash quarantine's evidence)."""
         try:
-            self._in_hand.mark(prints)
-            self._marked = prints
+            self._mark_id = self._in_hand.mark(prints)
         except DeliveryError as exc:  # only the quarantine's evidence is missing; go on
             log.warning("cannot mark messages in hand (%s); a crash now is not remembered", exc)
 
-    def _unmark(self, prints: Iterable[str] | None = None) -> None:
-        """Forget the marks of the batch in hand (or of ``prints``): the process lived."""
-        prints = self._marked if prints is None else prints
-        if prints:
+    def _unmark(self) -> None:
+        """Drop the mark of the batch in hand: the process lived through it."""
+        if self._mark_id is not None:
             try:
-                self._in_hand.clear(prints)
+                self._in_hand.clear(self._mark_id)
             except DeliveryError as exc:
-                log.warning("cannot clear in-hand marks (%s)", exc)
-        self._marked = []
+                log.warning("cannot clear an in-hand mark (%s)", exc)
+            self._mark_id = None
+
+    def _forget(self, print_: bytes) -> None:
+        """A suspect handled (or quarantined) and the process lives: no longer a suspect."""
+        try:
+            self._in_hand.forget(print_)
+        except DeliveryError as exc:
+            log.warning("cannot clear a suspect (%s)", exc)
 
     def _set_aside(self, rejects: list[Reject], now_ms: int) -> None:
         for reject in rejects:

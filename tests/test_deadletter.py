@@ -54,30 +54,35 @@ def test_dead_letters_keep_each_thing_once_and_survive_reopening(tmp_path: Path)
     assert all(abs(d.at_ms - time.time() * 1000) < 60_000 for d in kept)
 
 
-def test_in_hand_marks_count_deliveries_until_cleared(tmp_path: Path) -> None:
+def test_in_hand_marks_count_the_deaths_each_message_was_in_hand_at(tmp_path: Path) -> None:
     path = tmp_path / "inhand.db"
+    a, b, c = (fingerprint("t", bytes([i])) for i in range(3))
     marks = InHand(path)
-    marks.mark(["a", "b", "b"])  # one message twice in a batch is one delivery
-    marks.close()  # the process "died" with a and b in hand
+    marks.clear(marks.mark([c]))  # handled, and the process lived: no evidence
+    marks.mark([a, b, b])  # one message twice in a batch is one delivery
+    marks.close()  # ... and the process "died" with a and b in hand
 
     again = InHand(path)
-    assert again.left_over(0) == {"a": 1, "b": 1}
-    again.mark(["a"])
-    again.clear(["b"])
-    assert again.left_over(0) == {"a": 2}
-    assert again.left_over(int(time.time() * 1000) + 1) == {}  # too old: dropped
+    assert again.left_over(0) == {a: 1, b: 1}
+    again.mark([a])  # a suspect taken alone, and the process died again
+    again.forget(b)  # b was handled alone and the process lived
     again.close()
+
+    third = InHand(path)
+    assert third.left_over(0) == {a: 2}
+    assert third.left_over(int(time.time() * 1000) + 1) == {}  # too old: dropped
+    third.close()
 
 
 def test_in_hand_marks_survive_a_killed_process(tmp_path: Path) -> None:
     """synchronous=NORMAL in WAL: the commit is in the OS's hands once it returns, so a
     process that dies without closing anything leaves its marks."""
     script = ("from ingest.deadletter import InHand; import os; "
-              f"InHand({str(tmp_path / 'inhand.db')!r}).mark(['x']); os._exit(9)")
+              f"InHand({str(tmp_path / 'inhand.db')!r}).mark([b'x' * 16]); os._exit(9)")
     assert subprocess.run([sys.executable, "-c", script], check=False).returncode == 9
     marks = InHand(tmp_path / "inhand.db")
     try:
-        assert marks.left_over(0) == {"x": 1}
+        assert marks.left_over(0) == {b"x" * 16: 1}
     finally:
         marks.close()
 
