@@ -40,7 +40,7 @@ from detectors.suite import DetectorSuite, build_detectors
 from ingest.codec import encode_telemetry
 from ingest.deadletter import DeadLetters
 from jinmei.service import Service
-from tests.servers import Mosquitto, wait_until
+from tests.servers import Mosquitto, free_port, victoria_metrics, wait_until
 from tests.test_service import Listener, deployment_for, methane_rise, send
 
 pytestmark = pytest.mark.integration
@@ -285,3 +285,27 @@ def test_a_batch_the_store_refuses_for_good_is_set_aside_and_the_next_ones_flow(
     finally:
         record.close()
     assert ("limit_power_off", "firing") in rules  # the batch's alert is in the record
+
+
+def test_an_unreachable_influxdb_is_a_store_fault_while_the_readings_wait_in_the_spool(
+        mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """With InfluxDB the worker's writes go to the spool and succeed; the forwarder's failure
+    (connection refused: transient) is what ``store_fault`` must see, and its end."""
+    port = free_port()
+    deployment = deployment_for(mosquitto, tmp_path, client_id="jinmei-influx-down")
+    deployment = dataclasses.replace(deployment, store=dataclasses.replace(
+        deployment.store, url=f"influxdb://127.0.0.1:{port}?org=jinmei&bucket=jinmei"))
+    service = Service(deployment)
+    assert service.start(wait_subscribed_s=10)
+    pipeline = service.pipeline
+    try:
+        send(mosquitto, methane_rise(int(time.time() * 1000) - 60_000))
+        assert wait_until(lambda: pipeline.stats.readings_by_mine["qipanjing"] == 5, 15)
+        assert wait_until(lambda: pipeline.store_failing_since_ms is not None, 15)
+        assert "refused" in pipeline.store_error.lower()
+        with victoria_metrics(tmp_path, port=port) as vm:
+            assert wait_until(lambda: pipeline.store_failing_since_ms is None, 40)
+            assert pipeline.store_error == ""
+            assert wait_until(lambda: vm.export('{__name__="reading_value"}'), 15)
+    finally:
+        service.stop()
