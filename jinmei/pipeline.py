@@ -286,14 +286,14 @@ class Pipeline:
                  stop: threading.Event) -> bool:
         now_ms = int(self.clock() * 1000)
         self._mark(prints)
-        try:
-            batch, alerts = self._take_in(messages, now_ms)
-            outcome = self._store(batch, alerts, messages, stop)
-            if outcome is _Stored.STOPPED:
-                return False
-            self.source.ack(messages)
-        finally:
-            self._unmark()  # a clean return or an exception: this process lived through it
+        batch, alerts = self._take_in(messages, now_ms)
+        outcome = self._store(batch, alerts, messages, stop)
+        # The process lived through the batch. (Should an exception escape the steps above,
+        # the worker dies with the mark in place and the batch counts as in hand at a death.)
+        self._unmark()
+        if outcome is _Stored.STOPPED:
+            return False
+        self.source.ack(messages)
         try:
             if outcome is _Stored.STORED:
                 counts = np.bincount(self._mine_of_sensor[batch.sensor],
