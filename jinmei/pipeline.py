@@ -369,14 +369,17 @@ class Pipeline:
                 alone = self.codec.decode(m.topic, m.payload, now_ms).batch
             except Exception:  # the codec's own culprit, rejected by _decode already
                 continue
+            failures = []
             for guard in failed:
                 try:
                     events += guard.inner.update(alone, now_ms).events
                 except Exception as exc:
                     self._internal_error(exc, f"detector {guard.name} on a message on {m.topic}")
-                    rejects.append(_internal_reject(
-                        m, f"detector {guard.name} failed on this message ({_said(exc)}); "
-                           "its readings are stored with the other detectors' findings"))
+                    failures.append(f"detector {guard.name} ({_said(exc)})")
+            if failures:
+                rejects.append(_internal_reject(
+                    m, f"{', '.join(failures)} failed on this message; its readings are "
+                       "stored with the other detectors' findings"))
         return batch.with_status(batch.status | detection.status_bits), events
 
     def _dispatch(self, events: list[Event], now_ms: int) -> list[Alert]:
