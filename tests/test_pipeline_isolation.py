@@ -10,12 +10,15 @@ and the pipeline's ``codec`` and ``dispatcher`` attributes for the other steps.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from alerts.record import AlertRecord
 from alerts.wire import Alert
@@ -155,3 +158,53 @@ def test_an_alert_side_bug_loses_only_the_transition_it_raised_on(
     assert pipeline.stats.alerts[("qipanjing", "limit_power_off", "firing")] == 1
     assert not [k for k in pipeline.stats.alerts if k[0] == "dayan"]
     assert [r[0] for r in stored(pipeline)] == ["T1-1101", "T1-1201"]  # readings all stored
+
+
+EXAMPLES = itertools.count()
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(culprits=st.lists(st.booleans(), min_size=1, max_size=12))
+def test_exactly_the_culprits_are_rejected_and_every_reading_kept(
+        build: Build, culprits: list[bool]) -> None:
+    """Any mix of messages with and without the reading the bug raises on, in one batch."""
+    pipeline = build(DetectorSuite([RaisesOn(POISONED)]))
+    ts = NOW_MS + 100 * next(EXAMPLES)  # each example its own times (one store for all)
+    batch = [message(CULPRIT.topic, [("T1-1201", 0.3, "ok"), ("T0-1201", 0.2, "ok")], ts + i)
+             if bad else message(GOOD.topic, [("T0-1201", 0.25, "ok")], ts + i)
+             for i, bad in enumerate(culprits)]
+    rejected = pipeline.stats.rejects_by_reason["internal_error"]
+    kept = len(stored(pipeline))
+    assert pipeline.process(batch, threading.Event())
+    assert pipeline.stats.rejects_by_reason["internal_error"] - rejected == sum(culprits)
+    assert len(stored(pipeline)) - kept == len(culprits) + sum(culprits)
+
+
+class SinkWithABug(SQLiteSink):
+    """The real SQLite sink, with a bug of its own on one sensor's readings (an exception
+    that is no DeliveryError: the sink cannot say whether the data or the store is at fault)."""
+
+    def write(self, batch: ReadingBatch) -> None:
+        if (batch.sensor == POISONED).any():
+            raise OverflowError("injected store bug")
+        super().write(batch)
+
+
+def test_a_store_bug_sets_the_batch_aside_and_the_next_batch_flows(
+        build: Build, tmp_path: Path) -> None:
+    pipeline = build()
+    pipeline.sink = SinkWithABug(tmp_path / "buggy.db", DEPLOYMENT.registry)
+    try:
+        assert pipeline.process([CULPRIT, GOOD], threading.Event())
+        assert pipeline.stats.dead_letters == 2 and pipeline.store_failing_since_ms is not None
+        assert "injected store bug" in pipeline.store_error
+        assert pipeline.process([POWER_OFF], threading.Event())
+        assert pipeline.store_failing_since_ms is None and pipeline.store_error == ""
+        assert stored(pipeline) == [("T1-1101", NOW_MS, 3)]
+        letters = pipeline.dead_letters.list("store")
+    finally:
+        pipeline.sink.close()
+    assert [(d.topic, d.body) for d in letters] == [(CULPRIT.topic, CULPRIT.payload),
+                                                    (GOOD.topic, GOOD.payload)]
+    assert all("OverflowError: injected store bug" in d.reason for d in letters)
