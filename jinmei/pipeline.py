@@ -44,6 +44,12 @@ it was raised, and the other messages go on as usual:
 - anything else → the whole batch again message by message (decode, detect, alerts for each
   message alone).
 
+A failure of the machine rather than of a message (a full disk or an I/O error under the alert
+record: ``OSError``, a transient ``sqlite3.Error``) is never blamed on a message: a transition
+cannot be recorded later without being detected again, so the worker stops with the batch
+unacknowledged and without evidence against its messages; the supervisor restarts the service,
+the record's open episodes are restored, and the broker delivers the batch again.
+
 **Crash quarantine.** A message that kills the process (segfault, ``os._exit``, the OOM
 killer) can not be caught; the broker would deliver it again after every restart. So before
 a batch is handled its messages are marked in hand (:class:`ingest.deadletter.InHand`, one
@@ -67,6 +73,7 @@ from __future__ import annotations
 import copy
 import enum
 import logging
+import sqlite3
 import threading
 import time
 import traceback
@@ -82,6 +89,7 @@ from alerts.dispatch import AlertDispatcher, alerts_topic
 from alerts.episodes import Names
 from alerts.record import AlertRecord
 from alerts.wire import Alert, encode_alert
+from config.durable import refused_for_good
 from config.errors import DeliveryError
 from config.model import Deployment
 from config.readings import ReadingBatch
@@ -286,11 +294,16 @@ class Pipeline:
                  stop: threading.Event) -> bool:
         now_ms = int(self.clock() * 1000)
         self._mark(prints)
-        batch, alerts = self._take_in(messages, now_ms)
+        try:
+            batch, alerts = self._take_in(messages, now_ms)
+        except Exception as exc:
+            if _environment(exc):  # the machine failed, not the messages: no evidence on them
+                self._unmark()
+                log.critical("cannot take a batch in: %s; the worker stops, the batch stays "
+                             "unacknowledged for the next start", _said(exc))
+            raise  # (a bug that escaped leaves the mark: the batch counts as in hand at a death)
         outcome = self._store(batch, alerts, messages, stop)
-        # The process lived through the batch. (Should an exception escape the steps above,
-        # the worker dies with the mark in place and the batch counts as in hand at a death.)
-        self._unmark()
+        self._unmark()  # the process lived through the batch
         if outcome is _Stored.STOPPED:
             return False
         self.source.ack(messages)
@@ -317,6 +330,8 @@ class Pipeline:
             batch, events = self._detect(batch, messages, now_ms, rejects)
             alerts = self._dispatch(events, now_ms)
         except Exception as exc:  # a bug of jinmei's set off by some message: find which
+            if _environment(exc):
+                raise
             self._internal_error(exc, f"a batch of {len(messages)} messages "
                                       "(now taken one by one)")
             rejects = []
@@ -388,6 +403,8 @@ class Pipeline:
         try:
             return self.dispatcher.apply(events, now_ms)
         except Exception as exc:
+            if _environment(exc):
+                raise
             self._internal_error(exc, f"the alert side with {len(events)} transitions "
                                       "(now taken one by one)")
         alerts: list[Alert] = []
@@ -395,6 +412,8 @@ class Pipeline:
             try:
                 alerts += self.dispatcher.apply([event], now_ms)
             except Exception as exc:
+                if _environment(exc):
+                    raise
                 self._internal_error(exc, "the alert side")
                 log.error("transition lost to an internal error: %s %s %s of %s at %d",
                           event.rule, event.condition, "firing" if event.firing else "ending",
@@ -414,6 +433,8 @@ class Pipeline:
                 batch, events = self._detect(batch, [m], now_ms, own)
                 alerts += self._dispatch(events, now_ms)
             except Exception as exc:
+                if _environment(exc):
+                    raise
                 self._internal_error(exc, f"a message on {m.topic}")
                 rejects.append(_internal_reject(m, f"jinmei failed on this message "
                                                    f"({_said(exc)}); it is set aside"))
@@ -475,6 +496,8 @@ class Pipeline:
         try:
             alerts = self.dispatcher.apply(self.detectors.tick(now_ms).events, now_ms)
         except Exception as exc:  # the next tick may do better; ingest goes on meanwhile
+            if _environment(exc):
+                raise
             self._internal_error(exc, "the clock-driven checks")
             return
         if alerts and self._store(ReadingBatch.empty(), alerts, [], stop) is not _Stored.STOPPED:
@@ -546,8 +569,10 @@ class Pipeline:
             except DeliveryError as exc:
                 error, for_good = str(exc), not exc.retryable
             except Exception as exc:  # a bug in the sink: the same data would hit it again
-                self._internal_error(exc, f"store {self.sink.name}")
-                error, for_good = f"{self.sink.name}: {type(exc).__name__}: {exc}", True
+                for_good = not _environment(exc)  # ... unless the machine is at fault
+                if for_good:
+                    self._internal_error(exc, f"store {self.sink.name}")
+                error = f"{self.sink.name}: {type(exc).__name__}: {exc}"
             self._unmark()  # the process lived through the batch; the store is not its fault
             outage_begins = self._write_fault is None
             now_ms = int(self.clock() * 1000)
@@ -573,6 +598,15 @@ class Pipeline:
             if stop.wait(delay):
                 return _Stored.STOPPED
             delay = min(delay * 2, RETRY_MAX_S)
+
+
+def _environment(exc: Exception) -> bool:
+    """A failure of the machine rather than of a message — a full disk, an I/O error, a
+    locked database under the alert record — never blamed on a message: the step cannot be
+    redone without losing a transition, so the worker stops (its supervisor restarts the
+    service; the broker delivers the unacknowledged batch again)."""
+    return isinstance(exc, OSError) or (isinstance(exc, sqlite3.Error)
+                                        and not refused_for_good(exc))
 
 
 def _said(exc: Exception) -> str:

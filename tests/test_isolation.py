@@ -309,3 +309,35 @@ def test_an_unreachable_influxdb_is_a_store_fault_while_the_readings_wait_in_the
             assert wait_until(lambda: vm.export('{__name__="reading_value"}'), 15)
     finally:
         service.stop()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_full_disk_under_the_alert_record_is_not_blamed_on_the_message(
+        mosquitto: Mosquitto, listener: Listener, small_filesystem: Path, tmp_path: Path) -> None:
+    """The alert record cannot take the power-off: no message is at fault, so none is rejected
+    or marked; the worker stops with the batch unacknowledged (the supervisor's cue), and the
+    next start — space back — records and publishes the alarm. Nothing lost, no false
+    quarantine however often it happens."""
+    deployment = deployment_for(mosquitto, tmp_path, client_id="jinmei-record-full")
+    deployment = dataclasses.replace(deployment, ingest=dataclasses.replace(
+        deployment.ingest, state_dir=str(small_filesystem / "state")))
+    first = Service(deployment)
+    assert first.start(wait_subscribed_s=10)
+    filler = fill(small_filesystem)
+    start_ms = int(time.time() * 1000) - 60_000
+    send(mosquitto, [(QIPANJING, encode_telemetry(start_ms, [("T1-1101", 1.62, "ok")]))])
+    assert wait_until(lambda: not first._worker.is_alive(), 15)
+    assert first.source.counters["acked"] == 0
+    assert first.pipeline.stats.rejects_by_reason.total() == 0
+    filler.unlink()
+    first.stop()
+
+    second = Service(deployment)
+    assert not second.pipeline._suspects  # no evidence against the message
+    assert second.start(wait_subscribed_s=10)
+    try:
+        listener.wait_for(lambda m: m[1].get("rule") == "limit_power_off")
+        assert wait_until(lambda: second.pipeline.stats.readings_by_mine["qipanjing"] == 1, 15)
+    finally:
+        second.stop()
+    assert not [m for t, m in listener.messages if t.endswith("/rejects")]
