@@ -501,7 +501,10 @@ def _parse_ingest(t: _Table) -> IngestConfig:
                         batch_max_messages=t.integer("batch_max_messages", d.batch_max_messages),
                         batch_wait_ms=t.integer("batch_wait_ms", d.batch_wait_ms),
                         max_future_s=t.number("max_future_s", d.max_future_s, above=0.0),
-                        quarantine_after=t.integer("quarantine_after", d.quarantine_after))
+                        # 1 would set aside every message of the batch in hand at a death:
+                        # the first death cannot tell the culprit from its batch-mates.
+                        quarantine_after=t.integer("quarantine_after", d.quarantine_after,
+                                                   low=2))
 
 
 _CHANNEL_KEYS = {

@@ -435,6 +435,7 @@ def deployment(tmp_path: Path, body: str, **environ: str) -> Any:
     ("[ingest]\nmax_future_s = -1", "ingest.max_future_s", "expected a number above 0"),
     ("[ingest]\nbatch_wait_ms = 0", "ingest.batch_wait_ms", "an integer of at least 1, got 0"),
     ('[ingest]\nstate_dir = " "', "ingest.state_dir", "expected a directory"),
+    ("[ingest]\nquarantine_after = 1", "ingest.quarantine_after", "of at least 2, got 1"),
     ('[alerts]\nmqtt = "yes"', "alerts.mqtt", "expected true or false, got 'yes'"),
     ('[alert]\nmqtt = true', "alert", "did you mean 'alerts'?"),
 ])
