@@ -2,9 +2,10 @@
 alerts side must not forget across restarts — the alert record, acknowledgements, silences,
 pending timers, the notification log and the delivery outbox.
 
-WAL mode with ``synchronous=FULL``: what a transaction committed survives a power cut, and the
-``jinmei alerts`` commands may read and write (ack, silence) while the service runs; a writer
-waits up to ``busy_timeout`` (10 s) for the other. Errors are ``sqlite3.Error`` for the caller.
+WAL mode with ``synchronous=FULL`` (:func:`config.durable.connect_durable`): what a transaction
+committed survives a power cut, and the ``jinmei alerts`` commands may read and write (ack,
+silence) while the service runs; a writer waits up to ``busy_timeout`` (10 s) for the other.
+Errors are ``sqlite3.Error`` for the caller.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from config.durable import connect_durable
+
 __all__ = ["StateDB"]
 
 
@@ -25,10 +28,7 @@ class StateDB:
     def __init__(self, path: str | Path, schema: str = "") -> None:
         self.path = Path(path)
         self.lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
-                                   timeout=10.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db = connect_durable(self.path, isolation_level=None)  # BEGIN IMMEDIATE below
         if schema:
             self._db.executescript(schema)
 

@@ -18,7 +18,6 @@ to the caller, which must not ack what was not recorded.
 from __future__ import annotations
 
 import math
-import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import msgspec
 
 from alerts.wire import Alert
+from config.durable import connect_durable
 
 __all__ = ["AlertRecord"]
 
@@ -88,9 +88,7 @@ class AlertRecord:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db = connect_durable(self.path, isolation_level=None)
         self._db.executescript(_SCHEMA)
 
     def append(self, alerts: Sequence[Alert], config_hash: str, now_ms: int) -> int:

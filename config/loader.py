@@ -492,7 +492,7 @@ def _parse_store(t: _Table, environ: Mapping[str, str]) -> StoreConfig:
 
 def _parse_ingest(t: _Table) -> IngestConfig:
     t.allow("state_dir", "batch_max_messages", "batch_wait_ms", "max_future_s", "stall_s",
-            "offline_after_s", "store_fault_after_s")
+            "offline_after_s", "store_fault_after_s", "quarantine_after")
     d = IngestConfig()
     state_dir: str = t.text("state_dir", d.state_dir)
     if not state_dir.strip():
@@ -505,7 +505,11 @@ def _parse_ingest(t: _Table) -> IngestConfig:
                         offline_after_s=t.number("offline_after_s", d.offline_after_s,
                                                  above=0.0),
                         store_fault_after_s=t.number("store_fault_after_s",
-                                                     d.store_fault_after_s, above=0.0))
+                                                     d.store_fault_after_s, above=0.0),
+                        # 1 would set aside every message of the batch in hand at a death:
+                        # the first death cannot tell the culprit from its batch-mates.
+                        quarantine_after=t.integer("quarantine_after", d.quarantine_after,
+                                                   low=2))
 
 
 _CHANNEL_KEYS = {

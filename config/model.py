@@ -170,6 +170,7 @@ class IngestConfig:
     stall_s: float = 30.0
     offline_after_s: float = 60.0
     store_fault_after_s: float = 30.0
+    quarantine_after: int = 3  # deliveries; see the sample configuration
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,6 +82,9 @@ class Reason(enum.StrEnum):
     """A ts is not epoch ms or RFC 3339 with an offset, or is before 2000-01-01."""
     FUTURE_TIMESTAMP = "future_timestamp"
     """A ts is later than now + ``max_future_ms``."""
+    INTERNAL_ERROR = "internal_error"
+    """jinmei failed on the message for a reason of its own (a bug, not the sender's fault):
+    the message is rejected, its good readings kept where they can be separated."""
 
 
 @dataclass(frozen=True, slots=True)

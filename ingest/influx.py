@@ -16,7 +16,11 @@ Failure behaviour of the forwarder (the HTTP outcome decides; see :func:`_judge`
 connection error, timeout, 5xx → retry with exponential backoff and jitter, capped at 30 s;
 429 / 503 → wait as long as ``Retry-After`` says; 401 / 403 / 404 → retry, logged loudly once
 (a token or bucket fix recovers); any other 4xx → the data itself is refused, the chunk moves
-to the spool's ``dead`` table with the server's message and is counted in ``stats()["dead"]``.
+to jinmei's dead letters (``<state_dir>/deadletter.db``, origin ``spool``; see
+:mod:`ingest.deadletter`) with the server's message and is counted in ``stats()["dead"]``.
+While deliveries fail, :meth:`InfluxSink.delivery_fault` says since when and why (the
+pipeline's ``store_fault`` reads it: readings acknowledged into the spool are safe, but the
+dashboards do not see them).
 A repeated failure is logged once, and recovery once. :meth:`InfluxSink.close` makes one last
 drain attempt bounded by ``close_timeout_s``; whatever is left stays in the spool and goes out
 after the next start.
@@ -44,6 +48,7 @@ from alerts.wire import Alert
 from config.errors import DeliveryError
 from config.model import Registry
 from config.readings import ReadingBatch
+from ingest.deadletter import DeadLetters
 from ingest.lineprotocol import alert_lines, reading_lines
 from ingest.spool import Spool
 
@@ -134,7 +139,8 @@ class InfluxSink:
         self._timeout_s = timeout_s
         self._retry_cap_s = retry_cap_s
         self._close_timeout_s = close_timeout_s
-        self._spool = Spool(Path(state_dir) / "spool.db")
+        self._dead_letters = DeadLetters(Path(state_dir) / "deadletter.db")
+        self._spool = Spool(Path(state_dir) / "spool.db", self._dead_letters)
         self._client = InfluxDBClient(url=url, token=token, org=org,
                                       timeout=int(timeout_s * 1000))
         self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
@@ -144,9 +150,7 @@ class InfluxSink:
         self._failed_attempts = 0
         self._failures_in_row = 0
         self._problem: str | None = None
-        # Since when (epoch ms) delivery has been failing, None while it works: the service
-        # raises store_fault when this lasts (readings wait safely in the spool meanwhile).
-        self.failing_since_ms: int | None = None
+        self._fault: tuple[int, str] | None = None  # (since epoch ms, error) while failing
         self._deadline = math.inf  # set by close(): the forwarder's last drain ends here
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -201,7 +205,11 @@ class InfluxSink:
             return self._final_stats
         return {"readings": self._readings, "alerts": self._alerts,
                 "delivered": self._delivered, "pending": self._spool.depth(),
-                "dead": self._spool.dead_count(), "failed_attempts": self._failed_attempts}
+                "dead": self._dead_letters.count("spool"), "failed_attempts": self._failed_attempts}
+
+    def delivery_fault(self) -> tuple[int, str] | None:
+        """(since epoch ms, last error) while the forwarder cannot deliver; None when it can."""
+        return self._fault
 
     def close(self) -> None:
         """Stop the forwarder after one last drain attempt of at most ``close_timeout_s``."""
@@ -219,6 +227,7 @@ class InfluxSink:
         self._final_stats = self.stats()
         self._client.close()
         self._spool.close()
+        self._dead_letters.close()
 
     # ── the forwarder thread ─────────────────────────────────────────────────────────────
     def _run(self) -> None:
@@ -280,7 +289,7 @@ class InfluxSink:
             log.warning("%s: delivering again after %d failed attempts (%s)", self.name,
                         self._failures_in_row, self._problem)
         self._problem = None
-        self.failing_since_ms = None
+        self._fault = None
         self._failures_in_row = 0
         return None
 
@@ -288,8 +297,8 @@ class InfluxSink:
         """Count a failed attempt, log it if it is a new kind of failure, return the wait."""
         self._failed_attempts += 1
         self._failures_in_row += 1
-        if self.failing_since_ms is None:
-            self.failing_since_ms = int(time.time() * 1000)
+        self._fault = (self._fault[0] if self._fault else time.time_ns() // 1_000_000,
+                       verdict.detail)
         if verdict.problem != self._problem:
             level = logging.ERROR if verdict.loud else logging.WARNING
             log.log(level, "%s: delivery failing, chunks kept in the spool and retried: %s",

@@ -8,6 +8,11 @@
   ``influxdbs://…`` (https) → :class:`~ingest.influx.InfluxSink`, spooling in ``state_dir``,
   authenticated with ``store.influx_token``.
 
+Errors: ``write`` and ``write_alerts`` raise :class:`~config.errors.DeliveryError`, with
+``retryable`` False only when the store refused the data for good (the pipeline then sets
+the batch aside as dead letters, see :mod:`ingest.deadletter`) and True when it may take it
+later (the pipeline holds the messages unacknowledged and retries).
+
 Failure behaviour: a URL that fits neither form raises :class:`~config.errors.ConfigError`
 (``file="store.url"``) saying what was expected; nothing touches the network before that.
 """
@@ -43,6 +48,12 @@ class Sink(Protocol):
 
     def write_alerts(self, alerts: Sequence[Alert]) -> None:
         """Store alert transitions (measurement ``alert``); durable when it returns."""
+        ...
+
+    def delivery_fault(self) -> tuple[int, str] | None:
+        """(since epoch ms, last error) while the store's own background delivery fails
+        (the InfluxDB forwarder); None when it delivers or there is none (SQLite writes in
+        ``write`` itself, whose errors the caller sees)."""
         ...
 
     def stats(self) -> dict[str, int]:

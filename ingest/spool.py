@@ -2,16 +2,17 @@
 
 The InfluxDB sink appends each batch here and returns; a forwarder drains the queue oldest
 first and deletes a chunk only once the server has accepted it. A chunk the server refuses
-for good (its data is bad) moves to the ``dead`` table with the server's message, where an
-operator can read it: never silently dropped.
+for good (its data is bad) moves to jinmei's dead letters (:mod:`ingest.deadletter`, origin
+``spool``) with the server's message, where an operator can read it: never silently dropped.
 
 File: ``<state_dir>/spool.db`` (the sink chooses it), WAL with ``synchronous=FULL`` so that an
 appended chunk survives a power cut once :meth:`Spool.append` returns. Tables:
 ``chunk(id, queued_ms, body)`` — ids only grow (AUTOINCREMENT), so id order is arrival order
-even after deletes — and ``dead(id, queued_ms, dead_ms, reason, body)``.
+even after deletes. (A spool file of an earlier version may still hold a ``dead`` table of its
+own; it is left as it was, and nothing new goes there.)
 
 Failure behaviour: SQLite errors become :class:`~config.errors.DeliveryError` (see
-:func:`ingest.sqlite.delivery_errors`). Safe to share between the writer and the forwarder
+:func:`config.durable.delivery_errors`). Safe to share between the writer and the forwarder
 thread: one connection under a lock.
 """
 
@@ -22,16 +23,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ingest.sqlite import connect_durable, delivery_errors
+from config.durable import connect_durable, delivery_errors
+from ingest.deadletter import DeadLetter, DeadLetters
 
 __all__ = ["Spool"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS chunk (
     id INTEGER PRIMARY KEY AUTOINCREMENT, queued_ms INTEGER NOT NULL, body TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS dead (
-    id INTEGER PRIMARY KEY, queued_ms INTEGER NOT NULL, dead_ms INTEGER NOT NULL,
-    reason TEXT NOT NULL, body TEXT NOT NULL);
 """
 
 
@@ -42,8 +41,9 @@ def _now_ms() -> int:
 class Spool:
     """Durable FIFO of text chunks; see the module docstring."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, dead_letters: DeadLetters) -> None:
         self.path = Path(path)
+        self.dead_letters = dead_letters
         self._target = f"spool:{self.path}"
         self._lock = threading.Lock()
         with delivery_errors(self._target):
@@ -68,26 +68,21 @@ class Spool:
             self._conn.executemany("DELETE FROM chunk WHERE id = ?", [(i,) for i in ids])
 
     def dead_letter(self, chunk_id: int, reason: str) -> None:
-        """Move a chunk that can never be delivered to the ``dead`` table, with the reason."""
-        with self._lock, delivery_errors(self._target), self._conn:
-            self._conn.execute("INSERT OR REPLACE INTO dead SELECT id, queued_ms, ?, ?, body "
-                               "FROM chunk WHERE id = ?", (_now_ms(), reason, chunk_id))
-            self._conn.execute("DELETE FROM chunk WHERE id = ?", (chunk_id,))
+        """Move a chunk that can never be delivered to the dead letters, with the reason.
+        The letter is on disk before the chunk leaves the spool; a crash between the two sets
+        the same chunk aside again later, and the dead letters keep it once."""
+        with self._lock, delivery_errors(self._target):
+            row = self._conn.execute("SELECT body FROM chunk WHERE id = ?",
+                                     (chunk_id,)).fetchone()
+        if row is None:
+            return
+        self.dead_letters.add([DeadLetter("spool", "", row[0].encode(), reason)])
+        self.delete([chunk_id])
 
     def depth(self) -> int:
         """Chunks waiting to be delivered."""
         with self._lock, delivery_errors(self._target):
             return int(self._conn.execute("SELECT count(*) FROM chunk").fetchone()[0])
-
-    def dead(self) -> list[tuple[int, str, str]]:
-        """(id, reason, chunk) of every dead-lettered chunk, oldest first."""
-        with self._lock, delivery_errors(self._target):
-            return self._conn.execute("SELECT id, reason, body FROM dead ORDER BY id").fetchall()
-
-    def dead_count(self) -> int:
-        """Chunks set aside as undeliverable."""
-        with self._lock, delivery_errors(self._target):
-            return int(self._conn.execute("SELECT count(*) FROM dead").fetchone()[0])
 
     def close(self) -> None:
         with self._lock:

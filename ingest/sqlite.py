@@ -18,10 +18,13 @@ already acknowledged. One ``executemany`` in one transaction per batch keeps tha
 fsync per batch. Rows are written with ``INSERT OR REPLACE``: the broker redelivers
 unacknowledged messages after a crash, and a redelivered reading must not be stored twice.
 
-Failure behaviour: every SQLite error becomes :class:`~config.errors.DeliveryError`, retryable
-when the database was busy, full or had an I/O error (it may work later), not retryable
-otherwise (corrupt file, closed sink, schema mismatch). The transaction is rolled back, so a
-failed batch leaves nothing half-written.
+Failure behaviour: every SQLite error becomes :class:`~config.errors.DeliveryError`
+(:func:`config.durable.delivery_errors`): not retryable when SQLite refused the data itself
+(a constraint, a value too big) or the sink is closed — the pipeline then sets the batch aside
+as a dead letter; retryable otherwise — busy or locked, disk full (``SQLITE_FULL``), I/O error,
+a file it cannot open or a corrupt one: the pipeline holds the messages unacknowledged and
+retries until the operator has made room or repaired the file. The transaction is rolled
+back, so a failed batch leaves nothing half-written.
 
 Threads: the sink is written from one worker thread; the connection is shared under a lock
 so that a CLI summary may read from another thread.
@@ -30,49 +33,20 @@ so that a CLI summary may read from another thread.
 from __future__ import annotations
 
 import math
-import sqlite3
 import threading
 import typing
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
 import numpy as np
 
 from alerts.wire import Alert
-from config.errors import DeliveryError
+from config.durable import connect_durable, delivery_errors
 from config.model import Registry
 from config.readings import ReadingBatch
 
-__all__ = ["SQLiteSink", "StoredReading", "connect_durable", "delivery_errors"]
-
-# SQLite result codes after which the same statement may succeed later.
-_TRANSIENT_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_FULL,
-                              sqlite3.SQLITE_IOERR, sqlite3.SQLITE_NOMEM})
-
-
-def connect_durable(path: str | Path) -> sqlite3.Connection:
-    """Open (creating folders) a WAL database whose commits are fsynced before returning."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # timeout: wait for a reader's lock (CLI summary) instead of failing the write at once.
-    conn = sqlite3.connect(path, timeout=10.0, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    return conn
-
-
-@contextmanager
-def delivery_errors(target: str) -> Iterator[None]:
-    """Turn SQLite errors into DeliveryError, retryable when the cause may pass."""
-    try:
-        yield
-    except sqlite3.Error as exc:
-        code = getattr(exc, "sqlite_errorcode", None)
-        retryable = code is not None and code & 0xFF in _TRANSIENT_CODES
-        raise DeliveryError(target, f"SQLite: {exc}", retryable=retryable) from exc
-
+__all__ = ["SQLiteSink", "StoredReading"]
 
 # One stored reading: (mine, sensor, kind, location, ts, value, status).
 StoredReading = tuple[str, str, str, str, int, float, int]
@@ -178,6 +152,10 @@ class SQLiteSink:
         return [msgspec.convert({n: math.nan if v is None and n in _NAN_COLUMNS else v
                                  for n, v in zip(_ALERT_COLUMNS, row, strict=True)}, Alert)
                 for row in rows]
+
+    def delivery_fault(self) -> None:
+        """Never: every write is synchronous, its error goes to the caller."""
+        return None
 
     def stats(self) -> dict[str, int]:
         """Readings and alerts written since open; nothing is ever pending or dead here."""

@@ -37,7 +37,8 @@ log = logging.getLogger("jinmei")
 # Further subcommands, each a module with ``register(subparsers)`` that adds its parsers and
 # sets ``func`` on them (one module per concern keeps this file small).
 EXTENSIONS: tuple[str, ...] = ("jinmei.cli_simulate", "jinmei.cli_dashboards", "jinmei.cli_record",
-                               "jinmei.cli_alerts", "jinmei.cli_networking")
+                               "jinmei.cli_alerts", "jinmei.cli_networking",
+                               "jinmei.cli_deadletter")
 
 
 def formatter(prog: str) -> argparse.HelpFormatter:

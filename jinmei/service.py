@@ -56,6 +56,7 @@ from alerts.system import Condition, SystemAlerts
 from alerts.wire import Alert
 from config.loader import deployment_limits
 from config.model import Deployment
+from detectors.suite import DetectorSuite
 from ingest.influx import InfluxSink
 from ingest.mqtt import MqttSource, broker_address
 from ingest.sink import open_sink
@@ -118,12 +119,14 @@ class Service:
 
     ``on_failure`` is called (on the supervisor's thread) once a watched thread died or
     stalled, after the failure was reported; ``failure`` then says which and why.
+    ``detectors``: see :class:`Pipeline`.
     """
 
     def __init__(self, deployment: Deployment, *,
                  on_alert: Callable[[Alert], None] | None = None,
                  on_failure: Callable[[Failure], None] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 detectors: DetectorSuite | None = None) -> None:
         state_dir = Path(deployment.ingest.state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
         self.deployment = deployment
@@ -135,7 +138,8 @@ class Service:
         self.networking = networking_worker(deployment, self.record, clock)
         self.pipeline = Pipeline(deployment, self.source, self.sink, self.record,
                                  names_from_limits(deployment), clock=clock, on_alert=on_alert,
-                                 on_stored=self.networking.observe if self.networking else None)
+                                 on_stored=self.networking.observe if self.networking else None,
+                                 detectors=detectors)
         self.delivery, self._notify_mqtt = delivery_worker(deployment, self.pipeline.dispatcher,
                                                            clock)
         self._stop = threading.Event()
@@ -199,6 +203,7 @@ class Service:
         if self._notify_mqtt is not None:
             self._notify_mqtt.close()
         self.pipeline.dispatcher.close()
+        self.pipeline.close()
         self.source.stop()
         self.sink.close()
         self.record.close()
@@ -224,11 +229,10 @@ class Service:
                                      self.deployment.broker.url, lost, ingest.offline_after_s))
         # The ingest worker's writes failing hold ingest (blind); the InfluxDB forwarder
         # failing leaves the readings safe in the spool and detection running (a fault only).
-        held = self.pipeline.store_failing_since_ms
-        forwarding = self.sink.failing_since_ms if isinstance(self.sink, InfluxSink) else None
-        faults = [t for t in (held, forwarding) if t is not None]
-        if faults and now_ms - min(faults) >= ingest.store_fault_after_s * 1000:
-            holding.append(Condition("store_fault", "store_error", self.sink.name, min(faults),
+        held = self.pipeline.write_failing_since_ms
+        failing = self.pipeline.store_failing_since_ms  # held, or the forwarder failing
+        if failing is not None and now_ms - failing >= ingest.store_fault_after_s * 1000:
+            holding.append(Condition("store_fault", "store_error", self.sink.name, failing,
                                      ingest.store_fault_after_s))
         if held is not None and now_ms - held >= ingest.offline_after_s * 1000:
             holding.append(Condition("monitoring_offline", "store_failing", self.sink.name,
@@ -242,8 +246,8 @@ class Service:
         # (dict() copies the counter in one step under the GIL).
         stored = (self.pipeline.store_failing_since_ms is None
                   and sum(dict(self.pipeline.stats.readings_by_mine).values()) > 0)
-        if isinstance(sink := self.sink, InfluxSink):
-            return stored and sink.failing_since_ms is None and sink.delivered > 0
+        if isinstance(sink := self.sink, InfluxSink):  # and a delivery to the server since
+            return stored and sink.delivered > 0
         return stored
 
     def _observe(self) -> None:

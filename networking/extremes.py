@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ingest.sqlite import connect_durable
+from config.durable import connect_durable
 
 __all__ = ["EventExtremes", "EventKey", "EventSummary", "RunningExtremes"]
 

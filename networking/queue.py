@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingest.sqlite import connect_durable
+from config.durable import connect_durable
 from networking.format import DataFile
 
 __all__ = ["QueueStatus", "QueuedFile", "UploadQueue"]

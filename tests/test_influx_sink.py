@@ -18,7 +18,9 @@ import pytest
 from alerts.wire import Alert
 from config.model import Registry
 from config.readings import ReadingBatch
+from ingest.deadletter import DeadLetters
 from ingest.influx import InfluxSink
+from ingest.lineprotocol import reading_lines
 from ingest.sink import Sink, open_sink
 from ingest.spool import Spool
 from tests.servers import (
@@ -154,12 +156,39 @@ def test_outage_loses_nothing_and_recovers(tmp_path: Path, closing: Closing) -> 
         sink.write(batch)  # returns at once although nothing listens
     assert wait_until(lambda: sink.stats()["failed_attempts"] >= 2, 5.0)
     assert sink.stats()["pending"] == 5 and sink.stats()["delivered"] == 0
+    fault = sink.delivery_fault()  # connection refused is transient: held, and said so
+    assert fault is not None and "refused" in fault[1].lower()
+    assert abs(fault[0] - time.time() * 1000) < 10_000
     with victoria_metrics(tmp_path, port=port) as vm:
         assert arrives(vm, '{__name__="reading_value",mine="dayan"}',
                        expected_series(batches, "value", "dayan"))
         assert wait_until(lambda: sink.stats()["pending"] == 0, 5.0)
+        assert sink.delivery_fault() is None
         sink.close()
     assert sink.stats()["delivered"] == 1000 and sink.stats()["dead"] == 0
+
+
+def test_a_request_victoria_metrics_refuses_for_good_is_dead_lettered(
+        vm: VictoriaMetrics, tmp_path: Path, closing: Closing) -> None:
+    """A real 4xx from the real server: VictoriaMetrics answers 400 to a path it does not
+    serve (it takes even malformed line protocol with 204), so a base URL with a wrong path
+    prefix gets a 400 for every write. Each chunk goes to the dead letters, whole, with the
+    server's words — it is not retried forever — and the forwarder is not left failing."""
+    sink = closing(InfluxSink(f"{vm.url}/not-influx", REGISTRY, org="jinmei", bucket="jinmei",
+                              state_dir=tmp_path / "state"))
+    sink.write(make_batch(10))
+    sink.write(make_batch(10, start=T0 + 1_000_000))
+    assert wait_until(lambda: sink.stats()["dead"] == 2, 10.0)
+    assert sink.stats()["pending"] == 0 and sink.delivery_fault() is None
+    sink.close()
+    letters = DeadLetters(tmp_path / "state" / "deadletter.db")
+    try:
+        dead = letters.list()
+    finally:
+        letters.close()
+    assert [d.origin for d in dead] == ["spool", "spool"]
+    assert all("HTTP 400" in d.reason and "unsupported path" in d.reason for d in dead)
+    assert dead[0].body.decode() == reading_lines(make_batch(10), REGISTRY)
 
 
 def test_chunks_left_at_close_go_out_after_restart(tmp_path: Path, closing: Closing) -> None:
@@ -197,7 +226,8 @@ def test_refused_chunk_is_dead_lettered_and_the_others_delivered(tmp_path: Path,
         return 204, {}, b""
 
     state = tmp_path / "state"
-    spool = Spool(state / "spool.db")
+    dead_letters = DeadLetters(state / "deadletter.db")
+    spool = Spool(state / "spool.db", dead_letters)
     for chunk in (GOOD, bad, GOOD.replace("0.5", "0.6")):
         spool.append(chunk)
     spool.close()
@@ -210,10 +240,10 @@ def test_refused_chunk_is_dead_lettered_and_the_others_delivered(tmp_path: Path,
     accepted = [r.body.decode() for r in server.requests if bad.encode() not in r.body]
     assert accepted == [GOOD, GOOD.replace("0.5", "0.6")]
     assert all(r.path.startswith("/api/v2/write") for r in server.requests)
-    spool = Spool(state / "spool.db")
-    (dead_id, reason, body), = spool.dead()
-    spool.close()
-    assert body == bad and "unable to parse: missing field value" in reason and dead_id == 2
+    (letter,) = dead_letters.list()
+    dead_letters.close()
+    assert (letter.origin, letter.topic, letter.body) == ("spool", "", bad.encode())
+    assert "unable to parse: missing field value" in letter.reason
 
 
 @pytest.mark.parametrize("status, dead", [

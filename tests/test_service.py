@@ -203,6 +203,9 @@ class BrokenStore:
     def write_alerts(self, alerts: Sequence[Alert]) -> None:
         raise DeliveryError(self.name, "disk full (injected)", retryable=True)
 
+    def delivery_fault(self) -> None:
+        return None
+
     def stats(self) -> dict[str, int]:
         return {}
 
@@ -371,7 +374,7 @@ def test_the_status_line_says_what_came_since_the_last_one() -> None:
     before = PipelineStats(messages=10, readings_by_mine=Counter(dayan=100),
                            rejects_by_reason=Counter(bad_json=1),
                            alerts=Counter({("dayan", "limit_alarm", "firing"): 1}))
-    after = dataclasses.replace(before, messages=15, store_retries=2,
+    after = dataclasses.replace(before, messages=15, store_retries=2, dead_letters=3,
                                 readings_by_mine=Counter(dayan=1_400, qipanjing=200),
                                 rejects_by_reason=Counter(bad_json=3, unknown_sensor=1),
                                 alerts=Counter({("dayan", "limit_alarm", "firing"): 2,
@@ -379,6 +382,6 @@ def test_the_status_line_says_what_came_since_the_last_one() -> None:
     assert after.since(before) == (
         "5 messages; readings stored 1,500 (dayan 1,300, qipanjing 200); rejects 3 "
         "(bad_json 2, unknown_sensor 1); alert transitions 2 (firing 1, resolved 1); "
-        "store retries 2")
+        "store retries 2; dead letters 3")
     assert after.since(after) == ("0 messages; readings stored 0; rejects 0; "
-                                  "alert transitions 0; store retries 0")
+                                  "alert transitions 0; store retries 0; dead letters 0")
