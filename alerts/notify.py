@@ -7,10 +7,11 @@ For each recorded transition the :class:`Notifier` runs the stages in this order
 - **route**: every ``[[alerts.routes]]`` entry whose matchers (mine, kind, rule, severity) all
   match names receivers; all matching routes apply. A transition no route names is logged as
   ``unrouted`` (it is in the record and on ``jinmei/<mine>/alerts`` all the same).
-- **inhibit / silence**: one ``mutes`` check each (``alerts.inhibit``, ``alerts.silences``);
-  the reason is logged. A muted firing alert is checked again each tick, and is notified if it
-  is still firing when the silence expires or the inhibiting alert resolves. A resolve is sent
-  only to receivers that were told (or are about to be told) of the firing.
+- **inhibit / silence**: one ``mutes`` check each (``alerts.inhibit``, its rules switched in
+  ``[alerts.inhibit]``; ``alerts.silences``); the reason is logged. A muted firing alert is
+  checked again each tick, and is notified if it is still firing when the silence expires or
+  the inhibiting alert resolves. A resolve is sent only to receivers that were told (or are
+  about to be told) of the firing.
 - **safety floor**: a ``limit_power_off`` firing is never muted and sends its group at once;
   a silence that would have matched is logged as overridden.
 - **group / dedup**: per (receiver, mine, area) — see ``alerts.grouping.should_notify``; each
@@ -41,7 +42,7 @@ from alerts.inhibit import Inhibitor
 from alerts.outbox import Outbox
 from alerts.silences import SilenceBook
 from alerts.wire import Alert, encode_alert
-from config.model import Registry, Route
+from config.model import InhibitConfig, Registry, Route
 
 __all__ = ["Notifier", "route_matches"]
 
@@ -90,11 +91,12 @@ def _key(*parts: object) -> str:
 class Notifier:
     def __init__(self, registry: Registry, db: StateDB, outbox: Outbox, silences: SilenceBook,
                  routes: Sequence[Route], timing: Timing,
-                 acknowledged: Callable[[Sequence[str]], Mapping[str, object]]) -> None:
+                 acknowledged: Callable[[Sequence[str]], Mapping[str, object]],
+                 inhibit: InhibitConfig | None = None) -> None:
         self.db = db
         self.outbox = outbox
         self.silences = silences
-        self.inhibitor = Inhibitor(registry)
+        self.inhibitor = Inhibitor(registry, inhibit)
         self.routes = tuple(routes)
         self.timing = timing
         self.acknowledged = acknowledged
@@ -182,6 +184,8 @@ class Notifier:
             if not (self.inhibitor.mutes(alert, open_alerts)
                     or self.silences.mutes(alert, area, now_ms)):
                 del self._muted[(receiver, episode)]
+                # told now, when nothing holds it back any more
+                alert = msgspec.structs.replace(alert, inhibited_by="")
                 self._waiting[(receiver, alert.mine, area)].append((alert, now_ms))
                 rows.append((receiver, alert))
         if rows:
