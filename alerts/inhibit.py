@@ -17,7 +17,13 @@ when they apply:
   the area are the same gas moving, and a flood of them teaches people to ignore warnings. Only
   the same kind: a CO or air-velocity alarm does not tell a methane trend's story. Such a
   warning carries ``inhibited_by`` (the alarm's id) in the record and on
-  ``jinmei/<mine>/alerts``; if it is still firing when the alarm closes, it is notified then.
+  ``jinmei/<mine>/alerts``, and stays held back from receivers for its whole episode, even
+  past the alarm's close: it began as part of the alarm's story, and told minutes later it
+  would be stale noise after the all-clear. A rise still going on after the close is a new
+  firing of the detector (a new episode) or the point's own limit alarm. A warning that fired
+  before the alarm but still waited in its group (``group_wait_s``) when the alarm opened is
+  held back the same way (alerts.notify): receivers get the alarm, not the warning of a few
+  seconds before it.
 
 Nothing inhibits a ``limit_power_off``: the safety floor. Inhibited alerts are still recorded and
 published; only notifications to receivers are held back.

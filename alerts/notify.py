@@ -10,8 +10,11 @@ For each recorded transition the :class:`Notifier` runs the stages in this order
 - **inhibit / silence**: one ``mutes`` check each (``alerts.inhibit``, its rules switched in
   ``[alerts.inhibit]``; ``alerts.silences``); the reason is logged. A muted firing alert is
   checked again each tick, and is notified if it is still firing when the silence expires or
-  the inhibiting alert resolves. A resolve is sent only to receivers that were told (or are
-  about to be told) of the firing.
+  the inhibiting alert resolves — except an early warning an area's alarm held back
+  (``inhibited_by`` set): it stays held back for its whole episode. A resolve is sent only
+  to receivers that were told (or are about to be told) of the firing.
+- **inhibit again before sending**: a firing transition still waiting in its group when an
+  alert that inhibits it opens is held back then (with a waiting resolve of it).
 - **safety floor**: a ``limit_power_off`` firing is never muted and sends its group at once;
   a silence that would have matched is logged as overridden.
 - **group / dedup**: per (receiver, mine, area) — see ``alerts.grouping.should_notify``; each
@@ -153,6 +156,7 @@ class Notifier:
         """Unmute what is no longer muted, send the groups that are due, escalate; returns the
         notifications put in the outbox."""
         self._unmute(open_alerts, now_ms)
+        self._inhibit_waiting(open_alerts, now_ms)
         sent: list[Notification] = []
         for group in sorted(set(self._waiting) | set(self._told)):
             waiting = self._waiting.get(group, [])
@@ -180,12 +184,12 @@ class Notifier:
             if episode not in open_ids:
                 del self._muted[(receiver, episode)]
                 continue
+            if alert.inhibited_by:
+                continue  # an area's alarm holds it back for its whole episode (alerts.inhibit)
             area = self.area(alert)
             if not (self.inhibitor.mutes(alert, open_alerts)
                     or self.silences.mutes(alert, area, now_ms)):
                 del self._muted[(receiver, episode)]
-                # told now, when nothing holds it back any more
-                alert = msgspec.structs.replace(alert, inhibited_by="")
                 self._waiting[(receiver, alert.mine, area)].append((alert, now_ms))
                 rows.append((receiver, alert))
         if rows:
@@ -195,6 +199,39 @@ class Notifier:
                               " at = ? WHERE receiver = ? AND id = ? AND state = ? AND ts = ?",
                               ("no longer muted", now_ms, receiver, alert.id, alert.state,
                                alert.ts))
+
+    def _inhibit_waiting(self, open_alerts: Sequence[Alert], now_ms: int) -> None:
+        """A firing transition still waiting in its group when an alert that inhibits it
+        opens is held back as if it had come after it — receivers get the alarm, not the
+        warning of a few seconds before it — and so is a waiting resolve of a firing held back
+        so (nothing of it was told)."""
+        rows = []
+        for group, waiting in list(self._waiting.items()):
+            receiver = group[0]
+            held: set[str] = set()
+            keep = []
+            for alert, at in waiting:
+                mute = (self.inhibitor.mutes(alert, open_alerts)
+                        if alert.state == "firing" and not _floor(alert) else None)
+                if mute:
+                    if (alarm := self.inhibitor.area_alarm(alert, open_alerts)) is not None:
+                        alert = msgspec.structs.replace(alert, inhibited_by=alarm.id)
+                    held.add(alert.id)
+                    self._muted[(receiver, alert.id)] = (alert, mute)
+                    rows.append((receiver, alert, mute))
+                elif alert.state != "firing" and alert.id in held:
+                    rows.append((receiver, alert, "its firing was not notified"))
+                else:
+                    keep.append((alert, at))
+            if len(keep) < len(waiting):
+                self._waiting[group] = keep
+        if rows:
+            with self.db.transaction() as c:
+                for receiver, alert, reason in rows:
+                    c.execute("UPDATE alert_notification SET decision = 'muted', reason = ?,"
+                              " at = ?, alert = ? WHERE receiver = ? AND id = ? AND state = ?"
+                              " AND ts = ?", (reason, now_ms, encode_alert(alert), receiver,
+                                              alert.id, alert.state, alert.ts))
 
     def _send(self, group: _Group, reason: Reason, now_ms: int) -> Notification:
         receiver, mine, area = group

@@ -26,6 +26,7 @@ from alerts.outbox import DeliveryWorker
 from alerts.record import AlertRecord
 from alerts.supersede import SUPERSEDED
 from alerts.wire import Alert
+from bench.evaluate_incidents import incident_config, measure
 from config.errors import ConfigError
 from config.loader import load_deployment
 from config.model import AlertsConfig, InhibitConfig, Mine, Receiver, Registry, Route
@@ -333,22 +334,51 @@ def test_area_power_off_reaches_the_webhook_and_its_warnings_do_not(
         assert all(recorded[k] == "" for k in noise)
 
 
-def test_a_warning_still_firing_when_the_area_alarm_closes_is_told_then(
+def test_warnings_of_the_alarm_s_story_stay_untold_and_a_fresh_one_is_told(
         tmp_path: Path) -> None:
+    """T0 warns 5 s before T1's alarm (still in its group wait when the alarm opens) and T2
+    warns during it: receivers get the alarm only, also after it closes while both still fire
+    (told then, they would be stale noise after the all-clear). T2's detector letting go and
+    firing anew after the close is a fresh rise: told. Another rule's inhibition still lets go
+    at the close: T1's alarm outlasting its power-off is told then."""
     with scripted_http_server(lambda n, body: (200, {}, b"")) as server:
         d = dispatcher(tmp_path / "alerts.db", webhook_config(server.url, InhibitConfig()))
-        d.apply([alarm(T1, True, T, 1.1)], T)
-        d.apply([warning(T2, "trend_high", True, T + 5_000)], T + 5_000)
-        d.apply([], T + 20_000)
-        d.apply([alarm(T1, False, T + 30_000, 0.9)], T + 30_000)
+        d.apply([warning(T0, "trend_high", True, T)], T)
+        d.apply([alarm(T1, True, T + 5_000, 1.1), power_off(T1, True, T + 5_000, 1.6)],
+                T + 5_000)
+        d.apply([warning(T2, "level_shift", True, T + 8_000, 0.6)], T + 8_000)
+        d.apply([power_off(T1, False, T + 30_000, 0.95)], T + 30_000)  # alarm still open
         d.apply([], T + 100_000)
-        d.apply([], T + 200_000)
+        d.apply([alarm(T1, False, T + 120_000, 0.9)], T + 120_000)      # the area's all-clear
+        for k in range(2, 6):
+            d.apply([], T + 100_000 * k)
+        d.apply([warning(T2, "level_shift", False, T + 600_000, 0.3)], T + 600_000)
+        d.apply([warning(T2, "level_shift", True, T + 700_000, 0.7)], T + 700_000)
+        d.apply([], T + 800_000)
         deliver(d, server.url)
         d.close()
         d.record.close()
-    alerts = [a for r in server.requests for a in json.loads(r.body)["alerts"]]
-    late = [a for a in alerts if a["condition"] == "trend_high"]
-    assert [(a["state"], a["inhibited_by"]) for a in late] == [("firing", "")]
+    told = [(a["sensor"], a["condition"], a["state"]) for r in server.requests
+            for a in json.loads(r.body)["alerts"]]
+    assert ("T0-1201", "trend_high", "firing") not in told
+    assert [t for t in told if t[1] == "level_shift"] == [("T2-1201", "level_shift", "firing")]
+    assert told.count(("T1-1201", "alarm_high", "firing")) == 1     # after the power-off ended
+    assert told[0] == ("T1-1201", "power_off", "firing")
+
+
+# ── the scenario evaluation (bench/evaluate_incidents.py) ───────────────────────────────────
+
+@pytest.mark.parametrize("scenario", ["methane-rise", "gas-outburst"])
+def test_the_incident_evaluation_shows_the_alarm_and_keeps_the_early_warnings(
+        scenario: str) -> None:
+    deployment = load_deployment(None)
+    for mine in deployment.mines:
+        before, after = (measure(mine, scenario, deployment.detectors,
+                                 incident_config(deployment.alerts, on)) for on in (False, True))
+        assert before.noise > 0 and after.noise == 0                 # the old noise is gone
+        assert after.published < before.published and after.notified <= before.notified
+        assert after.in_time == after.entries == before.entries      # all shown in time
+        assert after.pre_alarm == before.pre_alarm                   # early warnings kept
 
 
 # ── contracts: the wire, old files, configuration ───────────────────────────────────────────
