@@ -97,8 +97,9 @@ class Supersede:
               ) -> tuple[list[Event], _Forced]:
         """The events for the episode book, and the warning resolves the alarm forced (by
         their mine, sensor, condition and ts → the alarm's event) for :meth:`mark`."""
-        if not self.enabled:
-            return list(events), {}
+        if not self.enabled or not any(is_alarm(e.rule, e.severity)
+                                       or is_early_warning(e.rule, e.condition) for e in events):
+            return list(events), {}  # the clock's ticks and other rules: nothing to look up
         alarms: dict[int, set[tuple[str, str]]] = defaultdict(set)
         warnings: dict[int, dict[str, str]] = defaultdict(dict)  # → condition → scope
         for alert in open_alerts:
@@ -125,11 +126,11 @@ class Supersede:
                                      e.value, e.limit, scope))
                     sensor = self.registry.sensors[e.sensor]
                     forced[(sensor.mine, sensor.id, condition, e.ts)] = e
-                    self._swallowed[(e.sensor, "trend", condition)] = e.ts
+                    self._swallowed.setdefault((e.sensor, "trend", condition), e.ts)
             elif not is_early_warning(e.rule, e.condition):
                 out.append(e)
             elif e.firing and alarms[e.sensor] and e.condition not in warnings[e.sensor]:
-                self._swallowed[key] = e.ts  # the alarm is in force: nothing to warn of
+                self._swallowed.setdefault(key, e.ts)  # the alarm is in force: no warning
             elif not e.firing and self._swallowed.pop(key, None) is not None:
                 pass  # the detector lets go of a superseded condition: nothing is open
             else:
@@ -141,7 +142,7 @@ class Supersede:
                 else:
                     warnings[e.sensor].pop(e.condition, None)
                 out.append(e)
-        if self._swallowed != before:
+        if self._swallowed.keys() != before.keys():
             self._persist(before)
         return out, forced
 
