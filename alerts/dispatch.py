@@ -123,7 +123,7 @@ class AlertDispatcher:
         """Record and send the transitions these events make (and the clock's); returns the
         recorded transitions."""
         due, forced = self.supersede.apply(self.debounce.apply(events, now_ms),
-                                           self.episodes.open())
+                                           self.episodes.open)
         alerts = self.supersede.mark(self.episodes.apply(due), forced)
         open_alerts = self.episodes.open()
         alerts = [self._mark_inhibited(a, open_alerts) for a in alerts]

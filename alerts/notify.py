@@ -109,6 +109,7 @@ class Notifier:
         self._muted: dict[tuple[str, str], tuple[Alert, str]] = {}  # (receiver, id)
         self._last_sent: dict[_Group, int] = {}
         self._escalated: set[tuple[str, int]] = set()
+        self._open_seen: set[str] = set()  # ids of the open alerts at the last flush
         db.ensure(SCHEMA)
 
     # ── the stages ───────────────────────────────────────────────────────────────────────
@@ -156,7 +157,11 @@ class Notifier:
         """Unmute what is no longer muted, send the groups that are due, escalate; returns the
         notifications put in the outbox."""
         self._unmute(open_alerts, now_ms)
-        self._inhibit_waiting(open_alerts, now_ms)
+        # only an alert opened since the last flush can newly inhibit what waits
+        opened = [a for a in open_alerts if a.id not in self._open_seen]
+        self._open_seen = {a.id for a in open_alerts}
+        if opened and self._waiting:
+            self._inhibit_waiting(opened, now_ms)
         sent: list[Notification] = []
         for group in sorted(set(self._waiting) | set(self._told)):
             waiting = self._waiting.get(group, [])
@@ -200,21 +205,21 @@ class Notifier:
                               ("no longer muted", now_ms, receiver, alert.id, alert.state,
                                alert.ts))
 
-    def _inhibit_waiting(self, open_alerts: Sequence[Alert], now_ms: int) -> None:
+    def _inhibit_waiting(self, opened: Sequence[Alert], now_ms: int) -> None:
         """A firing transition still waiting in its group when an alert that inhibits it
-        opens is held back as if it had come after it — receivers get the alarm, not the
-        warning of a few seconds before it — and so is a waiting resolve of a firing held back
-        so (nothing of it was told)."""
+        opens (one of ``opened``) is held back as if it had come after it — receivers get the
+        alarm, not the warning of a few seconds before it — and so is a waiting resolve of a
+        firing held back so (nothing of it was told)."""
         rows = []
         for group, waiting in list(self._waiting.items()):
             receiver = group[0]
             held: set[str] = set()
             keep = []
             for alert, at in waiting:
-                mute = (self.inhibitor.mutes(alert, open_alerts)
+                mute = (self.inhibitor.mutes(alert, opened)
                         if alert.state == "firing" and not _floor(alert) else None)
                 if mute:
-                    if (alarm := self.inhibitor.area_alarm(alert, open_alerts)) is not None:
+                    if (alarm := self.inhibitor.area_alarm(alert, opened)) is not None:
                         alert = msgspec.structs.replace(alert, inhibited_by=alarm.id)
                     held.add(alert.id)
                     self._muted[(receiver, alert.id)] = (alert, mute)

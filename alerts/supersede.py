@@ -39,7 +39,7 @@ alone: a clear dropped here leaves no row there.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import msgspec
 
@@ -93,16 +93,18 @@ class Supersede:
         """(sensor, rule, condition) of every detector condition held back now."""
         return sorted(self._swallowed)
 
-    def apply(self, events: Sequence[Event], open_alerts: Sequence[Alert]
+    def apply(self, events: Sequence[Event], open_episodes: Callable[[], Sequence[Alert]]
               ) -> tuple[list[Event], _Forced]:
         """The events for the episode book, and the warning resolves the alarm forced (by
-        their mine, sensor, condition and ts → the alarm's event) for :meth:`mark`."""
+        their mine, sensor, condition and ts → the alarm's event) for :meth:`mark`.
+        ``open_episodes()`` gives the episodes open before these events (asked only when an
+        alarm or a warning is among them)."""
         if not self.enabled or not any(is_alarm(e.rule, e.severity)
                                        or is_early_warning(e.rule, e.condition) for e in events):
             return list(events), {}  # the clock's ticks and other rules: nothing to look up
         alarms: dict[int, set[tuple[str, str]]] = defaultdict(set)
         warnings: dict[int, dict[str, str]] = defaultdict(dict)  # → condition → scope
-        for alert in open_alerts:
+        for alert in open_episodes():
             index = self.registry.index.get(f"{alert.mine}/{alert.sensor}")
             if index is None:
                 continue
