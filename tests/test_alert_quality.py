@@ -366,6 +366,28 @@ def test_warnings_of_the_alarm_s_story_stay_untold_and_a_fresh_one_is_told(
     assert told[0] == ("T1-1201", "power_off", "firing")
 
 
+def test_a_held_back_warning_stays_held_back_across_a_restart(tmp_path: Path) -> None:
+    with scripted_http_server(lambda n, body: (200, {}, b"")) as server:
+        config = webhook_config(server.url, InhibitConfig())
+        first = dispatcher(tmp_path / "alerts.db", config)
+        first.apply([warning(T2, "trend_high", True, T)], T)          # waits for its group
+        first.apply([alarm(T1, True, T + 3_000, 1.1)], T + 3_000)      # the alarm overtakes it
+        first.close()
+        first.record.close()
+        second = dispatcher(tmp_path / "alerts.db", config)
+        for k in range(1, 5):
+            second.apply([], T + 30_000 * k)
+        second.apply([alarm(T1, False, T + 150_000, 0.9)], T + 150_000)
+        for k in range(6, 12):
+            second.apply([], T + 30_000 * k)
+        deliver(second, server.url)
+        second.close()
+        second.record.close()
+    told = [(a["sensor"], a["condition"], a["state"]) for r in server.requests
+            for a in json.loads(r.body)["alerts"]]
+    assert told == [("T1-1201", "alarm_high", "firing"), ("T1-1201", "alarm_high", "resolved")]
+
+
 # ── the scenario evaluation (bench/evaluate_incidents.py) ───────────────────────────────────
 
 @pytest.mark.parametrize("scenario", ["methane-rise", "gas-outburst"])
@@ -375,6 +397,7 @@ def test_the_incident_evaluation_shows_the_alarm_and_keeps_the_early_warnings(
     for mine in deployment.mines:
         before, after = (measure(mine, scenario, deployment.detectors,
                                  incident_config(deployment.alerts, on)) for on in (False, True))
+        assert before.wrong > 0 and after.wrong == 0                 # no T0 beside its alarm
         assert before.noise > 0 and after.noise == 0                 # the old noise is gone
         assert after.published < before.published and after.notified <= before.notified
         assert after.in_time == after.entries == before.entries      # all shown in time
