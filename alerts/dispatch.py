@@ -5,8 +5,8 @@ start and ``apply(events, now_ms)`` with every batch and about once a second wit
 (the clock: pending timers, group waits, escalations and silence expiry all run on it). One
 ``apply`` is this pipeline, in order::
 
-    debounce (pending / resolve hold) → episodes → record → MQTT stream
-        → route → inhibit → silence → group → dedup → outbox   (alerts.notify)
+    debounce (pending / resolve hold) → supersede → episodes → mark inhibited → record
+        → MQTT stream → route → inhibit → silence → group → dedup → outbox   (alerts.notify)
 
 and the :class:`~alerts.outbox.DeliveryWorker` thread then delivers, retries and records.
 
@@ -18,16 +18,24 @@ and the :class:`~alerts.outbox.DeliveryWorker` thread then delivers, retries and
   dispatcher knows nothing of MQTT clients). Routed notifications go through the durable outbox.
 - Safety floor: a ``limit_power_off`` is never pending (the loader refuses a ``for`` on it),
   never muted, and its group is sent at once.
+- One incident, one story (issue 17): a point's open alarm or power-off supersedes its early
+  warnings (``alerts.supersede``: the open one resolved with ``reason: "superseded"``, none
+  opened meanwhile), and an open alarm or power-off in an area marks the firing early warnings
+  of the same kind there ``inhibited_by`` its id before they are recorded and published — the
+  notifier's inhibit stage then holds them back from receivers (``alerts.inhibit``).
 
 At start, :meth:`AlertDispatcher.restore` takes back the open episodes, the held (pending)
-events, the notification groups and the escalations, and returns the detector conditions that
-were firing, so a restarted service neither forgets a firing alert nor announces it again.
+events, the notification groups, the escalations and the superseded conditions, and returns the
+detector conditions that were firing, so a restarted service neither forgets a firing alert nor
+announces it again.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+
+import msgspec
 
 from alerts.channels.base import Notification
 from alerts.db import StateDB
@@ -38,6 +46,7 @@ from alerts.notify import Notifier
 from alerts.outbox import Outbox
 from alerts.record import AlertRecord
 from alerts.silences import SilenceBook
+from alerts.supersede import Supersede
 from alerts.wire import SYSTEM_KIND, Alert, encode_alert
 from config.model import AlertsConfig, Registry
 from detectors.base import Event
@@ -77,13 +86,14 @@ class AlertDispatcher:
         self.debounce = Debounce(registry, self.db,
                                  for_ms={rule: _ms(s) for rule, s in config.for_s},
                                  resolve_hold_ms=_ms(config.resolve_hold_s))
+        self.supersede = Supersede(registry, names, self.db, enabled=config.supersede_warnings)
         self.silences = SilenceBook(self.db)
         self.outbox = Outbox(self.db)
         self.notifier = Notifier(
             registry, self.db, self.outbox, self.silences, config.routes,
             Timing(_ms(config.group_wait_s), _ms(config.group_interval_s),
                    _ms(config.repeat_interval_s)),
-            acknowledged=record.acknowledgements)
+            acknowledged=record.acknowledgements, inhibit=config.inhibit)
         self._publish = publish
         self._mqtt = config.mqtt
         self.on_outbox = on_outbox
@@ -97,6 +107,7 @@ class AlertDispatcher:
         self.episodes.restore(open_alerts)
         self.notifier.restore(open_alerts)
         held = self.debounce.restore()
+        swallowed = self.supersede.restore()
         if open_alerts or held:
             log.info("restored %d open alert episode(s) and %d pending one(s)",
                      len(open_alerts), len(held))
@@ -107,12 +118,16 @@ class AlertDispatcher:
                         "stays open in the record", a.id, a.mine, a.sensor)
         firing = [(index[f"{a.mine}/{a.sensor}"], a.condition) for a in open_alerts
                   if f"{a.mine}/{a.sensor}" in index]
-        return sorted(set(firing + held))
+        return sorted(set(firing + held + swallowed))
 
     def apply(self, events: Sequence[Event], now_ms: int) -> list[Alert]:
         """Record and send the transitions these events make (and the clock's); returns the
         recorded transitions."""
-        alerts = self.episodes.apply(self.debounce.apply(events, now_ms))
+        due, forced = self.supersede.apply(self.debounce.apply(events, now_ms),
+                                           self.episodes.open)
+        alerts = self.supersede.mark(self.episodes.apply(due), forced)
+        open_alerts = self.episodes.open()
+        alerts = [self._mark_inhibited(a, open_alerts) for a in alerts]
         if alerts:
             self.record.append(alerts, self.config_hash, now_ms)
             if self._mqtt:
@@ -121,12 +136,17 @@ class AlertDispatcher:
         if now_ms >= self._silences_read_at + 1000:  # another process may add or end one
             self.silences.refresh()
             self._silences_read_at = now_ms
-        open_alerts = self.episodes.open()
         self.notifier.accept(alerts, open_alerts, now_ms)
         sent = self.notifier.flush(open_alerts, now_ms)
         if sent and self.on_outbox:
             self.on_outbox()
         return alerts
+
+    def _mark_inhibited(self, alert: Alert, open_alerts: Sequence[Alert]) -> Alert:
+        """The firing early warning with ``inhibited_by`` the area alarm that holds back its
+        notification (as the notifier's inhibit stage will decide)."""
+        alarm = self.notifier.inhibitor.area_alarm(alert, open_alerts)
+        return alert if alarm is None else msgspec.structs.replace(alert, inhibited_by=alarm.id)
 
     def notifications(self) -> list[Notification]:
         """Everything ever put in the outbox, oldest first (for tests and ``alerts list``)."""

@@ -17,6 +17,12 @@ against the seconds allowed, a rate against the plausible rate, a face/return ga
 tolerance — never as "value ≥ limit". A condition with no wording of its own falls back to the
 generic form rather than being dropped.
 
+A warning ended because the point's alarm is in force (``reason: "superseded"``,
+alerts.supersede) says so, with the reading and the limit that alarm crossed::
+
+    【趋势解除】大雁煤矿 T0-1201 … 甲烷 被报警取代：1.02% ≥ 报警值 1.00%（…）
+    [TREND ENDED] Dayan T0-1201 … methane superseded by the alarm: 1.02 % ≥ alarm limit 1.00 % (…)
+
 Names of kinds and locations come from a :class:`Names` value, which the composition root
 builds from ``config/limits.toml`` ([kinds.*] and [locations.*] ``name`` / ``name_en``); an
 unknown key is shown as itself rather than failing, so a message is never lost to a missing name.
@@ -30,8 +36,11 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from alerts.wire import Alert
+from config.model import Registry
 
-__all__ = ["Names", "render"]
+__all__ = ["DEFAULT_TIMEZONE", "Names", "mine_labels", "render"]
+
+DEFAULT_TIMEZONE = "Asia/Shanghai"  # the pilots' zone, for a mine the registry does not know
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +182,15 @@ _SYSTEM = {
 }
 _SYSTEM_FALLBACK = (("{scope} 异常", "{scope} failing"), ("{scope} 恢复", "{scope} back"))
 
+
+def mine_labels(registry: Registry, mine_id: str) -> tuple[tuple[str, str], str]:
+    """The mine's (Chinese, English) name and time zone (the id and Asia/Shanghai when the
+    registry has no such mine)."""
+    mine = registry.mine(mine_id)
+    return ((mine.name, mine.name_en) if mine else (mine_id, mine_id),
+            mine.timezone if mine and mine.timezone else DEFAULT_TIMEZONE)
+
+
 # Digits shown by unit: methane's resolution is 0.01 % (domain.md §4).
 _DECIMALS = {"%": 2, "m/s": 2}
 
@@ -190,20 +208,25 @@ def _comparison(upper: bool, firing: bool, inclusive: bool) -> str:
 
 
 def render(alert: Alert, *, mine_name: tuple[str, str], timezone: str, names: Names,
-           inclusive: bool = True, start_known: bool = True) -> str:
+           inclusive: bool = True, start_known: bool = True, superseded_by: str = "") -> str:
     """The two-line message of ``alert`` (its own ``message`` field is ignored).
 
     ``mine_name`` is (Chinese, English); ``timezone`` an IANA name (``Asia/Shanghai``);
     ``inclusive`` whether the limit counts the value itself (``≥``) or not (``>``);
-    ``start_known`` false adds that the episode's start was not seen (state lost).
+    ``start_known`` false adds that the episode's start was not seen (state lost);
+    ``superseded_by`` the condition of the alarm that ended this warning (``alarm_high``,
+    ``power_off`` …; ``value`` and ``limit`` are then that alarm's).
     """
     firing = alert.state == "firing"
     if alert.kind == "system":
         return _render_system(alert, firing, mine_name, timezone)
     described = _DESCRIBED.get(alert.condition)
     if described is not None:
-        return _render_described(alert, described, firing, mine_name, timezone, names,
-                                 start_known)
+        sentence = described.fire if firing else described.clear
+        if superseded_by:
+            sentence = _superseded(superseded_by, inclusive)
+        return _render_described(alert, described.tag if firing else described.cleared,
+                                 sentence, mine_name, timezone, names, start_known)
     wording = _WORDING.get(alert.condition, _GENERIC)
     tag = wording.firing if firing else wording.resolved
     limit_name = wording.fire_limit if firing else wording.clear_limit
@@ -229,11 +252,17 @@ def _when(alert: Alert, timezone: str) -> tuple[str, str]:
     return local.strftime("%Y-%m-%d %H:%M:%S"), local.strftime("%Z")
 
 
-def _render_described(alert: Alert, described: _Described, firing: bool,
+def _superseded(alarm_condition: str, inclusive: bool) -> tuple[str, str]:
+    """The sentence of a warning the alarm ended: the alarm's own crossing, as a template."""
+    wording = _WORDING.get(alarm_condition, _GENERIC)
+    relation = _comparison(wording.upper, True, inclusive)
+    return (f"被报警取代：{{v}} {relation} {wording.fire_limit[0]} {{l}}",
+            f"superseded by the alarm: {{v}} {relation} {wording.fire_limit[1]} {{l}}")
+
+
+def _render_described(alert: Alert, tag: tuple[str, str], sentence: tuple[str, str],
                       mine_name: tuple[str, str], timezone: str, names: Names,
                       start_known: bool) -> str:
-    tag = described.tag if firing else described.cleared
-    sentence = described.fire if firing else described.clear
     kind_zh, kind_en = names.kind.get(alert.kind, (alert.kind, alert.kind))
     where_zh, where_en = names.location.get(alert.location, (alert.location, alert.location))
     when, zone = _when(alert, timezone)

@@ -7,10 +7,14 @@ For each recorded transition the :class:`Notifier` runs the stages in this order
 - **route**: every ``[[alerts.routes]]`` entry whose matchers (mine, kind, rule, severity) all
   match names receivers; all matching routes apply. A transition no route names is logged as
   ``unrouted`` (it is in the record and on ``jinmei/<mine>/alerts`` all the same).
-- **inhibit / silence**: one ``mutes`` check each (``alerts.inhibit``, ``alerts.silences``);
-  the reason is logged. A muted firing alert is checked again each tick, and is notified if it
-  is still firing when the silence expires or the inhibiting alert resolves. A resolve is sent
-  only to receivers that were told (or are about to be told) of the firing.
+- **inhibit / silence**: one ``mutes`` check each (``alerts.inhibit``, its rules switched in
+  ``[alerts.inhibit]``; ``alerts.silences``); the reason is logged. A muted firing alert is
+  checked again each tick, and is notified if it is still firing when the silence expires or
+  the inhibiting alert resolves — except an early warning an area's alarm held back
+  (``inhibited_by`` set): it stays held back for its whole episode. A resolve is sent only
+  to receivers that were told (or are about to be told) of the firing.
+- **inhibit again before sending**: a firing transition still waiting in its group when an
+  alert that inhibits it opens is held back then (with a waiting resolve of it).
 - **safety floor**: a ``limit_power_off`` firing is never muted and sends its group at once;
   a silence that would have matched is logged as overridden.
 - **group / dedup**: per (receiver, mine, area) — see ``alerts.grouping.should_notify``; each
@@ -41,7 +45,7 @@ from alerts.inhibit import Inhibitor
 from alerts.outbox import Outbox
 from alerts.silences import SilenceBook
 from alerts.wire import Alert, encode_alert
-from config.model import Registry, Route
+from config.model import InhibitConfig, Registry, Route
 
 __all__ = ["Notifier", "route_matches"]
 
@@ -90,11 +94,12 @@ def _key(*parts: object) -> str:
 class Notifier:
     def __init__(self, registry: Registry, db: StateDB, outbox: Outbox, silences: SilenceBook,
                  routes: Sequence[Route], timing: Timing,
-                 acknowledged: Callable[[Sequence[str]], Mapping[str, object]]) -> None:
+                 acknowledged: Callable[[Sequence[str]], Mapping[str, object]],
+                 inhibit: InhibitConfig | None = None) -> None:
         self.db = db
         self.outbox = outbox
         self.silences = silences
-        self.inhibitor = Inhibitor(registry)
+        self.inhibitor = Inhibitor(registry, inhibit)
         self.routes = tuple(routes)
         self.timing = timing
         self.acknowledged = acknowledged
@@ -104,6 +109,7 @@ class Notifier:
         self._muted: dict[tuple[str, str], tuple[Alert, str]] = {}  # (receiver, id)
         self._last_sent: dict[_Group, int] = {}
         self._escalated: set[tuple[str, int]] = set()
+        self._open_seen: set[str] = set()  # ids of the open alerts at the last flush
         db.ensure(SCHEMA)
 
     # ── the stages ───────────────────────────────────────────────────────────────────────
@@ -151,6 +157,11 @@ class Notifier:
         """Unmute what is no longer muted, send the groups that are due, escalate; returns the
         notifications put in the outbox."""
         self._unmute(open_alerts, now_ms)
+        # only an alert opened since the last flush can newly inhibit what waits
+        opened = [a for a in open_alerts if a.id not in self._open_seen]
+        self._open_seen = {a.id for a in open_alerts}
+        if opened and self._waiting:
+            self._inhibit_waiting(opened, now_ms)
         sent: list[Notification] = []
         for group in sorted(set(self._waiting) | set(self._told)):
             waiting = self._waiting.get(group, [])
@@ -178,6 +189,8 @@ class Notifier:
             if episode not in open_ids:
                 del self._muted[(receiver, episode)]
                 continue
+            if alert.inhibited_by:
+                continue  # an area's alarm holds it back for its whole episode (alerts.inhibit)
             area = self.area(alert)
             if not (self.inhibitor.mutes(alert, open_alerts)
                     or self.silences.mutes(alert, area, now_ms)):
@@ -191,6 +204,39 @@ class Notifier:
                               " at = ? WHERE receiver = ? AND id = ? AND state = ? AND ts = ?",
                               ("no longer muted", now_ms, receiver, alert.id, alert.state,
                                alert.ts))
+
+    def _inhibit_waiting(self, opened: Sequence[Alert], now_ms: int) -> None:
+        """A firing transition still waiting in its group when an alert that inhibits it
+        opens (one of ``opened``) is held back as if it had come after it — receivers get the
+        alarm, not the warning of a few seconds before it — and so is a waiting resolve of a
+        firing held back so (nothing of it was told)."""
+        rows = []
+        for group, waiting in list(self._waiting.items()):
+            receiver = group[0]
+            held: set[str] = set()
+            keep = []
+            for alert, at in waiting:
+                mute = (self.inhibitor.mutes(alert, opened)
+                        if alert.state == "firing" and not _floor(alert) else None)
+                if mute:
+                    if (alarm := self.inhibitor.area_alarm(alert, opened)) is not None:
+                        alert = msgspec.structs.replace(alert, inhibited_by=alarm.id)
+                    held.add(alert.id)
+                    self._muted[(receiver, alert.id)] = (alert, mute)
+                    rows.append((receiver, alert, mute))
+                elif alert.state != "firing" and alert.id in held:
+                    rows.append((receiver, alert, "its firing was not notified"))
+                else:
+                    keep.append((alert, at))
+            if len(keep) < len(waiting):
+                self._waiting[group] = keep
+        if rows:
+            with self.db.transaction() as c:
+                for receiver, alert, reason in rows:
+                    c.execute("UPDATE alert_notification SET decision = 'muted', reason = ?,"
+                              " at = ?, alert = ? WHERE receiver = ? AND id = ? AND state = ?"
+                              " AND ts = ?", (reason, now_ms, encode_alert(alert), receiver,
+                                              alert.id, alert.state, alert.ts))
 
     def _send(self, group: _Group, reason: Reason, now_ms: int) -> Notification:
         receiver, mine, area = group

@@ -8,7 +8,9 @@ configuration in force) and ``recorded_at`` (epoch ms, passed in as ``now_ms``),
 (id, state, ts). Table ``alert_ack`` keeps who acknowledged which episode and when (the
 ``acknowledged`` state of the lifecycle; first acknowledgement wins). Appends ignore a row
 whose key is already there (``ON CONFLICT DO NOTHING``, the key-only form of ``INSERT OR
-IGNORE``), so redelivering the same transitions is harmless.
+IGNORE``), so redelivering the same transitions is harmless. A file written before a field was
+added to the alert gets that column on open (``ALTER TABLE … ADD COLUMN`` with the field's
+default), so an older record keeps working and its rows read back with the default.
 The file runs in WAL mode with ``synchronous=FULL``: a transition that ``append`` returned for
 survives a power cut. One connection shared under a lock, so the CLI summary can
 read while the pipeline writes. Failures (disk full, unreadable file) raise ``sqlite3.Error``
@@ -51,6 +53,8 @@ CREATE TABLE IF NOT EXISTS alert_transition (
     scope       TEXT    NOT NULL DEFAULT '',
     ended_at    INTEGER,
     version     INTEGER NOT NULL,
+    reason      TEXT    NOT NULL DEFAULT '',
+    inhibited_by TEXT   NOT NULL DEFAULT '',
     config_hash TEXT    NOT NULL,
     recorded_at INTEGER NOT NULL,
     PRIMARY KEY (id, state, ts)
@@ -72,6 +76,9 @@ _INSERT = (f"INSERT INTO alert_transition ({_COLUMNS}, config_hash, recorded_at)
            f"VALUES ({', '.join('?' * (len(_FIELDS) + 2))}) "
            "ON CONFLICT (id, state, ts) DO NOTHING")
 _SELECT = f"SELECT {_COLUMNS} FROM alert_transition"
+# Columns of fields added to the alert after the first record files were written.
+_ADDED_COLUMNS = {"reason": "TEXT NOT NULL DEFAULT ''",
+                  "inhibited_by": "TEXT NOT NULL DEFAULT ''"}
 # SQLite stores a NaN REAL as NULL; these read back as NaN so the Alert stays a float.
 _FLOATS = frozenset({"value", "limit"})
 
@@ -90,6 +97,10 @@ class AlertRecord:
         self._lock = threading.Lock()
         self._db = connect_durable(self.path, isolation_level=None)
         self._db.executescript(_SCHEMA)
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(alert_transition)")}
+        for name, column in _ADDED_COLUMNS.items():
+            if name not in have:
+                self._db.execute(f'ALTER TABLE alert_transition ADD COLUMN "{name}" {column}')
 
     def append(self, alerts: Sequence[Alert], config_hash: str, now_ms: int) -> int:
         """Record these transitions in one transaction; returns how many were new."""

@@ -2,6 +2,15 @@
 
 The same JSON goes to every channel. Fields named by the contract are never renamed; new
 fields may be added. ``started_at`` and ``ts`` are epoch milliseconds, UTC.
+
+Added for alert quality (issue 17), both empty on every other transition:
+
+- ``reason``: why a transition happened beyond its own condition — ``"superseded"`` on the
+  resolve of a trend, level-shift or face/return mismatch warning that the point's limit alarm
+  or power-off ended (``alerts.supersede``).
+- ``inhibited_by``: on a firing warning, the id of the open alarm or power-off episode in the
+  same area whose notification covers it; the warning is recorded and published, receivers are
+  not notified of it while that episode is open (``alerts.inhibit``).
 """
 
 from __future__ import annotations
@@ -38,6 +47,8 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
     scope: str = ""  # what a grouped condition covers: a substation id, an area
     ended_at: int | None = None
     version: int = 1
+    reason: str = ""
+    inhibited_by: str = ""
 
 
 _encoder = msgspec.json.Encoder()

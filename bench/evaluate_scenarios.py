@@ -28,7 +28,7 @@ import argparse
 import itertools
 import statistics
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +41,8 @@ from simulators.feed import generate
 from simulators.scenarios import SCENARIOS
 from simulators.truth import ground_truth
 
-__all__ = ["DETECTED_AS", "LIMIT_RULES", "Outcome", "Run", "Stray", "evaluate", "limit_failures"]
+__all__ = ["DETECTED_AS", "LIMIT_RULES", "START_MS", "Fired", "Outcome", "Run", "Stray",
+           "evaluate", "limit_failures", "meets", "play"]
 
 START_MS = 1_795_614_330_000  # 2026-11-25 06:25:30 CST: a cutting shift (fixed, reproducible)
 LIMIT_RULES = ("limit_alarm", "limit_power_off")  # statutory: the hard targets
@@ -103,7 +104,9 @@ class Run:
 
 
 @dataclass(frozen=True, slots=True)
-class _Fired:
+class Fired:
+    """A firing event (or alert transition) as the scoring sees it."""
+
     sensor: str
     rule: str
     condition: str
@@ -111,31 +114,38 @@ class _Fired:
     substation: str  # of substation_silent (its scope); empty otherwise
 
 
-def _detect(mine: Mine, scenario: str, config: DetectorConfig, duration_s: float | None,
-            seed: int) -> tuple[list[_Fired], Registry]:
-    """Play the feed through codec and detectors; the firing events, in order."""
-    registry = Registry.build((mine,))
+def play(registry: Registry, mine: Mine, scenario: str, config: DetectorConfig,
+         duration_s: float | None, seed: int) -> Iterator[tuple[int, list[Event]]]:
+    """Play the feed through codec and detectors of ``registry`` (the mine's own): (the
+    service clock's ms, the events of that feed tick or clock tick), in time order."""
     codec = TelemetryCodec(registry)
     suite = build_detectors(registry, config)
     messages = generate(mine, scenario, start_ms=START_MS, duration_s=duration_s, seed=seed)
-    events: list[Event] = []
     clock = START_MS  # the next second the service's clock ticks the detectors
     for at_ms, tick in itertools.groupby(messages, key=lambda m: m.at_ms):
         while clock < at_ms:
-            events += suite.tick(clock).events
+            yield clock, suite.tick(clock).events
             clock += 1000
         batch = codec.decode_many([(m.topic, m.payload) for m in tick], at_ms).batch
-        events += suite.update(batch, at_ms).events
+        yield at_ms, suite.update(batch, at_ms).events
     end_ms = START_MS + int(1000 * (duration_s or SCENARIOS[scenario].duration_s))
     while clock <= end_ms:
-        events += suite.tick(clock).events
+        yield clock, suite.tick(clock).events
         clock += 1000
-    return [_Fired(registry.sensors[e.sensor].id, e.rule, e.condition, e.ts,
+
+
+def _detect(mine: Mine, scenario: str, config: DetectorConfig, duration_s: float | None,
+            seed: int) -> tuple[list[Fired], Registry]:
+    """Play the feed through codec and detectors; the firing events, in order."""
+    registry = Registry.build((mine,))
+    events = [e for _, step in play(registry, mine, scenario, config, duration_s, seed)
+              for e in step]
+    return [Fired(registry.sensors[e.sensor].id, e.rule, e.condition, e.ts,
                    e.scope if e.condition == "substation_silent" else "")
             for e in events if e.firing], registry
 
 
-def _meets(entry: dict[str, Any], fired: _Fired) -> bool:
+def meets(entry: dict[str, Any], fired: Fired) -> bool:
     """Does a firing event stand for this truth entry (sensor ``*`` / condition ``*``: any)?"""
     if fired.rule != entry["rule"]:
         return False
@@ -157,15 +167,15 @@ def evaluate(mine: Mine, scenario: str, config: DetectorConfig, *,
     must = [e for e in truth["alerts"] if e["fires"]]
     outcomes = []
     for e in must:
-        first = next((f.ts for f in fired if _meets(e, f) and e["from_ms"] <= f.ts
+        first = next((f.ts for f in fired if meets(e, f) and e["from_ms"] <= f.ts
                       <= (end_ms if e["to_ms"] is None else e["to_ms"])), None)
         outcomes.append(Outcome(scenario, mine.id, e["sensor"], e["rule"], e["condition"],
                                 e["from_ms"], e["by_ms"], first))
     strays = []
     for f in fired:
-        if any(_meets(e, f) and e["from_ms"] <= f.ts <= (e["to_ms"] or end_ms) for e in must):
+        if any(meets(e, f) and e["from_ms"] <= f.ts <= (e["to_ms"] or end_ms) for e in must):
             continue
-        forbidden = any(_meets(e, f) and e["from_ms"] <= f.ts <= e["to_ms"]
+        forbidden = any(meets(e, f) and e["from_ms"] <= f.ts <= e["to_ms"]
                         for e in truth["alerts"] if not e["fires"])
         strays.append(Stray(scenario, mine.id, f.sensor, f.rule, f.condition, f.ts, forbidden))
     days = (end_ms - truth["start_ms"]) / 86_400_000

@@ -29,7 +29,7 @@ import re
 import tomllib
 from collections import Counter
 from collections.abc import Collection, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,7 @@ from config.model import (
     Deployment,
     DetectorConfig,
     IngestConfig,
+    InhibitConfig,
     Limits,
     Mine,
     MineNetworking,
@@ -586,8 +587,11 @@ def _parse_route(t: _Table, receivers: Collection[str]) -> Route:
 
 def _parse_alerts(t: _Table, environ: Mapping[str, str]) -> AlertsConfig:
     t.allow("mqtt", "group_wait_s", "group_interval_s", "repeat_interval_s", "resolve_hold_s",
-            "for_s", "retry_max_s", "receivers", "routes")
+            "for_s", "retry_max_s", "receivers", "routes", "supersede_warnings", "inhibit")
     d = AlertsConfig()
+    inhibit = t.table("inhibit")
+    rules = [f.name for f in fields(InhibitConfig)]
+    inhibit.allow(*rules)
     for_table = t.table("for_s")
     for_s = []
     for rule in for_table.data:
@@ -608,7 +612,9 @@ def _parse_alerts(t: _Table, environ: Mapping[str, str]) -> AlertsConfig:
         for_s=tuple(for_s),
         retry_max_s=t.number("retry_max_s", d.retry_max_s, above=0.0),
         receivers=tuple(receivers),
-        routes=tuple(_parse_route(r, names) for r in t.tables("routes")))
+        routes=tuple(_parse_route(r, names) for r in t.tables("routes")),
+        supersede_warnings=t.flag("supersede_warnings", d.supersede_warnings),
+        inhibit=InhibitConfig(**{r: inhibit.flag(r, getattr(d.inhibit, r)) for r in rules}))
 
 
 def _parse_detectors(t: _Table) -> DetectorConfig:

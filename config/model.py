@@ -19,6 +19,7 @@ __all__ = [
     "Deployment",
     "DetectorConfig",
     "IngestConfig",
+    "InhibitConfig",
     "Limits",
     "Mine",
     "MineNetworking",
@@ -206,11 +207,24 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
+class InhibitConfig:
+    """Which inhibition rules hold back notifications (``[alerts.inhibit]``, all on by
+    default; alerts.inhibit says what each does). Inhibited alerts are still recorded and
+    published; nothing ever inhibits a methane power-off."""
+
+    power_off_over_alarm: bool = True
+    substation_over_points: bool = True
+    area_alarm_over_warnings: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class AlertsConfig:
     """Where alert transitions go besides the alert record (always kept), and when.
 
     ``mqtt`` publishes every transition on ``jinmei/<mine>/alerts``; ``receivers`` and
     ``routes`` drive notifications through the durable outbox. Times in seconds.
+    ``supersede_warnings``: a point's open limit alarm or power-off ends its trend, level-shift
+    and mismatch warnings and keeps new ones from opening (alerts.supersede).
     """
 
     mqtt: bool = True
@@ -222,6 +236,8 @@ class AlertsConfig:
     retry_max_s: float = 300.0
     receivers: tuple[Receiver, ...] = ()
     routes: tuple[Route, ...] = ()
+    supersede_warnings: bool = True
+    inhibit: InhibitConfig = InhibitConfig()
 
 
 # Fastest change a sensor of each kind can really show, in its unit per second: a reading that

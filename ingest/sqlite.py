@@ -10,6 +10,8 @@ store: each batch then lands at the end of the B-tree instead of in every sensor
 rows/s against 31 k with the sensor first, whose every commit rewrites a page per sensor);
 windows of time are the common query.
 A file created with the older (mine, sensor, ts) key keeps it and stays readable and writable.
+A file whose ``alert`` table predates a field added to the alert gets that column on open,
+with the field's default.
 
 Durability: :meth:`SQLiteSink.write` returns only after its transaction is on disk. The
 database runs in WAL mode with ``synchronous=FULL``: with ``NORMAL`` a WAL commit is not
@@ -63,6 +65,17 @@ def _alert_column(name: str, hint: typing.Any) -> str:
 
 
 _HINTS = typing.get_type_hints(Alert)
+_DEFAULTS = {f.name: f.default for f in msgspec.structs.fields(Alert)}
+
+
+def _added_alert_column(name: str) -> str:
+    """The column of an alert field added since the file was made, with the field's default."""
+    default = _DEFAULTS[name]
+    literal = ("NULL" if default is None else
+               "'" + default.replace("'", "''") + "'" if isinstance(default, str) else
+               str(int(default)))
+    return f"{_alert_column(name, _HINTS[name])} DEFAULT {literal}"
+
 _NAN_COLUMNS = frozenset(n for n in _ALERT_COLUMNS if _HINTS[n] is float)
 
 _SCHEMA = f"""
@@ -108,6 +121,10 @@ class SQLiteSink:
             # pages are copied, so durability does not change.
             self._conn.execute("PRAGMA wal_autocheckpoint = 10000")
             self._conn.executescript(_SCHEMA)
+            have = {row[1] for row in self._conn.execute("PRAGMA table_info(alert)")}
+            for name in _ALERT_COLUMNS:
+                if name not in have:
+                    self._conn.execute(f"ALTER TABLE alert ADD COLUMN {_added_alert_column(name)}")
 
     def write(self, batch: ReadingBatch) -> None:
         """Store the batch in one transaction; on disk when this returns."""

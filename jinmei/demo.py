@@ -144,8 +144,10 @@ def _simulate_all(deployment: Deployment, broker_url: str, duration_s: float, sp
 
 
 def alert_line(alert: Alert) -> str:
+    """One printed transition; a warning an area's alarm keeps from receivers says so."""
     mark = "▲ FIRING  " if alert.state == "firing" else "▼ RESOLVED"
-    return f"{mark} {alert.severity:<8} {alert.rule:<16} {alert.message}"
+    rule = f"{alert.rule}·inhibited" if alert.inhibited_by else alert.rule
+    return f"{mark} {alert.severity:<8} {rule:<16} {alert.message}"
 
 
 def _summarize(service: Service, deployment: Deployment, published: dict[str, int],
