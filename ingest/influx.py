@@ -181,12 +181,16 @@ class InfluxSink:
 
     def stats(self) -> dict[str, int]:
         """readings/alerts accepted and lines delivered since open; pending and dead chunks
-        in the spool; failed delivery attempts. After close: the figures at close."""
+        in the spool, and when the oldest pending one was queued (``oldest_ms``, epoch ms, 0
+        when none); failed delivery attempts, and ``failing`` 1 while the server refuses or
+        cannot be reached. After close: the figures at close."""
         if self._final_stats is not None:
             return self._final_stats
         return {"readings": self._readings, "alerts": self._alerts,
                 "delivered": self._delivered, "pending": self._spool.depth(),
-                "dead": self._spool.dead_count(), "failed_attempts": self._failed_attempts}
+                "oldest_ms": self._spool.oldest_ms() or 0,
+                "dead": self._spool.dead_count(), "failed_attempts": self._failed_attempts,
+                "failing": int(self._problem is not None)}
 
     def close(self) -> None:
         """Stop the forwarder after one last drain attempt of at most ``close_timeout_s``."""

@@ -244,6 +244,11 @@ class MqttSource:
             except queue.Empty:
                 return
 
+    @property
+    def connected(self) -> bool:
+        """True while the broker connection is up (for /metrics and /readyz)."""
+        return self._connected.is_set()
+
     def wait_subscribed(self, timeout: float) -> bool:
         """True once the telemetry subscription is in place on the current connection."""
         return self._subscribed.wait(timeout)

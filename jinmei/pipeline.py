@@ -47,6 +47,7 @@ from detectors.suite import build_detectors
 from ingest.codec import Reject, TelemetryCodec, reject_message
 from ingest.mqtt import Inbound, MqttSource
 from ingest.sink import Sink
+from jinmei.metrics import LatencyBuckets
 
 __all__ = ["Pipeline", "PipelineStats"]
 
@@ -71,6 +72,15 @@ class PipelineStats:
     rejects_by_mine: Counter[str] = field(default_factory=Counter)
     alerts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     store_retries: int = 0
+    # For /metrics (jinmei/metrics.py reads these at scrape time; nothing here is per reading):
+    messages_by_mine: Counter[str] = field(default_factory=Counter)  # "" = not a configured mine
+    received_by_mine: Counter[str] = field(default_factory=Counter)  # accepted, not yet stored
+    # (rule, severity, state) of every transition
+    transitions: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    open_episodes: Counter[tuple[str, str]] = field(default_factory=Counter)  # rule, severity
+    newest_ms_by_mine: dict[str, int] = field(default_factory=dict)  # newest reading time stored
+    store_write_s: LatencyBuckets = field(default_factory=LatencyBuckets)
+    store_failing: bool = False
 
     def since(self, before: PipelineStats) -> str:
         """One line on what came since the ``before`` snapshot, for the operator's log."""
@@ -121,6 +131,7 @@ class Pipeline:
         for sensor, condition in self.detectors.restore(self.dispatcher.restore()):
             log.warning("open condition %r of %s is no detector's any more; it stays open",
                         condition, self.registry.sensors[sensor].key)
+        self._count_open_episodes()
         self._mine_ids = sorted({s.mine for s in self.registry.sensors})
         mine_pos = {m: i for i, m in enumerate(self._mine_ids)}
         self._mine_of_sensor = np.array([mine_pos[s.mine] for s in self.registry.sensors],
@@ -147,6 +158,10 @@ class Pipeline:
         now_ms = int(self.clock() * 1000)
         decoded = self.codec.decode_many([(m.topic, m.payload) for m in messages], now_ms)
         self.stats.messages += decoded.messages
+        self.stats.messages_by_mine.update(self._topic_mine(m.topic) for m in messages)
+        counts = np.bincount(self._mine_of_sensor[decoded.batch.sensor],
+                             minlength=len(self._mine_ids)).tolist()
+        self.stats.received_by_mine.update(dict(zip(self._mine_ids, counts, strict=True)))
         self._set_aside(decoded.rejects, now_ms)
 
         detection = self.detectors.update(decoded.batch, now_ms)
@@ -154,9 +169,13 @@ class Pipeline:
         alerts = self.dispatcher.apply(detection.events, now_ms)
         if not self._store(batch, alerts, stop):
             return False
-        counts = np.bincount(self._mine_of_sensor[batch.sensor], minlength=len(self._mine_ids))
-        for mine, n in zip(self._mine_ids, counts.tolist(), strict=True):
-            self.stats.readings_by_mine[mine] += n
+        self.stats.readings_by_mine.update(dict(zip(self._mine_ids, counts, strict=True)))
+        if len(batch):
+            newest = np.full(len(self._mine_ids), -1, dtype=np.int64)
+            np.maximum.at(newest, self._mine_of_sensor[batch.sensor], batch.ts)
+            for mine, ts in zip(self._mine_ids, newest.tolist(), strict=True):
+                if ts > self.stats.newest_ms_by_mine.get(mine, -1):
+                    self.stats.newest_ms_by_mine[mine] = ts
         self.source.ack(messages)
         if self.on_stored is not None:
             self.on_stored(batch)
@@ -170,8 +189,20 @@ class Pipeline:
         if alerts and self._store(ReadingBatch.empty(), alerts, stop):
             self._announce(alerts)
 
+    def _topic_mine(self, topic: str) -> str:
+        """The configured mine a telemetry topic names, else "" (a label per hostile topic
+        would let any publisher grow the metrics without bound)."""
+        parts = topic.split("/", 2)
+        return parts[1] if len(parts) > 2 and parts[1] in self.registry.mine_ids else ""
+
+    def _count_open_episodes(self) -> None:
+        self.stats.open_episodes = Counter((a.rule, a.severity)
+                                           for a in self.dispatcher.episodes.open())
+
     def _announce(self, alerts: list[Alert]) -> None:
         self.stats.alerts.update((a.mine, a.rule, a.state) for a in alerts)
+        self.stats.transitions.update((a.rule, a.severity, a.state) for a in alerts)
+        self._count_open_episodes()
         if self.on_alert:
             for alert in alerts:
                 self.on_alert(alert)
@@ -190,13 +221,17 @@ class Pipeline:
         """Write until the store accepts; False if asked to stop first (nothing is acked then)."""
         delay = 0.5
         while True:
+            started = time.perf_counter()
             try:
                 if len(batch):
                     self.sink.write(batch)
                 if alerts:
                     self.sink.write_alerts(alerts)
+                self.stats.store_write_s.observe(time.perf_counter() - started)
+                self.stats.store_failing = False
                 return True
             except DeliveryError as exc:
+                self.stats.store_failing = True
                 self.stats.store_retries += 1
                 if self.stats.store_retries == 1 or not exc.retryable:
                     log.error("store %s failed (%s); holding %d readings and retrying",

@@ -36,6 +36,7 @@ from config.loader import deployment_limits
 from config.model import Deployment
 from ingest.mqtt import MqttSource, broker_address
 from ingest.sink import open_sink
+from jinmei.http import OpsServer, Response, json_response
 from jinmei.pipeline import Pipeline
 from networking.queue import UploadQueue
 from networking.upload import open_target
@@ -113,17 +114,59 @@ class Service:
             target=self.networking.run if self.networking else lambda stop: None,
             args=(self._stop,), name="jinmei-networking", daemon=True)
         self._switch_interval_before: float | None = None
+        self.http = self._ops_server() if deployment.http.listen else None
+
+    def _ops_server(self) -> OpsServer:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        from jinmei.metrics import service_registry
+
+        registry = service_registry(self)
+        return OpsServer(self.deployment.http.listen, {
+            "/healthz": lambda: json_response(*self.health()),
+            "/readyz": lambda: json_response(*self.readiness()),
+            "/metrics": lambda: Response(200, CONTENT_TYPE_LATEST, generate_latest(registry)),
+        }, source_file=self.deployment.source_file)
+
+    def health(self) -> tuple[bool, dict[str, object]]:
+        """(True, {}) while every essential thread is alive, else (False, the reason).
+
+        Placeholder: only checks that the threads are alive; the supervision of the
+        fault-isolation issue (threads making progress) replaces it.
+        """
+        threads = {"ingest": self._worker, "mqtt": self.source._thread,
+                   "delivery": self.delivery._thread}
+        if self.networking is not None:
+            threads["networking"] = self._networking_thread
+        dead = sorted(name for name, t in threads.items() if t is None or not t.is_alive())
+        return (False, {"reason": "threads not running", "threads": dead}) if dead else (True, {})
+
+    def readiness(self) -> tuple[bool, dict[str, object]]:
+        """(True, {}) once the broker subscription is in place, the store accepts writes and
+        the registry is loaded; else (False, {"waiting_for": [...]})."""
+        waiting = []
+        if not self.source.wait_subscribed(0):
+            waiting.append("broker")
+        if self.pipeline.stats.store_failing or self.sink.stats().get("failing", 0):
+            waiting.append("store")
+        if not len(self.pipeline.registry):
+            waiting.append("registry")
+        return (False, {"waiting_for": waiting}) if waiting else (True, {})
 
     def start(self, wait_subscribed_s: float = 0.0) -> bool:
         """Connect and start the worker; with a wait, True once the subscription is in place."""
+        if self.http is not None:
+            self.http.start()  # first: an unusable address stops the start before any thread
         self._switch_interval_before = sys.getswitchinterval()
         sys.setswitchinterval(GIL_SWITCH_S)
         self.source.start()
         self.delivery.start()
         self._worker.start()
         self._networking_thread.start()
-        log.info("jinmei serving %d sensors of %s; store %s", len(self.deployment.registry),
-                 ", ".join(m.id for m in self.deployment.mines), self.sink.name)
+        log.info("jinmei serving %d sensors of %s; store %s; config hash %s%s",
+                 len(self.deployment.registry), ", ".join(m.id for m in self.deployment.mines),
+                 self.sink.name, self.deployment.config_hash,
+                 f"; operator endpoint on port {self.http.port}" if self.http else "")
         return self.source.wait_subscribed(wait_subscribed_s) if wait_subscribed_s else True
 
     def stop(self) -> None:
@@ -139,3 +182,5 @@ class Service:
         self.record.close()
         if self._switch_interval_before is not None:
             sys.setswitchinterval(self._switch_interval_before)
+        if self.http is not None:
+            self.http.stop()

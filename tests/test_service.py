@@ -32,7 +32,7 @@ from alerts.record import AlertRecord
 from alerts.wire import Alert
 from config.errors import DeliveryError
 from config.loader import DEFAULT_DEPLOYMENT, load_deployment
-from config.model import Deployment, NetworkingConfig, Receiver, Route
+from config.model import Deployment, HttpConfig, NetworkingConfig, Receiver, Route
 from config.readings import ReadingBatch
 from ingest.codec import encode_telemetry
 from ingest.sink import Sink
@@ -54,7 +54,8 @@ def deployment_for(broker: Mosquitto, workdir: Path, client_id: str = "jinmei-te
         store=dataclasses.replace(shipped.store, url=f"sqlite:///{workdir / 'readings.db'}"),
         ingest=dataclasses.replace(shipped.ingest, state_dir=str(workdir / "state")),
         # resolves at once: these tests check transitions, not the flapping hold
-        alerts=dataclasses.replace(shipped.alerts, resolve_hold_s=0.0))
+        alerts=dataclasses.replace(shipped.alerts, resolve_hold_s=0.0),
+        http=HttpConfig(listen="127.0.0.1:0"))  # a free port: tests run side by side
 
 
 class Listener:
@@ -259,7 +260,8 @@ def test_jinmei_run_command_serves_until_sigterm(mosquitto: Mosquitto, listener:
     config.write_text(
         f'mines = ["{shipped / "mines" / "qipanjing.toml"}"]\n'
         f'[broker]\nclient_id = "jinmei-cli-test"\n'
-        f'[ingest]\nstate_dir = "{tmp_path / "state"}"\n', encoding="utf-8")
+        f'[ingest]\nstate_dir = "{tmp_path / "state"}"\n'
+        f'[http]\nlisten = "127.0.0.1:0"\n', encoding="utf-8")
     proc = subprocess.Popen(
         [sys.executable, "-m", "jinmei.cli", "run", "--config", str(config),
          "--broker", mosquitto.url, "--store", f"sqlite:///{tmp_path / 'readings.db'}"],

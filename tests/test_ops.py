@@ -1,0 +1,150 @@
+"""The operator's endpoint on a running service, through real Mosquitto and VictoriaMetrics.
+
+- ``/readyz`` waits for the broker; ``/healthz`` turns 503 with the reason when a worker stops;
+- ``/metrics`` parses as Prometheus text and its counters are exactly what a test published:
+  readings per mine, rejects per reason, messages of an unconfigured mine under ``mine=""``;
+- VictoriaMetrics (``-promscrape.config`` with a static target) scrapes it, answers PromQL for
+  the ingest rate, and every query of the self-dashboard returns data.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from ingest.codec import encode_telemetry
+from jinmei.service import Service
+from tests.servers import Mosquitto, victoria_metrics, wait_until
+from tests.test_service import deployment_for, send
+
+pytestmark = pytest.mark.integration
+
+QIPANJING, DAYAN = "jinmei/qipanjing/telemetry/S01", "jinmei/dayan/telemetry/S01"
+
+
+def get(port: int, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
+            return int(reply.status), reply.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def samples(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of /metrics by (name, sorted labels), parsed by prometheus_client."""
+    status, body = get(port, "/metrics")
+    assert status == 200
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(body.decode())
+            for s in family.samples}
+
+
+def http_port(service: Service) -> int:
+    assert service.http is not None
+    return service.http.port
+
+
+def test_readyz_waits_for_the_broker_and_healthz_turns_503_when_a_worker_stops(
+        tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path)  # not started yet
+    service = Service(deployment_for(broker, tmp_path))
+    service.start()
+    port = http_port(service)
+    try:
+        status, body = get(port, "/readyz")
+        assert (status, json.loads(body)) == (503, {"ok": False, "waiting_for": ["broker"]})
+        broker.start()
+        assert wait_until(lambda: get(port, "/readyz")[0] == 200, 20)
+        assert get(port, "/healthz") == (200, b'{"ok": true}')
+
+        service.delivery.stop()  # the alert delivery thread ends: notifications would wait
+        status, body = get(port, "/healthz")
+        assert status == 503
+        assert json.loads(body)["threads"] == ["delivery"]
+        assert get(port, "/nowhere")[0] == 404
+    finally:
+        service.stop()
+        broker.stop()
+
+
+def test_metrics_count_exactly_what_was_published(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    service = Service(deployment_for(mosquitto, tmp_path))
+    assert service.start(wait_subscribed_s=10)
+    port = http_port(service)
+    now = int(time.time() * 1000)
+    try:
+        send(mosquitto, [
+            *[(QIPANJING, encode_telemetry(now - 9_000 + i, [("T1-1101", 0.3, "ok"),
+                                                             ("T0-1101", 0.2, "ok")]))
+              for i in range(7)],
+            *[(DAYAN, encode_telemetry(now - 5_000 + i, [("T1-1201", 0.1, "ok")]))
+              for i in range(4)],
+            (QIPANJING, b"{not json"), (DAYAN, b"[1, 2"),
+            *[(DAYAN, encode_telemetry(now, [("X-404", 0.1, "ok")])) for _ in range(3)],
+            ("jinmei/nowhere/telemetry", encode_telemetry(now, [("T1-1101", 0.1, "ok")])),
+        ])
+        assert wait_until(lambda: service.pipeline.stats.messages == 17, 15)
+        assert wait_until(lambda: service.pipeline.stats.readings_by_mine.total() == 18, 15)
+        got = samples(port)
+    finally:
+        service.stop()
+
+    def value(name: str, **labels: str) -> float:
+        return got[(name, tuple(sorted(labels.items())))]
+
+    assert value("jinmei_readings_stored_total", mine="qipanjing") == 14
+    assert value("jinmei_readings_stored_total", mine="dayan") == 4
+    assert value("jinmei_readings_received_total", mine="qipanjing") == 14
+    assert value("jinmei_messages_received_total", mine="qipanjing") == 8
+    assert value("jinmei_messages_received_total", mine="dayan") == 8
+    assert value("jinmei_messages_received_total", mine="") == 1
+    assert value("jinmei_rejects_total", reason="bad_json") == 2
+    assert value("jinmei_rejects_total", reason="unknown_sensor") == 3
+    assert value("jinmei_rejects_total", reason="unknown_mine") == 1
+    assert value("jinmei_broker_connected") == 1
+    assert value("jinmei_store_write_seconds_count") >= 1
+    assert value("jinmei_store_write_seconds_bucket", le="+Inf") == \
+        value("jinmei_store_write_seconds_count")
+    assert value("jinmei_store_retries_total") == 0
+    # the newest dayan reading is 5 s old at publication; allow for a slow machine
+    assert 4.9 < value("jinmei_ingest_lag_seconds", mine="dayan") < 120
+    assert value("process_resident_memory_bytes") > 10e6
+    info = [labels for name, labels in got if name == "jinmei_build_info"]
+    assert dict(info[0])["config_hash"] == service.deployment.config_hash
+
+
+def test_victoria_metrics_scrapes_the_endpoint_and_answers_the_ingest_rate(
+        mosquitto: Mosquitto, tmp_path: Path) -> None:
+    service = Service(deployment_for(mosquitto, tmp_path))
+    assert service.start(wait_subscribed_s=10)
+    scrape = tmp_path / "scrape.yml"
+    scrape.write_text("global:\n  scrape_interval: 1s\nscrape_configs:\n"
+                      "  - job_name: jinmei\n    static_configs:\n"
+                      f"      - targets: ['127.0.0.1:{http_port(service)}']\n", encoding="utf-8")
+    try:
+        with victoria_metrics(tmp_path, flags=[f"-promscrape.config={scrape}"]) as vm:
+            published = 0
+            rate: list[dict[str, Any]] = []
+            deadline = time.monotonic() + 60
+            while not rate and time.monotonic() < deadline:
+                now = int(time.time() * 1000)
+                send(mosquitto, [(QIPANJING, encode_telemetry(
+                    now + i, [("T1-1101", 0.3, "ok"), ("T0-1101", 0.2, "ok")]))
+                    for i in range(10)])
+                published += 20
+                time.sleep(1.0)
+                rate = vm.query('sum by (mine) (rate(jinmei_readings_stored_total'
+                                '{mine="qipanjing"}[10s])) > 0')
+            assert rate, "VictoriaMetrics never answered a positive ingest rate"
+            assert rate[0]["metric"] == {"mine": "qipanjing"}
+            # 20 readings a second were published; the rate is of that order
+            assert 1 < float(rate[0]["value"][1]) < 200
+    finally:
+        service.stop()
