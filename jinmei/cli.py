@@ -21,10 +21,15 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from config.errors import ConfigError, JinmeiError
 from config.loader import check_file, load_deployment, registry_json
 from config.model import Deployment
+from jinmei.logs import LOG_FORMATS, setup_logging
+
+if TYPE_CHECKING:
+    from alerts.wire import Alert
 
 __all__ = ["config_option", "formatter", "main"]
 
@@ -48,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "dispatchers and regulators.",
         epilog="Run 'jinmei COMMAND --help' for the options of each command.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default="text",
+                        help="text (default): one line per record, times with their offset; "
+                             "json: one object per line, for log shippers")
+    parser.add_argument("--version", action=VersionAction, nargs="?", metavar="FILE",
+                        help="print the version and the config hash of the deployment FILE "
+                             "(default: the shipped one), then exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser(
@@ -104,6 +115,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class VersionAction(argparse.Action):
+    """``--version [FILE]``: the package version and the config hash of the deployment (the
+    same hash the alert record, the networking files and /metrics carry)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        from jinmei.metrics import jinmei_version
+
+        try:
+            deployment = load_deployment(values)
+        except ConfigError as exc:
+            print(f"jinmei {jinmei_version()}\nconfiguration error: {exc}", file=sys.stderr)
+            parser.exit(2)
+        print(f"jinmei {jinmei_version()}\nconfig {deployment.source_file} "
+              f"hash {deployment.config_hash}")
+        parser.exit(0)
+
+
 def config_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", type=Path, metavar="FILE",
                         help="deployment file (default: the shipped pilot mines, "
@@ -111,6 +140,7 @@ def config_option(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from jinmei.pipeline import PipelineStats
     from jinmei.service import Service  # imported late: `jinmei config` needs no MQTT stack
 
     deployment = load_deployment(args.config)
@@ -120,7 +150,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.store:
         deployment = dataclasses.replace(
             deployment, store=dataclasses.replace(deployment.store, url=args.store))
-    service = Service(deployment, on_alert=lambda a: log.warning("ALERT %s", a.message))
+    service = Service(deployment, on_alert=log_alert)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -131,11 +161,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         log.info("stopping: finishing the batch in hand")
         service.stop()
-        stats = service.pipeline.stats
-        log.info("stopped: %d messages, readings %s, rejects %s, %d alert transitions",
-                 stats.messages, dict(stats.readings_by_mine), dict(stats.rejects_by_reason),
-                 stats.alerts.total())
+        log.info("stopped; since start: %s", service.pipeline.stats.since(PipelineStats()))
     return 0
+
+
+def log_alert(alert: Alert) -> None:
+    """An alert transition as one log record: both languages on one line, and the fields as
+    ``alert`` for the JSON format."""
+    log.warning("ALERT %s %s %s %s/%s: %s", alert.state, alert.severity, alert.rule, alert.mine,
+                alert.sensor, " | ".join(alert.message.splitlines()),
+                extra={"alert": {"id": alert.id, "mine": alert.mine, "sensor": alert.sensor,
+                                 "rule": alert.rule, "severity": alert.severity,
+                                 "state": alert.state, "value": alert.value,
+                                 "limit": alert.limit, "ts": alert.ts}})
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -191,8 +229,7 @@ def _deployment_summary(deployment: Deployment) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.log_format, args.verbose)
     try:
         return int(args.func(args))
     except ConfigError as exc:

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -279,7 +280,14 @@ def test_jinmei_run_command_serves_until_sigterm(mosquitto: Mosquitto, listener:
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, output.decode()
-    assert b"stopped:" in output
+    lines = output.decode().splitlines()
+    # one line per record, local time with its offset, counters by their plain names
+    assert all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d [A-Z]+ ", line)
+               for line in lines), lines
+    alert = next(line for line in lines if "ALERT firing critical limit_power_off" in line)
+    assert "【断电】" in alert and "[POWER-OFF]" in alert  # both languages, one line
+    stopped = next(line for line in lines if "stopped; since start:" in line)
+    assert "qipanjing" in stopped and "Reason" not in stopped
 
 
 def test_service_starts_before_its_broker_and_rides_out_a_broker_restart(
