@@ -13,7 +13,7 @@ Thread safety: the worker thread updates the counters while the HTTP thread read
 and a scrape may see one batch's counters half-applied across families, which the next
 scrape corrects; counters never go backwards.
 
-Metrics (every name is a contract: dashboards/self.py and operators' alert rules use them):
+Metrics (every name is a contract: dashboards/service.py and operators' alert rules use them):
 
 - ``jinmei_build_info{version,config_hash}`` (gauge, 1): the running configuration's hash
   (it changes on reload);
@@ -36,8 +36,8 @@ Metrics (every name is a contract: dashboards/self.py and operators' alert rules
 - ``jinmei_networking_queue_depth``: networking files waiting for upload;
 - ``process_resident_memory_bytes`` and the other standard process metrics (Linux ``/proc``).
 
-The spool families appear only with an InfluxDB store, the networking one only with
-``[networking] enabled``; a mine appears in the lag once a reading of it was stored.
+The spool families are 0 with the SQLite store (it has no spool), the networking one appears
+only with ``[networking] enabled``; a mine appears in the lag once a reading of it was stored.
 """
 
 from __future__ import annotations
@@ -145,10 +145,8 @@ class ServiceCollector(Collector):
                                     "waiting for upload.", value=service.networking.queue.pending())
 
     def _spool(self) -> Iterator[Metric]:
-        store = self.service.sink.stats()
-        if "oldest_ms" not in store:
-            return  # no spool: the SQLite store commits in the worker's own write
-        oldest_ms = store["oldest_ms"]
+        store = self.service.sink.stats()  # SQLite has no spool: its figures are 0
+        oldest_ms = store.get("oldest_ms", 0)
         age = self.service.pipeline.clock() - oldest_ms / 1000 if oldest_ms else 0.0
         yield GaugeMetricFamily("jinmei_spool_chunks", "InfluxDB spool: chunks waiting for the "
                                 "server.", value=store["pending"])

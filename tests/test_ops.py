@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import urllib.error
@@ -19,10 +20,13 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from config.model import Receiver, Route
+from dashboards.grafana import PromTarget
+from dashboards.service import service_dashboard
 from ingest.codec import encode_telemetry
 from jinmei.service import Service
-from tests.servers import Mosquitto, victoria_metrics, wait_until
-from tests.test_service import deployment_for, send
+from tests.servers import Mosquitto, scripted_http_server, victoria_metrics, wait_until
+from tests.test_service import deployment_for, methane_rise, send
 
 pytestmark = pytest.mark.integration
 
@@ -120,31 +124,52 @@ def test_metrics_count_exactly_what_was_published(mosquitto: Mosquitto, tmp_path
     assert dict(info[0])["config_hash"] == service.deployment.config_hash
 
 
-def test_victoria_metrics_scrapes_the_endpoint_and_answers_the_ingest_rate(
+def test_victoria_metrics_scrapes_the_endpoint_and_the_service_dashboard_has_data(
         mosquitto: Mosquitto, tmp_path: Path) -> None:
-    service = Service(deployment_for(mosquitto, tmp_path))
-    assert service.start(wait_subscribed_s=10)
-    scrape = tmp_path / "scrape.yml"
-    scrape.write_text("global:\n  scrape_interval: 1s\nscrape_configs:\n"
-                      "  - job_name: jinmei\n    static_configs:\n"
-                      f"      - targets: ['127.0.0.1:{http_port(service)}']\n", encoding="utf-8")
-    try:
-        with victoria_metrics(tmp_path, flags=[f"-promscrape.config={scrape}"]) as vm:
-            published = 0
-            rate: list[dict[str, Any]] = []
-            deadline = time.monotonic() + 60
-            while not rate and time.monotonic() < deadline:
-                now = int(time.time() * 1000)
-                send(mosquitto, [(QIPANJING, encode_telemetry(
-                    now + i, [("T1-1101", 0.3, "ok"), ("T0-1101", 0.2, "ok")]))
-                    for i in range(10)])
-                published += 20
-                time.sleep(1.0)
-                rate = vm.query('sum by (mine) (rate(jinmei_readings_stored_total'
-                                '{mine="qipanjing"}[10s])) > 0')
-            assert rate, "VictoriaMetrics never answered a positive ingest rate"
-            assert rate[0]["metric"] == {"mine": "qipanjing"}
-            # 20 readings a second were published; the rate is of that order
-            assert 1 < float(rate[0]["value"][1]) < 200
-    finally:
-        service.stop()
+    """A power-off (routed to a real webhook) and a steady feed; VictoriaMetrics scrapes every
+    second. The ingest rate comes back by PromQL, then every query of the self-dashboard."""
+    with scripted_http_server(lambda n, body: (200, {}, b"ok")) as webhook:
+        base = deployment_for(mosquitto, tmp_path)
+        alerts = dataclasses.replace(base.alerts,
+                                     receivers=(Receiver("regulator", "webhook",
+                                                         (("url", webhook.url),)),),
+                                     routes=(Route(("regulator",)),))
+        service = Service(dataclasses.replace(base, alerts=alerts))
+        assert service.start(wait_subscribed_s=10)
+        scrape = tmp_path / "scrape.yml"
+        scrape.write_text("global:\n  scrape_interval: 1s\nscrape_configs:\n"
+                          "  - job_name: jinmei\n    static_configs:\n"
+                          f"      - targets: ['127.0.0.1:{http_port(service)}']\n",
+                          encoding="utf-8")
+        try:
+            with victoria_metrics(tmp_path, flags=[f"-promscrape.config={scrape}"]) as vm:
+                send(mosquitto, [*methane_rise(int(time.time() * 1000) - 60_000),
+                                 (DAYAN, b"{not json")])
+                rate: list[dict[str, Any]] = []
+                deadline = time.monotonic() + 60
+                while not rate and time.monotonic() < deadline:
+                    now = int(time.time() * 1000)
+                    send(mosquitto, [(QIPANJING, encode_telemetry(
+                        now + i, [("T1-1101", 0.3, "ok"), ("T0-1101", 0.2, "ok")]))
+                        for i in range(10)])
+                    time.sleep(1.0)
+                    rate = vm.query('sum by (mine) (rate(jinmei_readings_stored_total'
+                                    '{mine="qipanjing"}[10s])) > 0')
+                assert rate, "VictoriaMetrics never answered a positive ingest rate"
+                assert rate[0]["metric"] == {"mine": "qipanjing"}
+                # 20 readings a second were published; the rate is of that order
+                assert 1 < float(rate[0]["value"][1]) < 200
+
+                queries = [t.expr.replace("$__rate_interval", "30s")
+                           for panel in service_dashboard().panels() for t in panel.targets
+                           if isinstance(t, PromTarget)]
+                assert len(queries) >= 12
+                assert wait_until(lambda: webhook.requests, 20)  # a delivery to count
+
+                def without_data() -> list[str]:
+                    return [q for q in queries if not vm.query(q)]
+
+                assert wait_until(lambda: not without_data(), 30), \
+                    f"self-dashboard queries without data: {without_data()}"
+        finally:
+            service.stop()
