@@ -27,7 +27,7 @@ were firing, so a restarted service neither forgets a firing alert nor announces
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from alerts.channels.base import Notification
 from alerts.db import StateDB
@@ -111,7 +111,18 @@ class AlertDispatcher:
     def apply(self, events: Sequence[Event], now_ms: int) -> list[Alert]:
         """Record and send the transitions these events make (and the clock's); returns the
         recorded transitions."""
-        alerts = self.episodes.apply(self.debounce.apply(events, now_ms))
+        return self._announce(self.episodes.apply(self.debounce.apply(events, now_ms)), now_ms)
+
+    def retire(self, sensors: Collection[str], now_ms: int, config_hash: str) -> list[Alert]:
+        """Resolve the open episodes of sensors (``mine/id``) a reload removed from the
+        configuration, recorded under the new ``config_hash`` and sent like any transition
+        (the message says ``removed from configuration``); held events of theirs are dropped.
+        Returns the recorded transitions."""
+        self.debounce.forget(sensors)
+        self.config_hash = config_hash
+        return self._announce(self.episodes.retire(sensors, now_ms), now_ms)
+
+    def _announce(self, alerts: list[Alert], now_ms: int) -> list[Alert]:
         if alerts:
             self.record.append(alerts, self.config_hash, now_ms)
             if self._mqtt:

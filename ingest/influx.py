@@ -179,6 +179,11 @@ class InfluxSink:
         self._alerts += len(alerts)
         self._wake.set()
 
+    def use_registry(self, registry: Registry) -> None:
+        """Map sensor indexes of later batches through ``registry`` (after a reload); what is
+        in the spool is already line protocol."""
+        self._registry = registry
+
     def stats(self) -> dict[str, int]:
         """readings/alerts accepted and lines delivered since open; pending and dead chunks
         in the spool, and when the oldest pending one was queued (``oldest_ms``, epoch ms, 0

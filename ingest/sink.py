@@ -45,6 +45,10 @@ class Sink(Protocol):
         """Store alert transitions (measurement ``alert``); durable when it returns."""
         ...
 
+    def use_registry(self, registry: Registry) -> None:
+        """Read the sensor indexes of later batches through ``registry`` (after a reload)."""
+        ...
+
     def stats(self) -> dict[str, int]:
         """Counters: ``readings`` written, ``pending`` spooled chunks, ``dead`` refused chunks."""
         ...

@@ -143,26 +143,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     from jinmei.pipeline import PipelineStats
     from jinmei.service import Service  # imported late: `jinmei config` needs no MQTT stack
 
-    deployment = load_deployment(args.config)
+    deployment = overridden(load_deployment(args.config), args)
+    service = Service(deployment, on_alert=log_alert)
+    stop, reload = threading.Event(), threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: reload.set())
+    service.start()
+    try:
+        while not stop.wait(0.2):
+            if reload.is_set():
+                # SIGHUP: re-read the files and swap them in (jinmei/reload.py) from this
+                # thread, so the ingest worker only pauses for the swap itself.
+                reload.clear()
+                log.info("SIGHUP: reloading %s", deployment.source_file)
+                service.reload(lambda: overridden(load_deployment(args.config), args), stop)
+    finally:
+        log.info("stopping: finishing the batch in hand")
+        service.stop()
+        log.info("stopped; since start: %s", service.pipeline.stats.since(PipelineStats()))
+    return 0
+
+
+def overridden(deployment: Deployment, args: argparse.Namespace) -> Deployment:
+    """The deployment with ``--broker`` and ``--store`` applied."""
     if args.broker:
         deployment = dataclasses.replace(
             deployment, broker=dataclasses.replace(deployment.broker, url=args.broker))
     if args.store:
         deployment = dataclasses.replace(
             deployment, store=dataclasses.replace(deployment.store, url=args.store))
-    service = Service(deployment, on_alert=log_alert)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    service.start()
-    try:
-        while not stop.wait(1.0):
-            pass
-    finally:
-        log.info("stopping: finishing the batch in hand")
-        service.stop()
-        log.info("stopped; since start: %s", service.pipeline.stats.since(PipelineStats()))
-    return 0
+    return deployment
 
 
 def log_alert(alert: Alert) -> None:

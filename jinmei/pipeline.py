@@ -33,6 +33,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -48,6 +49,9 @@ from ingest.codec import Reject, TelemetryCodec, reject_message
 from ingest.mqtt import Inbound, MqttSource
 from ingest.sink import Sink
 from jinmei.metrics import LatencyBuckets
+
+if TYPE_CHECKING:
+    from jinmei.reload import Reload
 
 __all__ = ["Pipeline", "PipelineStats"]
 
@@ -113,20 +117,27 @@ class Pipeline:
                  clock: Callable[[], float] = time.time,
                  on_alert: Callable[[Alert], None] | None = None,
                  on_stored: Callable[[ReadingBatch], None] | None = None) -> None:
-        self.deployment = deployment
-        self.registry = deployment.registry
         self.source = source
         self.sink = sink
+        self.record = record
         self.clock = clock
         self.on_alert = on_alert
         self.on_stored = on_stored
         self.stats = PipelineStats()
+        self._reload: Reload | None = None
+        self._build(deployment, names)
+
+    def _build(self, deployment: Deployment, names: Names) -> None:
+        """Codec, detectors and dispatcher on the deployment's registry, the detectors given
+        back the conditions of the open episodes and held events (at start, and at a reload)."""
+        self.deployment = deployment
+        self.registry = deployment.registry
         self.codec = TelemetryCodec(self.registry,
                                     max_future_ms=int(deployment.ingest.max_future_s * 1000))
         self.detectors = build_detectors(self.registry, deployment.detectors)
-        self.dispatcher = AlertDispatcher(self.registry, names, record,
+        self.dispatcher = AlertDispatcher(self.registry, names, self.record,
                                           config_hash=deployment.config_hash,
-                                          publish=source.publish,
+                                          publish=self.source.publish,
                                           config=deployment.alerts)
         for sensor, condition in self.detectors.restore(self.dispatcher.restore()):
             log.warning("open condition %r of %s is no detector's any more; it stays open",
@@ -137,12 +148,34 @@ class Pipeline:
         self._mine_of_sensor = np.array([mine_pos[s.mine] for s in self.registry.sensors],
                                         dtype=np.intp)
 
+    def request_reload(self, reload: Reload) -> None:
+        """Have the worker swap in ``reload.deployment`` at its next batch boundary
+        (jinmei/reload.py); ``reload.done`` is set once it has."""
+        self._reload = reload
+
+    def _swap(self, reload: Reload, stop: threading.Event) -> None:
+        """Retire the removed sensors' open episodes, then rebuild on the new registry."""
+        now_ms = int(self.clock() * 1000)
+        retired = self.dispatcher.retire(reload.removed, now_ms, reload.deployment.config_hash)
+        if retired:
+            if not self._store(ReadingBatch.empty(), retired, stop):
+                return  # stopping: the next start loads the new configuration anyway
+            self._announce(retired)
+        reload.old_dispatcher = self.dispatcher
+        self.sink.use_registry(reload.deployment.registry)
+        self.on_stored = reload.on_stored
+        self._build(reload.deployment, reload.names)
+        reload.done.set()
+
     def run(self, stop: threading.Event) -> None:
         """Process batches until ``stop`` is set; returns when nothing more will be emitted."""
         ingest = self.deployment.ingest
         next_tick = 0.0
         next_status, reported = time.monotonic() + STATUS_LOG_S, copy.deepcopy(self.stats)
         while not stop.is_set():
+            if self._reload is not None:  # a batch boundary: nothing in hand
+                reload, self._reload = self._reload, None
+                self._swap(reload, stop)
             messages = self.source.take(ingest.batch_max_messages, ingest.batch_wait_ms / 1000)
             if messages:
                 self.process(messages, stop)

@@ -105,16 +105,36 @@ class Service:
         self.pipeline = Pipeline(deployment, self.source, self.sink, self.record,
                                  names_from_limits(deployment), clock=clock, on_alert=on_alert,
                                  on_stored=self.networking.observe if self.networking else None)
-        self.delivery, self._notify_mqtt = delivery_worker(deployment, self.pipeline.dispatcher,
-                                                           clock)
+        self.delivery, self.notify_mqtt = delivery_worker(deployment, self.pipeline.dispatcher,
+                                                          clock)
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self.pipeline.run, args=(self._stop,),
                                         name="jinmei-ingest", daemon=True)
-        self._networking_thread = threading.Thread(
-            target=self.networking.run if self.networking else lambda stop: None,
-            args=(self._stop,), name="jinmei-networking", daemon=True)
+        self._networking_stop = threading.Event()  # its own: a reload replaces the thread
+        self._networking_thread = self._networking_thread_for(self.networking)
         self._switch_interval_before: float | None = None
         self.http = self._ops_server() if deployment.http.listen else None
+
+    def _networking_thread_for(self, worker: NetworkingWorker | None) -> threading.Thread:
+        return threading.Thread(target=worker.run if worker else lambda stop: None,
+                                args=(self._networking_stop,), name="jinmei-networking",
+                                daemon=True)
+
+    def replace_networking(self, worker: NetworkingWorker | None) -> None:
+        """Stop the networking thread (its queue and files are closed) and run ``worker``
+        instead (a reload; None when networking is now disabled)."""
+        self._networking_stop.set()
+        self._networking_thread.join()
+        self.networking = worker
+        self._networking_stop = threading.Event()
+        self._networking_thread = self._networking_thread_for(worker)
+        self._networking_thread.start()
+
+    def reload(self, load: Callable[[], Deployment], stop: threading.Event) -> bool:
+        """Re-read the configuration with ``load`` and swap it in (jinmei/reload.py)."""
+        from jinmei.reload import reload_service
+
+        return reload_service(self, load, stop)
 
     def _ops_server(self) -> OpsServer:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -171,11 +191,12 @@ class Service:
 
     def stop(self) -> None:
         self._stop.set()
+        self._networking_stop.set()
         self._worker.join()
         self._networking_thread.join()
         self.delivery.stop()
-        if self._notify_mqtt is not None:
-            self._notify_mqtt.close()
+        if self.notify_mqtt is not None:
+            self.notify_mqtt.close()
         self.pipeline.dispatcher.close()
         self.source.stop()
         self.sink.close()
