@@ -640,7 +640,7 @@ def _parse_networking(t: _Table, environ: Mapping[str, str],
     d = NetworkingConfig()
     enabled = t.flag("enabled", d.enabled)
     url: str = t.text("url", d.url)
-    if enabled or url:
+    if url:  # enabled without a url: the files are written and archived only
         _check_url(t, url, ("sftp", "ftp"), "sftp://user@host[:port]/dir or ftp://user@host/dir")
     if enabled and (uncoded := [m.id for m in mines if not m.networking.code]):
         raise t.error("enabled", f"mine {uncoded[0]!r} has no [networking] code (矿井编码)")

@@ -414,6 +414,14 @@ def test_minimal_limits_table_loads(tmp_path: Path) -> None:
     assert with_release_defaults(row.limits).release_high == 1.0
 
 
+def test_networking_without_a_url_archives_only(tmp_path: Path) -> None:
+    """The sample configuration says so: enabled with an empty url writes and archives."""
+    loaded = deployment(tmp_path, "[networking]\nenabled = true\n")
+    assert loaded.networking.enabled and loaded.networking.url == ""
+    err = error_of(deployment, tmp_path, '[networking]\nenabled = true\nurl = "http://x/"\n')
+    assert err.location == "networking.url" and "sftp://" in err.message
+
+
 def test_http_endpoint_may_be_turned_off_or_moved(tmp_path: Path) -> None:
     assert deployment(tmp_path, '[http]\nlisten = ""').http == HttpConfig(listen="")
     assert deployment(tmp_path, '[http]\nlisten = "[::1]:9200"').http.listen == "[::1]:9200"
