@@ -152,9 +152,14 @@ def reload_service(service: Service, load: Callable[[], Deployment],
                     frozenset(before - {s.key for s in new.registry.sensors}),
                     networking.observe if networking else None)
     service.pipeline.request_reload(reload)
+    waited = 0
     while not reload.done.wait(1.0):
         if stop.is_set():  # shutting down: the next start reads the new files anyway
             return False
+        waited += 1
+        if waited == 10:  # the worker holds a batch it cannot store, or it is stuck
+            log.warning("reload waits for the ingest worker to finish its batch in hand "
+                        "(is the store failing? see /readyz)")
     # Delivery: the old thread finishes the send in hand, then the new one takes the outbox.
     old_delivery, old_mqtt = service.delivery, service.notify_mqtt
     service.delivery, service.notify_mqtt = delivery_worker(new, service.pipeline.dispatcher,
