@@ -5,6 +5,9 @@
     jinmei simulate   play a simulated mine feed to a broker or into a file
     jinmei config     check configuration files, or show the resolved sensor registry
 
+Global options: ``--log-format text|json`` (jinmei/logs.py), ``--version [FILE]`` (the version
+and the config hash of a deployment), ``-v``.
+
 Exit codes: 0 success, 1 the job failed (e.g. the demo saw no alert), 2 bad configuration or
 arguments (the message names the file and key).
 """
@@ -67,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "reading,\ncheck it against its statutory limits, and publish alerts on "
                     "jinmei/<mine>/alerts.\nRejected input is republished with its reason on "
                     "jinmei/<mine>/rejects. Stop with Ctrl-C\nor SIGTERM: the batch in hand is "
-                    "finished and acknowledged first.")
+                    "finished and acknowledged first. SIGHUP re-reads the\nconfiguration "
+                    "and swaps it in (refused, with the file and key, if it is broken).")
     config_option(run)
     run.add_argument("--broker", metavar="URL", help="MQTT broker, e.g. mqtt://127.0.0.1:1883 "
                      "(overrides [broker] url)")

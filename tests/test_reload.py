@@ -189,3 +189,49 @@ def test_restart_only_sections_keep_their_running_value(caplog: pytest.LogCaptur
     assert "[broker] changed" in caplog.text
     assert describe_changes(current, new) == "[alerts] changed"
     assert load_for_reload(lambda: current, current) is None  # same hash: nothing to do
+
+
+def test_reload_rebuilds_the_networking_files_on_the_new_sensor_list(
+        mosquitto: Mosquitto, workdir: Path) -> None:
+    """With regulator networking on (archive only: no url), a reload that adds a point sends
+    the definitions again for the new config hash, and real-time files carry each point's own
+    value — the new networking thread reads sensor indexes of the new registry."""
+    from config.loader import load_deployment
+    from jinmei.service import Service as InProcess
+
+    conf = workdir / "jinmei.toml"
+    conf.write_text(conf.read_text(encoding="utf-8").replace(
+        "[broker]\n", f'[broker]\nurl = "{mosquitto.url}"\n') +
+        f'[store]\nurl = "sqlite:///{workdir / "readings.db"}"\n'
+        "[networking]\nenabled = true\ncdss_period_s = 1.0\n", encoding="utf-8")
+    archive = workdir / "state" / "networking" / "archive"
+
+    def records(kind: str, point: str) -> list[list[str]]:
+        return [r.strip().split(";") for f in sorted(archive.glob(f"*_{kind}_*.txt"))
+                for r in f.read_text(encoding="utf-8").split("~") if r.strip().startswith(point)]
+
+    service = InProcess(load_deployment(conf))
+    assert service.start(wait_subscribed_s=10)
+    try:
+        t = int(time.time() * 1000) - 5_000
+        send(mosquitto, [reading("T1-1101", 0.41, t)])
+        assert wait_until(lambda: any(r[3] == "0.41" for r in records("CDSS", "001A02")), 15)
+        mine_file = workdir / "mines" / "qipanjing.toml"
+        text = mine_file.read_text(encoding="utf-8")
+        first = text.index("[[sensors]]")  # first: every other sensor's index moves by one
+        mine_file.write_text(text[:first] + NEW_POINT.lstrip() + "\n" + text[first:],
+                             encoding="utf-8")
+        assert service.reload(lambda: load_deployment(conf), threading.Event())
+        assert wait_until(lambda: any("001A19;" in f.read_text(encoding="utf-8")
+                                      for f in archive.glob("*_CDDY_*.txt")), 10)
+        send(mosquitto, [reading("CH4-1101-9", 0.31, t + 1_000),
+                         reading("T1-1101", 0.42, t + 1_000)])
+        assert wait_until(lambda: any(r[3] == "0.31" for r in records("CDSS", "001A19"))
+                          and any(r[3] == "0.42" for r in records("CDSS", "001A02")), 15)
+    finally:
+        service.stop()
+    assert not any(r[3] in ("0.31", "0.42") for point in ("001A01", "001A03")
+                   for r in records("CDSS", point))  # no value landed on a neighbour
+    with sqlite3.connect(workdir / "readings.db") as db:  # nor in the store
+        assert db.execute("SELECT sensor FROM reading WHERE value IN (0.31, 0.42)"
+                          " ORDER BY value").fetchall() == [("CH4-1101-9",), ("T1-1101",)]
