@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -20,7 +21,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from config.model import Receiver, Route
+from config.errors import ConfigError
+from config.model import HttpConfig, Receiver, Route
 from dashboards.grafana import PromTarget
 from dashboards.service import service_dashboard
 from ingest.codec import encode_telemetry
@@ -173,3 +175,21 @@ def test_victoria_metrics_scrapes_the_endpoint_and_the_service_dashboard_has_dat
                     f"self-dashboard queries without data: {without_data()}"
         finally:
             service.stop()
+
+
+def test_an_address_in_use_stops_the_start_naming_http_listen(mosquitto: Mosquitto,
+                                                              tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        deployment = dataclasses.replace(deployment_for(mosquitto, tmp_path),
+                                         http=HttpConfig(listen=f"127.0.0.1:{port}"))
+        service = Service(deployment)
+        with pytest.raises(ConfigError) as refused:
+            service.start()
+    assert refused.value.location == "http.listen" and "in use" in refused.value.message
+    assert not service._worker.is_alive()  # nothing started before the refusal
+    service.pipeline.dispatcher.close()
+    service.sink.close()
+    service.record.close()
