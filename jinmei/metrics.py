@@ -13,31 +13,11 @@ Thread safety: the worker thread updates the counters while the HTTP thread read
 and a scrape may see one batch's counters half-applied across families, which the next
 scrape corrects; counters never go backwards.
 
-Metrics (every name is a contract: dashboards/service.py and operators' alert rules use them):
-
-- ``jinmei_build_info{version,config_hash}`` (gauge, 1): the running configuration's hash
-  (it changes on reload);
-- ``jinmei_messages_received_total{mine}``: MQTT telemetry messages taken (``mine=""``: a
-  topic naming no configured mine — one label for all of them, so hostile topics cannot grow
-  the series without bound);
-- ``jinmei_readings_received_total{mine}``: readings the codec accepted;
-- ``jinmei_readings_stored_total{mine}``: readings committed to the store;
-- ``jinmei_rejects_total{reason}``: refused messages and readings, by reject reason;
-- ``jinmei_store_write_seconds`` (histogram): one committed store write (a batch);
-- ``jinmei_store_retries_total``; ``jinmei_store_failing`` (1 while the last write failed);
-- ``jinmei_spool_chunks``, ``jinmei_spool_oldest_age_seconds``, ``jinmei_spool_dead_chunks``:
-  the InfluxDB spool — waiting chunks, age of the oldest (0 when none), refused ones;
-- ``jinmei_outbox_depth{receiver}``: notifications owed; ``jinmei_deliveries_total{receiver,
-  outcome}``: delivery attempts (``delivered``, ``retry``, ``refused``);
-- ``jinmei_alert_transitions_total{rule,severity,state}``; ``jinmei_open_episodes{rule,
-  severity}``: episodes firing now;
-- ``jinmei_ingest_lag_seconds{mine}``: service clock − the newest stored reading's time;
-- ``jinmei_broker_connected`` (1 while the MQTT connection is up);
-- ``jinmei_networking_queue_depth``: networking files waiting for upload;
-- ``process_resident_memory_bytes`` and the other standard process metrics (Linux ``/proc``).
-
-The spool families are 0 with the SQLite store (it has no spool), the networking one appears
-only with ``[networking] enabled``; a mine appears in the lag once a reading of it was stored.
+The metric names are a contract (dashboards/service.py and operators' alert rules use them):
+README "Operator endpoint" lists each with its type and meaning, and tests/test_ops.py checks
+that the list and what is served agree. Two choices worth knowing: messages on a topic naming
+no configured mine count under ``mine=""`` — one label for all, so hostile topics cannot grow
+the series without bound; the spool families are 0 with the SQLite store (it has no spool).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import socket
 import time
 import urllib.error
@@ -27,11 +28,18 @@ from dashboards.grafana import PromTarget
 from dashboards.service import service_dashboard
 from ingest.codec import encode_telemetry
 from jinmei.service import Service
-from tests.servers import Mosquitto, scripted_http_server, victoria_metrics, wait_until
+from tests.servers import (
+    Mosquitto,
+    free_port,
+    scripted_http_server,
+    victoria_metrics,
+    wait_until,
+)
 from tests.test_service import deployment_for, methane_rise, send
 
 pytestmark = pytest.mark.integration
 
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 QIPANJING, DAYAN = "jinmei/qipanjing/telemetry/S01", "jinmei/dayan/telemetry/S01"
 
 
@@ -99,6 +107,9 @@ def test_metrics_count_exactly_what_was_published(mosquitto: Mosquitto, tmp_path
         assert wait_until(lambda: service.pipeline.stats.messages == 17, 15)
         assert wait_until(lambda: service.pipeline.stats.readings_by_mine.total() == 18, 15)
         got = samples(port)
+        families = {f.name + ("_total" if f.type == "counter" else "")
+                    for f in text_string_to_metric_families(get(port, "/metrics")[1].decode())
+                    if f.name.startswith("jinmei_")}  # with or without samples
     finally:
         service.stop()
 
@@ -124,6 +135,38 @@ def test_metrics_count_exactly_what_was_published(mosquitto: Mosquitto, tmp_path
     assert value("process_resident_memory_bytes") > 10e6
     info = [labels for name, labels in got if name == "jinmei_build_info"]
     assert dict(info[0])["config_hash"] == service.deployment.config_hash
+    # the README's metrics table is the operator's contract: it lists exactly these
+    listed = set(re.findall(r"^\| `(jinmei_\w+)", README, re.MULTILINE))
+    listed |= set(re.findall(r"`(jinmei_spool_\w+)`", README))
+    assert families == listed - {"jinmei_networking_queue_depth"}  # networking is off here
+
+
+def test_spool_depth_and_readiness_follow_an_influxdb_outage(mosquitto: Mosquitto,
+                                                            tmp_path: Path) -> None:
+    """The store is down: /readyz says so, /metrics shows the spool growing and ageing; the
+    store comes up on that port and both recover."""
+    port = free_port()
+    base = deployment_for(mosquitto, tmp_path)
+    service = Service(dataclasses.replace(base, store=dataclasses.replace(
+        base.store, url=f"influxdb://127.0.0.1:{port}?org=jinmei&bucket=jinmei")))
+    assert service.start(wait_subscribed_s=10)
+    http = http_port(service)
+    try:
+        send(mosquitto, [(QIPANJING, encode_telemetry(int(time.time() * 1000) - 1_000,
+                                                      [("T1-1101", 0.3, "ok")]))])
+        assert wait_until(lambda: get(http, "/readyz")[0] == 503, 15)
+        assert json.loads(get(http, "/readyz")[1])["waiting_for"] == ["store"]
+        time.sleep(1.5)
+        down = samples(http)
+        assert down[("jinmei_spool_chunks", ())] >= 1
+        assert down[("jinmei_spool_oldest_age_seconds", ())] >= 1.0
+        with victoria_metrics(tmp_path, port=port):
+            assert wait_until(lambda: get(http, "/readyz")[0] == 200, 30)
+            up = samples(http)
+        assert up[("jinmei_spool_chunks", ())] == 0
+        assert up[("jinmei_spool_oldest_age_seconds", ())] == 0
+    finally:
+        service.stop()
 
 
 def test_victoria_metrics_scrapes_the_endpoint_and_the_service_dashboard_has_data(
