@@ -145,6 +145,7 @@ def config_option(parser: argparse.ArgumentParser) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from jinmei.pipeline import PipelineStats
+    from jinmei.reload import reload_service
     from jinmei.service import Service  # imported late: `jinmei config` needs no MQTT stack
 
     deployment = overridden(load_deployment(args.config), args)
@@ -161,7 +162,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 # thread, so the ingest worker only pauses for the swap itself.
                 reload.clear()
                 log.info("SIGHUP: reloading %s", deployment.source_file)
-                service.reload(lambda: overridden(load_deployment(args.config), args), stop)
+                reload_service(service, lambda: overridden(load_deployment(args.config), args),
+                               stop)
     finally:
         log.info("stopping: finishing the batch in hand")
         service.stop()

@@ -35,11 +35,14 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from config.errors import ConfigError
 
-__all__ = ["OpsServer", "Response", "json_response", "parse_listen"]
+if TYPE_CHECKING:
+    from jinmei.service import Service
+
+__all__ = ["OpsServer", "Response", "json_response", "ops_server", "parse_listen", "readiness"]
 
 log = logging.getLogger(__name__)
 
@@ -127,3 +130,33 @@ class OpsServer:
         self._httpd.shutdown()
         self._thread.join()
         self._httpd.server_close()
+
+
+def readiness(service: Service) -> tuple[bool, dict[str, object]]:
+    """(True, {}) once the broker subscription is in place, the store accepts writes and the
+    sensor registry is loaded; else (False, {"waiting_for": [...]})."""
+    waiting = []
+    if not service.source.wait_subscribed(0):
+        waiting.append("broker")
+    if service.pipeline.stats.store_failing or service.sink.stats().get("failing", 0):
+        waiting.append("store")
+    if not len(service.pipeline.registry):
+        waiting.append("registry")
+    return (False, {"waiting_for": waiting}) if waiting else (True, {})
+
+
+def ops_server(service: Service) -> OpsServer | None:
+    """The endpoint of ``[http] listen`` for this service (not yet listening), None when off."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    from jinmei.metrics import service_registry
+
+    deployment = service.deployment
+    if not deployment.http.listen:
+        return None
+    registry = service_registry(service)
+    return OpsServer(deployment.http.listen, {
+        "/healthz": lambda: json_response(*service.health()),
+        "/readyz": lambda: json_response(*readiness(service)),
+        "/metrics": lambda: Response(200, CONTENT_TYPE_LATEST, generate_latest(registry)),
+    }, source_file=deployment.source_file)

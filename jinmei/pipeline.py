@@ -60,8 +60,8 @@ log = logging.getLogger(__name__)
 
 RETRY_MAX_S = 30.0
 TICK_S = 1.0
-STATUS_LOG_S = 60.0
-_TOPIC = operator.attrgetter("topic")  # jinmei's own: often enough to watch, rare enough to read
+STATUS_LOG_S = 60.0  # jinmei's own: often enough to watch, rare enough to read
+_TOPIC = operator.attrgetter("topic")
 
 
 @dataclass

@@ -2,8 +2,9 @@
 
 :class:`Service` owns the long-lived parts — MQTT source, store, alert record, pipeline worker —
 and starts and stops them in the right order: ``start`` connects and launches the worker and
-the alert delivery thread (``alerts.outbox``) and, with ``[networking] enabled``, the regulator
-networking thread (``networking.worker``: data files written and uploaded); ``stop`` stops
+the alert delivery thread (``alerts.outbox``), with ``[networking] enabled`` the regulator
+networking thread (``networking.worker``: data files written and uploaded), and with
+``[http] listen`` the operator endpoint (``jinmei.http``); ``stop`` stops
 taking messages, lets the worker finish its batch, stops the other threads (what they still
 owe stays in the outbox and the upload queue for the next start), then closes the store
 (which flushes what it can) and the record.
@@ -36,7 +37,7 @@ from config.loader import deployment_limits
 from config.model import Deployment
 from ingest.mqtt import MqttSource, broker_address
 from ingest.sink import open_sink
-from jinmei.http import OpsServer, Response, json_response
+from jinmei.http import ops_server
 from jinmei.pipeline import Pipeline
 from networking.queue import UploadQueue
 from networking.upload import open_target
@@ -113,7 +114,7 @@ class Service:
         self._networking_stop = threading.Event()  # its own: a reload replaces the thread
         self._networking_thread = self._networking_thread_for(self.networking)
         self._switch_interval_before: float | None = None
-        self.http = self._ops_server() if deployment.http.listen else None
+        self.http = ops_server(self)  # [http] listen: /healthz, /readyz, /metrics (or None)
 
     def _networking_thread_for(self, worker: NetworkingWorker | None) -> threading.Thread:
         return threading.Thread(target=worker.run if worker else lambda stop: None,
@@ -130,24 +131,6 @@ class Service:
         self._networking_thread = self._networking_thread_for(worker)
         self._networking_thread.start()
 
-    def reload(self, load: Callable[[], Deployment], stop: threading.Event) -> bool:
-        """Re-read the configuration with ``load`` and swap it in (jinmei/reload.py)."""
-        from jinmei.reload import reload_service
-
-        return reload_service(self, load, stop)
-
-    def _ops_server(self) -> OpsServer:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-        from jinmei.metrics import service_registry
-
-        registry = service_registry(self)
-        return OpsServer(self.deployment.http.listen, {
-            "/healthz": lambda: json_response(*self.health()),
-            "/readyz": lambda: json_response(*self.readiness()),
-            "/metrics": lambda: Response(200, CONTENT_TYPE_LATEST, generate_latest(registry)),
-        }, source_file=self.deployment.source_file)
-
     def health(self) -> tuple[bool, dict[str, object]]:
         """(True, {}) while every essential thread is alive, else (False, the reason).
 
@@ -160,18 +143,6 @@ class Service:
             threads["networking"] = self._networking_thread
         dead = sorted(name for name, t in threads.items() if t is None or not t.is_alive())
         return (False, {"reason": "threads not running", "threads": dead}) if dead else (True, {})
-
-    def readiness(self) -> tuple[bool, dict[str, object]]:
-        """(True, {}) once the broker subscription is in place, the store accepts writes and
-        the registry is loaded; else (False, {"waiting_for": [...]})."""
-        waiting = []
-        if not self.source.wait_subscribed(0):
-            waiting.append("broker")
-        if self.pipeline.stats.store_failing or self.sink.stats().get("failing", 0):
-            waiting.append("store")
-        if not len(self.pipeline.registry):
-            waiting.append("registry")
-        return (False, {"waiting_for": waiting}) if waiting else (True, {})
 
     def start(self, wait_subscribed_s: float = 0.0) -> bool:
         """Connect and start the worker; with a wait, True once the subscription is in place."""

@@ -28,7 +28,7 @@ import pytest
 
 from config.loader import DEFAULT_DEPLOYMENT, DEFAULT_LIMITS
 from ingest.codec import encode_telemetry
-from jinmei.reload import describe_changes
+from jinmei.reload import describe_changes, reload_service
 from tests.servers import Mosquitto, wait_until
 from tests.test_service import Listener, send
 
@@ -221,7 +221,7 @@ def test_reload_rebuilds_the_networking_files_on_the_new_sensor_list(
         first = text.index("[[sensors]]")  # first: every other sensor's index moves by one
         mine_file.write_text(text[:first] + NEW_POINT.lstrip() + "\n" + text[first:],
                              encoding="utf-8")
-        assert service.reload(lambda: load_deployment(conf), threading.Event())
+        assert reload_service(service, lambda: load_deployment(conf), threading.Event())
         assert wait_until(lambda: any("001A19;" in f.read_text(encoding="utf-8")
                                       for f in archive.glob("*_CDDY_*.txt")), 10)
         send(mosquitto, [reading("CH4-1101-9", 0.31, t + 1_000),
