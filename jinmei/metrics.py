@@ -118,6 +118,8 @@ class ServiceCollector(Collector):
         for mine, newest_ms in sorted(dict(stats.newest_ms_by_mine).items()):
             lag.add_metric([mine], now_s - newest_ms / 1000)
         yield lag
+        yield _counter("jinmei_reloads", "SIGHUP reloads by outcome (applied, refused, "
+                       "unchanged).", "outcome", dict(stats.reloads))
         yield GaugeMetricFamily("jinmei_broker_connected", "1 while the MQTT connection is up.",
                                 value=int(service.source.connected))
         if service.networking is not None:

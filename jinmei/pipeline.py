@@ -87,6 +87,7 @@ class PipelineStats:
     newest_ms_by_mine: dict[str, int] = field(default_factory=dict)  # newest reading time stored
     store_write_s: LatencyBuckets = field(default_factory=LatencyBuckets)
     store_failing: bool = False
+    reloads: Counter[str] = field(default_factory=Counter)  # applied, refused, unchanged
 
     def since(self, before: PipelineStats) -> str:
         """One line on what came since the ``before`` snapshot, for the operator's log."""

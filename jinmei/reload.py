@@ -113,24 +113,27 @@ def describe_changes(old: Deployment, new: Deployment) -> str:
     return "; ".join(parts) or "no sensor or section changed"
 
 
-def load_for_reload(load: Callable[[], Deployment], current: Deployment) -> Deployment | None:
-    """The new deployment, or None (logged) when it is broken or the same as the current one."""
+def load_for_reload(load: Callable[[], Deployment],
+                    current: Deployment) -> tuple[Deployment | None, str]:
+    """(the new deployment, "applied"), or (None, "refused" | "unchanged") — logged — when it
+    is broken or the same as the current one."""
     try:
         new = load()
     except ConfigError as exc:
         log.error("reload refused: %s — still running on config hash %s", exc,
                   current.config_hash)
-        return None
+        return None, "refused"
     except Exception:  # a reload must never take the monitoring down
         log.exception("reload failed — still running on config hash %s", current.config_hash)
-        return None
+        return None, "refused"
     if new.config_hash == current.config_hash:
         log.info("reload: configuration unchanged (config hash %s)", current.config_hash)
-        return None
+        return None, "unchanged"
     if kept := [name for name in RESTART_ONLY if getattr(new, name) != getattr(current, name)]:
         log.warning("reload: [%s] changed; the running value is kept until the next restart",
                     "], [".join(kept))
-    return dataclasses.replace(new, **{name: getattr(current, name) for name in RESTART_ONLY})
+    return dataclasses.replace(
+        new, **{name: getattr(current, name) for name in RESTART_ONLY}), "applied"
 
 
 def reload_service(service: Service, load: Callable[[], Deployment],
@@ -141,8 +144,9 @@ def reload_service(service: Service, load: Callable[[], Deployment],
     from jinmei.service import delivery_worker, names_from_limits, networking_worker
 
     current = service.deployment
-    new = load_for_reload(load, current)
+    new, outcome = load_for_reload(load, current)
     if new is None:
+        service.pipeline.stats.reloads[outcome] += 1
         return False
     log.info("reload: config hash %s → %s: %s", current.config_hash, new.config_hash,
              describe_changes(current, new))
@@ -173,6 +177,7 @@ def reload_service(service: Service, load: Callable[[], Deployment],
         reload.old_dispatcher.close()
     service.replace_networking(networking)
     service.deployment = new
+    service.pipeline.stats.reloads["applied"] += 1
     log.info("reload done: running config hash %s (%d sensors)", new.config_hash,
              len(new.registry))
     return True

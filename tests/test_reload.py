@@ -20,11 +20,13 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from config.loader import DEFAULT_DEPLOYMENT, DEFAULT_LIMITS
 from ingest.codec import encode_telemetry
@@ -163,6 +165,14 @@ def test_sighup_swaps_in_limits_and_sensors_keeping_open_episodes(
         assert new_hash in refused["message"]  # still running on the reloaded configuration
         send(mosquitto, [reading("T2-1101", 1.3, t + 30_000)])
         alert(alerts, "T2-1101", "limit_power_off", "firing")
+        port = int(before.rsplit("operator endpoint on port ", 1)[1])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            metrics = {(s.name, s.labels.get("outcome")): s.value
+                       for f in text_string_to_metric_families(reply.read().decode())
+                       for s in f.samples}
+        assert metrics[("jinmei_reloads_total", "applied")] == 1
+        assert metrics[("jinmei_reloads_total", "refused")] == 1
+        assert metrics[("jinmei_build_info", None)] == 1
     finally:
         code = service.stop()
     assert code == 0
@@ -183,12 +193,12 @@ def test_restart_only_sections_keep_their_running_value(caplog: pytest.LogCaptur
         broker=dataclasses.replace(current.broker, url="mqtt://elsewhere:1883"),
         alerts=dataclasses.replace(current.alerts, resolve_hold_s=5.0))
     with caplog.at_level("WARNING"):
-        new = load_for_reload(lambda: edited, current)
-    assert new is not None
+        new, outcome = load_for_reload(lambda: edited, current)
+    assert new is not None and outcome == "applied"
     assert new.broker == current.broker and new.alerts.resolve_hold_s == 5.0
     assert "[broker] changed" in caplog.text
     assert describe_changes(current, new) == "[alerts] changed"
-    assert load_for_reload(lambda: current, current) is None  # same hash: nothing to do
+    assert load_for_reload(lambda: current, current) == (None, "unchanged")
 
 
 def test_reload_rebuilds_the_networking_files_on_the_new_sensor_list(
