@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from alerts.db import StateDB
 from config.model import Registry
@@ -103,6 +103,15 @@ class Debounce:
         if changed:
             self._persist(changed)
         return out
+
+    def forget(self, sensors: Collection[str]) -> None:
+        """Drop every held event of these sensors (``mine/id``: removed from the
+        configuration); a pending one never fired, a resolving one is resolved by the caller."""
+        gone = [k for k in self._held if self.registry.sensors[k[0]].key in sensors]
+        if gone:
+            self._persist([(k, None) for k in gone])
+            for key in gone:
+                del self._held[key]
 
     def _persist(self, changed: list[tuple[_Key, tuple[str, int, Event] | None]]) -> None:
         with self.db.transaction() as c:

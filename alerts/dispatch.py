@@ -33,7 +33,7 @@ announces it again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import msgspec
 
@@ -125,7 +125,18 @@ class AlertDispatcher:
         recorded transitions."""
         due, forced = self.supersede.apply(self.debounce.apply(events, now_ms),
                                            self.episodes.open)
-        alerts = self.supersede.mark(self.episodes.apply(due), forced)
+        return self._announce(self.supersede.mark(self.episodes.apply(due), forced), now_ms)
+
+    def retire(self, sensors: Collection[str], now_ms: int, config_hash: str) -> list[Alert]:
+        """Resolve the open episodes of sensors (``mine/id``) a reload removed from the
+        configuration, recorded under the new ``config_hash`` and sent like any transition
+        (the message says ``removed from configuration``); held events of theirs are dropped.
+        Returns the recorded transitions."""
+        self.debounce.forget(sensors)
+        self.config_hash = config_hash
+        return self._announce(self.episodes.retire(sensors, now_ms), now_ms)
+
+    def _announce(self, alerts: list[Alert], now_ms: int) -> list[Alert]:
         open_alerts = self.episodes.open()
         alerts = [self._mark_inhibited(a, open_alerts) for a in alerts]
         if alerts:

@@ -18,7 +18,7 @@ and time zone from the registry (the mine id and Asia/Shanghai when the registry
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import msgspec
 
@@ -27,18 +27,22 @@ from alerts.wire import Alert
 from config.model import Registry
 from detectors.base import Event
 
-__all__ = ["EpisodeBook", "Names", "episode_id"]
+__all__ = ["REMOVED", "EpisodeBook", "Names", "episode_id"]
+
+REMOVED = "removed from configuration"  # the reason an episode ends when its sensor is removed
 
 _DEFAULT_TIMEZONE = "Asia/Shanghai"
 
 # Where a non-limit rule comes from (a limit rule names its limits.toml row instead).
+# These travel in every alert's ``source``: they cite the standards, never a document of ours.
 RULE_SOURCES = {
-    "trend": "jinmei trend early warning (瓦斯涌出异常预警, domain.md §5): no statutory algorithm",
+    "trend": "jinmei's own trend early warning (瓦斯涌出异常预警): AQ 1029-2019 and 煤矿安全规程 "
+             "set limits, no forecasting algorithm",
     "no_data": "AQ 6201-2019 patrol period ≤ 30 s; silent 2–3 periods = communication lost "
-               "(通讯中断, domain.md §3)",
-    "sensor_fault": "AQ 6201-2019 / MT/T 1201.1 point states: sensor fault, over-range "
-                    "(domain.md §4); stuck, spike and drift amounts jinmei's own",
-    "feed_fault": "AQ 1029-2019 馈电异常 and 风电闭锁 interlocks (domain.md §4)",
+               "(通讯中断)",
+    "sensor_fault": "AQ 6201-2019 / MT/T 1201.1-2023 point states: sensor fault, over-range; "
+                    "stuck, spike and drift amounts jinmei's own",
+    "feed_fault": "AQ 1029-2019 馈电异常 and 风电闭锁 interlocks; AQ 6201-2019 execution ≤ 2 s",
 }
 
 
@@ -95,6 +99,22 @@ class EpisodeBook:
             if event.firing:
                 self._open[key] = alert
             transitions.append(alert)
+        return transitions
+
+    def retire(self, sensors: Collection[str], now_ms: int) -> list[Alert]:
+        """Resolve, at ``now_ms``, every open episode of these sensors (``mine/id``), which a
+        reload removed from the configuration: the reason is said in both languages."""
+        gone = [key for key in self._open if f"{key[0]}/{key[1]}" in sensors]
+        transitions = []
+        for key in sorted(gone, key=lambda k: self._open[k].started_at):
+            firing = self._open.pop(key)
+            mine = self.registry.mine(firing.mine)
+            zh, en = (mine.name, mine.name_en) if mine else (firing.mine, firing.mine)
+            message = (f"【解除】{zh} {firing.sensor} {firing.place}：测点已从配置中删除，"
+                       f"{firing.rule} 报警结束\n[RESOLVED] {en} {firing.sensor} "
+                       f"{firing.rule}: {REMOVED}")
+            transitions.append(msgspec.structs.replace(
+                firing, state="resolved", ts=now_ms, ended_at=now_ms, message=message))
         return transitions
 
     def open(self) -> list[Alert]:

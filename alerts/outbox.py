@@ -24,6 +24,7 @@ import random
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -99,6 +100,11 @@ class Outbox:
     def rows(self) -> list[OutboxRow]:
         return self._rows("ORDER BY created_at", ())
 
+    def depth(self) -> dict[str, int]:
+        """Notifications still owed, per receiver (for /metrics)."""
+        return {str(r): int(n) for r, n in self.db.query(
+            "SELECT receiver, count(*) FROM outbox WHERE delivered_at IS NULL GROUP BY receiver")}
+
     def attempts(self, key: str | None = None) -> list[tuple[str, str, int, str, str]]:
         where, params = ("WHERE key = ?", (key,)) if key else ("", ())
         return [(str(k), str(r), int(a), str(o), str(e))
@@ -147,6 +153,8 @@ class DeliveryWorker:
         self.rng = rng or random.Random()
         self.delivered = 0
         self.failures = 0
+        # Attempts since start by (receiver, outcome: delivered / retry / refused), for /metrics.
+        self.outcomes: Counter[tuple[str, str]] = Counter()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -203,11 +211,13 @@ class DeliveryWorker:
                 continue
             self.outbox.delivered(row, int(self.clock() * 1000))
             self.delivered += 1
+            self.outcomes[(row.receiver, "delivered")] += 1
             done += 1
         return done
 
     def _failed(self, row: OutboxRow, exc: DeliveryError) -> None:
         self.failures += 1
+        self.outcomes[(row.receiver, "retry" if exc.retryable else "refused")] += 1
         now_ms = int(self.clock() * 1000)
         attempts = row.attempts + 1
         if exc.retryable:

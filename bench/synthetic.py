@@ -18,6 +18,7 @@ from config.loader import load_deployment, load_limits
 from config.model import (
     BrokerConfig,
     Deployment,
+    HttpConfig,
     IngestConfig,
     Mine,
     Sensor,
@@ -49,6 +50,7 @@ def synthetic_mine(n_sensors: int, mine_id: str = "bench") -> Mine:
 def synthetic_deployment(n_sensors: int, **overrides: object) -> Deployment:
     """The shipped deployment's settings with the synthetic mine as its only mine."""
     shipped = load_deployment(None)
+    overrides.setdefault("http", HttpConfig(listen=""))  # benchmarks run beside a service
     return dataclasses.replace(shipped, mines=(synthetic_mine(n_sensors),), **overrides)  # type: ignore[arg-type]
 
 

@@ -53,6 +53,7 @@ from config.model import (
     BrokerConfig,
     Deployment,
     DetectorConfig,
+    HttpConfig,
     IngestConfig,
     InhibitConfig,
     Limits,
@@ -655,7 +656,7 @@ def _parse_networking(t: _Table, environ: Mapping[str, str],
     d = NetworkingConfig()
     enabled = t.flag("enabled", d.enabled)
     url: str = t.text("url", d.url)
-    if enabled or url:
+    if url:  # enabled without a url: the files are written and archived only
         _check_url(t, url, ("sftp", "ftp"), "sftp://user@host[:port]/dir or ftp://user@host/dir")
     if enabled and (uncoded := [m.id for m in mines if not m.networking.code]):
         raise t.error("enabled", f"mine {uncoded[0]!r} has no [networking] code (矿井编码)")
@@ -668,6 +669,18 @@ def _parse_networking(t: _Table, environ: Mapping[str, str],
         system_code=t.choice("system_code", ("01", "02"), "an MT/T 1201.1 system code "
                              "(01 safety monitoring, 02 gas drainage)", d.system_code),
         known_hosts=os.path.expanduser(t.text("known_hosts", d.known_hosts)))
+
+
+def _parse_http(t: _Table) -> HttpConfig:
+    t.allow("listen")
+    listen: str = t.text("listen", HttpConfig().listen)
+    if listen:
+        host, colon, port = listen.rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise t.error("listen", f"expected host:port (e.g. 127.0.0.1:9108, [::1]:9108; port "
+                                    f"0: any free one) or \"\" to turn the endpoint off, got "
+                                    f"{listen!r}")
+    return HttpConfig(listen=listen)
 
 
 def _limits_path(src: _Source) -> Path:
@@ -685,7 +698,8 @@ def _config_hash(sources: list[_Source]) -> str:
 
 def _parse_deployment(src: _Source, environ: Mapping[str, str]) -> Deployment:
     root = src.root()
-    root.allow("mines", "limits", "broker", "store", "ingest", "alerts", "detectors", "networking")
+    root.allow("mines", "limits", "broker", "store", "ingest", "alerts", "detectors", "networking",
+               "http")
     limits_src = _read(_limits_path(src))
     table = _parse_limits(limits_src)
     mine_srcs = [_read(src.path.parent / name) for name in root.strings("mines")]
@@ -704,6 +718,7 @@ def _parse_deployment(src: _Source, environ: Mapping[str, str]) -> Deployment:
         mines=tuple(mines), source_file=src.file,
         detectors=_parse_detectors(root.table("detectors")),
         networking=_parse_networking(root.table("networking"), environ, mines),
+        http=_parse_http(root.table("http")),
         config_hash=_config_hash([src, limits_src, *mine_srcs]),
     )
 

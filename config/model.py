@@ -18,6 +18,7 @@ __all__ = [
     "BrokerConfig",
     "Deployment",
     "DetectorConfig",
+    "HttpConfig",
     "IngestConfig",
     "InhibitConfig",
     "Limits",
@@ -312,6 +313,14 @@ class NetworkingConfig:
     known_hosts: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    """The service's HTTP endpoint (``[http]``): health, readiness and Prometheus metrics (see
+    jinmei/http.py), later the console too. ``listen`` is ``host:port``; empty turns it off."""
+
+    listen: str = "127.0.0.1:9108"
+
+
 @dataclass(frozen=True)
 class Deployment:
     """A whole deployment: connections, storage, and the mines it serves."""
@@ -325,6 +334,7 @@ class Deployment:
     config_hash: str = ""
     detectors: DetectorConfig = field(default_factory=DetectorConfig)
     networking: NetworkingConfig = field(default_factory=NetworkingConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
 
     @cached_property
     def registry(self) -> Registry:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = [
     "GRID_COLUMNS",
@@ -22,6 +22,7 @@ __all__ = [
     "Annotation",
     "Dashboard",
     "Panel",
+    "PromTarget",
     "Row",
     "Step",
     "Target",
@@ -34,8 +35,8 @@ GRID_COLUMNS = 24
 DATASOURCE_TYPE = "influxdb"
 
 
-def datasource_ref(uid: str) -> dict[str, str]:
-    return {"type": DATASOURCE_TYPE, "uid": uid}
+def datasource_ref(uid: str, kind: str = DATASOURCE_TYPE) -> dict[str, str]:
+    return {"type": kind, "uid": uid}
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,7 @@ class Target:
     query: str
     result_format: str = "time_series"  # or "table"
     alias: str = ""
+    datasource_type: ClassVar[str] = DATASOURCE_TYPE
 
     def json(self, datasource_uid: str) -> dict[str, Any]:
         out: dict[str, Any] = {"refId": self.ref_id, "datasource": datasource_ref(datasource_uid),
@@ -65,6 +67,21 @@ class Target:
         if self.alias:
             out["alias"] = self.alias
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class PromTarget:
+    """One PromQL query of a panel (Prometheus or VictoriaMetrics data source); ``legend``
+    names its series (``{{mine}}`` …)."""
+
+    ref_id: str
+    expr: str
+    legend: str = ""
+    datasource_type: ClassVar[str] = "prometheus"
+
+    def json(self, datasource_uid: str) -> dict[str, Any]:
+        return {"refId": self.ref_id, "datasource": datasource_ref(datasource_uid, "prometheus"),
+                "expr": self.expr, "legendFormat": self.legend or "__auto", "range": True}
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +95,7 @@ class Panel:
     kind: str
     title: str
     description: str
-    targets: tuple[Target, ...]
+    targets: tuple[Target, ...] | tuple[PromTarget, ...]
     width: int = 12
     height: int = 8
     defaults: Mapping[str, Any] = field(default_factory=dict)
@@ -92,7 +109,8 @@ class Panel:
             "id": panel_id, "type": self.kind, "title": self.title,
             "description": self.description,
             "gridPos": {"h": self.height, "w": self.width, "x": x, "y": y},
-            "datasource": datasource_ref(datasource_uid),
+            "datasource": datasource_ref(datasource_uid, self.targets[0].datasource_type
+                                         if self.targets else DATASOURCE_TYPE),
             "targets": [t.json(datasource_uid) for t in self.targets],
             "fieldConfig": {"defaults": dict(self.defaults),
                             "overrides": [dict(o) for o in self.overrides]},

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from dashboards.grafana import Dashboard, Panel
+from dashboards.grafana import Dashboard, Panel, Target
 from dashboards.influxql import expand
 from dashboards.states import point_state
 
@@ -30,7 +30,8 @@ Window = dict[str, Any]  # keyword arguments of dashboards.influxql.expand
 
 def run_panel(panel: Panel, run: Run, window: Window) -> dict[str, list[dict[str, Any]]]:
     """refId → the series its expanded query returns."""
-    return {t.ref_id: run(expand(t.query, **window)).get("series", []) for t in panel.targets}
+    return {t.ref_id: run(expand(t.query, **window)).get("series", []) for t in panel.targets
+            if isinstance(t, Target)}
 
 
 def table_rows(panel: Panel, run: Run, window: Window) -> list[dict[str, Any]]:
@@ -78,6 +79,7 @@ def render_preview(dashboard: Dashboard, run: Run, window: Window, path: Path,
     for i, panel in enumerate(methane):
         axes = figure.add_subplot(grid[i])
         for target in panel.targets:
+            assert isinstance(target, Target)  # InfluxQL: the mine dashboards
             for series in run_panel(panel, run, window)[target.ref_id]:
                 times = np.array([v[0] for v in series["values"]], dtype="datetime64[ms]")
                 axes.plot(times, [v[1] for v in series["values"]], label=target.alias,

@@ -2,7 +2,10 @@
 
 What is provisioned: the folder ``jinmei`` (uid :data:`FOLDER_UID`), the InfluxDB data source
 (uid :data:`DATASOURCE_UID`, InfluxQL mode) and one dashboard per configured mine plus the
-regulator overview, each with a stable uid.
+regulator overview, each with a stable uid; and jinmei's own dashboard
+(:mod:`dashboards.service`, uid ``jinmei-service``) on a Prometheus data source (uid
+``jinmei-prometheus``) at ``prometheus_url`` — the Prometheus or VictoriaMetrics that scrapes
+the service's ``/metrics`` (default :data:`PROMETHEUS_URL`).
 
 The data source points at the deployment's store: for ``influxdb[s]://host:port?org=O&bucket=B``
 the InfluxDB 2.x v1-compatibility API at ``http[s]://host:port`` with database ``B`` (a DBRP
@@ -12,7 +15,8 @@ database ``jinmei``. Its minimum interval is the shortest sampling period of any
 
 :func:`export` writes file provisioning for ``/etc/grafana/provisioning``: ``datasources/
 jinmei.yaml`` (the token as ``$JINMEI_INFLUX_TOKEN``, which Grafana expands from its own
-environment), ``dashboards/jinmei.yaml`` (the provider) and ``dashboards/jinmei/<uid>.json``.
+environment), ``datasources/jinmei-prometheus.yaml``, ``dashboards/jinmei.yaml`` (the provider) and
+``dashboards/jinmei/<uid>.json``.
 
 :func:`push` creates or updates folder, data source and dashboards with ``grafana-client``; an
 object already equal to ours is left alone (dashboards compared without Grafana's ``id`` and
@@ -38,15 +42,17 @@ from dashboards.grafana import Dashboard
 from dashboards.influxql import format_interval
 from dashboards.mine import mine_dashboard
 from dashboards.overview import overview_dashboard
+from dashboards.service import PROMETHEUS_UID, SERVICE_UID, service_dashboard
 
-__all__ = ["DATASOURCE_UID", "FOLDER_TITLE", "FOLDER_UID", "Change", "dashboards_of",
-           "datasource_of", "export", "push"]
+__all__ = ["DATASOURCE_UID", "FOLDER_TITLE", "FOLDER_UID", "PROMETHEUS_URL", "Change",
+           "dashboards_of", "datasource_of", "export", "prometheus_datasource", "push"]
 
 FOLDER_UID = "jinmei"
 FOLDER_TITLE = "金煤工程 jinmei"
 DATASOURCE_UID = "jinmei-influxdb"
 TOKEN_ENV = "JINMEI_INFLUX_TOKEN"
 _DEFAULT_INFLUX = ("http://127.0.0.1:8086", "jinmei")
+PROMETHEUS_URL = "http://127.0.0.1:9090"  # Prometheus's own default port
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +73,21 @@ def dashboards_of(deployment: Deployment) -> list[Dashboard]:
     table = deployment_limits(deployment)
     return [*(mine_dashboard(m, table) for m in deployment.mines),
             overview_dashboard(deployment.mines)]
+
+
+def _service_dashboard(deployment: Deployment) -> Dashboard:
+    return service_dashboard(deployment.mines[0].timezone if deployment.mines else "browser")
+
+
+def _uid_of_source(dashboard: Dashboard) -> str:
+    return PROMETHEUS_UID if dashboard.uid == SERVICE_UID else DATASOURCE_UID
+
+
+def prometheus_datasource(url: str) -> dict[str, Any]:
+    """The Prometheus (or VictoriaMetrics) data source of jinmei's own dashboard."""
+    return {"uid": PROMETHEUS_UID, "name": "jinmei Prometheus", "type": "prometheus",
+            "access": "proxy", "url": url, "isDefault": False,
+            "jsonData": {"httpMethod": "POST", "timeInterval": "15s"}}
 
 
 def datasource_of(deployment: Deployment, token: str) -> dict[str, Any]:
@@ -94,21 +115,9 @@ def _yaml(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)  # a JSON scalar is a YAML scalar
 
 
-def export(deployment: Deployment, directory: Path) -> list[Path]:
-    """Write the provisioning files under ``directory``; returns the paths written."""
-    directory = Path(directory)
-    boards = directory / "dashboards" / "jinmei"
-    boards.mkdir(parents=True, exist_ok=True)
-    (directory / "datasources").mkdir(parents=True, exist_ok=True)
-    written = []
-    for dashboard in dashboards_of(deployment):
-        path = boards / f"{dashboard.uid}.json"
-        path.write_text(json.dumps(dashboard.json(DATASOURCE_UID), ensure_ascii=False,
-                                   indent=2) + "\n", encoding="utf-8")
-        written.append(path)
-    source = datasource_of(deployment, f"${TOKEN_ENV}")
-    lines = ["# Written by `jinmei dashboards export`: the InfluxDB data source (InfluxQL).",
-             "apiVersion: 1", "datasources:"]
+def _datasource_yaml(source: dict[str, Any], comment: str) -> str:
+    lines = [f"# Written by `jinmei dashboards export`: {comment}", "apiVersion: 1",
+             "datasources:"]
     lines += [f"  - {key}: {_yaml(source[key])}" if i == 0 else f"    {key}: {_yaml(source[key])}"
               for i, key in enumerate(("name", "uid", "type", "access", "url", "isDefault"))]
     lines.append("    jsonData:")
@@ -116,8 +125,30 @@ def export(deployment: Deployment, directory: Path) -> list[Path]:
     if "secureJsonData" in source:
         lines.append("    secureJsonData:")
         lines += [f"      {k}: {_yaml(v)}" for k, v in source["secureJsonData"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def export(deployment: Deployment, directory: Path,
+           prometheus_url: str = PROMETHEUS_URL) -> list[Path]:
+    """Write the provisioning files under ``directory``; returns the paths written."""
+    directory = Path(directory)
+    boards = directory / "dashboards" / "jinmei"
+    boards.mkdir(parents=True, exist_ok=True)
+    (directory / "datasources").mkdir(parents=True, exist_ok=True)
+    written = []
+    for dashboard in [*dashboards_of(deployment), _service_dashboard(deployment)]:
+        path = boards / f"{dashboard.uid}.json"
+        path.write_text(json.dumps(dashboard.json(_uid_of_source(dashboard)),
+                                   ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        written.append(path)
     datasource_file = directory / "datasources" / "jinmei.yaml"
-    datasource_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    datasource_file.write_text(_datasource_yaml(datasource_of(deployment, f"${TOKEN_ENV}"),
+                                                "the InfluxDB data source (InfluxQL)."),
+                               encoding="utf-8")
+    prometheus_file = directory / "datasources" / "jinmei-prometheus.yaml"
+    prometheus_file.write_text(_datasource_yaml(prometheus_datasource(prometheus_url),
+                                                "the Prometheus data source of jinmei's own "
+                                                "metrics (PromQL)."), encoding="utf-8")
     provider_file = directory / "dashboards" / "jinmei.yaml"
     provider_file.write_text("\n".join([
         "# Written by `jinmei dashboards export`: load the jinmei dashboards from files.",
@@ -125,7 +156,7 @@ def export(deployment: Deployment, directory: Path) -> list[Path]:
         "  - name: jinmei", f"    folder: {_yaml(FOLDER_TITLE)}", f"    folderUid: {FOLDER_UID}",
         "    type: file", "    disableDeletion: true", "    allowUiUpdates: false",
         "    options:", f"      path: {_yaml(str(boards.resolve()))}"]) + "\n", encoding="utf-8")
-    return [datasource_file, provider_file, *written]
+    return [datasource_file, prometheus_file, provider_file, *written]
 
 
 def _fetch(call: Any, *args: Any) -> Any:
@@ -145,8 +176,9 @@ def _same(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
     return all(current.get(k) == v for k, v in wanted.items())
 
 
-def push(api: Any, deployment: Deployment, token: str) -> list[Change]:
-    """Create or update folder, data source and dashboards through ``api`` (a GrafanaApi)."""
+def push(api: Any, deployment: Deployment, token: str,
+         prometheus_url: str = PROMETHEUS_URL) -> list[Change]:
+    """Create or update folder, data sources and dashboards through ``api`` (a GrafanaApi)."""
     from grafana_client.client import GrafanaException
 
     changes: list[Change] = []
@@ -159,20 +191,22 @@ def push(api: Any, deployment: Deployment, token: str) -> list[Change]:
             api.folder.update_folder(FOLDER_UID, title=FOLDER_TITLE, overwrite=True)
         changes.append(Change(_action(folder, folder is None or folder.get("title") ==
                                       FOLDER_TITLE), what, uid, FOLDER_TITLE))
-        what, uid = "datasource", DATASOURCE_UID
-        source = datasource_of(deployment, token)
-        public = {k: v for k, v in source.items() if k != "secureJsonData"}
-        current = _fetch(api.datasource.get_datasource_by_uid, DATASOURCE_UID)
-        if current is None:
-            api.datasource.create_datasource(source)
-        elif not _same(current, public):
-            api.datasource.update_datasource_by_uid(DATASOURCE_UID, source)
-        changes.append(Change(_action(current, current is None or _same(current, public)),
-                              what, uid, source["name"]))
+        what = "datasource"
+        for source in (datasource_of(deployment, token), prometheus_datasource(prometheus_url)):
+            uid = source["uid"]
+            public = {k: v for k, v in source.items() if k != "secureJsonData"}
+            current = _fetch(api.datasource.get_datasource_by_uid, uid)
+            if current is None:
+                api.datasource.create_datasource(source)
+            elif not _same(current, public):
+                api.datasource.update_datasource_by_uid(uid, source)
+            changes.append(Change(_action(current, current is None or _same(current, public)),
+                                  what, uid, source["name"]))
         what = "dashboard"
-        for dashboard in dashboards_of(deployment):
+        for dashboard in [*dashboards_of(deployment), _service_dashboard(deployment)]:
             uid = dashboard.uid
-            wanted = {k: v for k, v in dashboard.json(DATASOURCE_UID).items() if k != "version"}
+            wanted = {k: v for k, v in dashboard.json(_uid_of_source(dashboard)).items()
+                      if k != "version"}
             found = _fetch(api.dashboard.get_dashboard, uid)
             same = found is not None and _same(found.get("dashboard", {}), wanted) and \
                 found.get("meta", {}).get("folderUid") == FOLDER_UID

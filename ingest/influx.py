@@ -198,14 +198,23 @@ class InfluxSink:
         """Lines the server has accepted since open (a plain read, no lock)."""
         return self._delivered
 
+    def use_registry(self, registry: Registry) -> None:
+        """Map sensor indexes of later batches through ``registry`` (after a reload); what is
+        in the spool is already line protocol."""
+        self._registry = registry
+
     def stats(self) -> dict[str, int]:
         """readings/alerts accepted and lines delivered since open; pending and dead chunks
-        in the spool; failed delivery attempts. After close: the figures at close."""
+        in the spool, and when the oldest pending one was queued (``oldest_ms``, epoch ms, 0
+        when none); failed delivery attempts, and ``failing`` 1 while the server refuses or
+        cannot be reached. After close: the figures at close."""
         if self._final_stats is not None:
             return self._final_stats
         return {"readings": self._readings, "alerts": self._alerts,
                 "delivered": self._delivered, "pending": self._spool.depth(),
-                "dead": self._dead_letters.count("spool"), "failed_attempts": self._failed_attempts}
+                "oldest_ms": self._spool.oldest_ms() or 0,
+                "dead": self._dead_letters.count("spool"), "failed_attempts": self._failed_attempts,
+                "failing": int(self._fault is not None)}
 
     def delivery_fault(self) -> tuple[int, str] | None:
         """(since epoch ms, last error) while the forwarder cannot deliver; None when it can."""

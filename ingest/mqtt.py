@@ -256,6 +256,11 @@ class MqttSource:
         """Whether the network thread is running."""
         return self._thread.is_alive()
 
+    @property
+    def connected(self) -> bool:
+        """True while the broker connection is up (for /metrics and /readyz)."""
+        return self._connected.is_set()
+
     def wait_subscribed(self, timeout: float) -> bool:
         """True once the telemetry subscription is in place on the current connection."""
         return self._subscribed.wait(timeout)

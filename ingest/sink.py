@@ -56,6 +56,10 @@ class Sink(Protocol):
         ``write`` itself, whose errors the caller sees)."""
         ...
 
+    def use_registry(self, registry: Registry) -> None:
+        """Read the sensor indexes of later batches through ``registry`` (after a reload)."""
+        ...
+
     def stats(self) -> dict[str, int]:
         """Counters: ``readings`` written, ``pending`` spooled chunks, ``dead`` refused chunks."""
         ...

@@ -84,6 +84,12 @@ class Spool:
         with self._lock, delivery_errors(self._target):
             return int(self._conn.execute("SELECT count(*) FROM chunk").fetchone()[0])
 
+    def oldest_ms(self) -> int | None:
+        """When the oldest waiting chunk was queued (epoch ms), None when the queue is empty."""
+        with self._lock, delivery_errors(self._target):
+            row = self._conn.execute("SELECT queued_ms FROM chunk ORDER BY id LIMIT 1").fetchone()
+        return None if row is None else int(row[0])
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()

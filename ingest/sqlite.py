@@ -99,16 +99,8 @@ class SQLiteSink:
     def __init__(self, path: str | Path, registry: Registry) -> None:
         self.name = f"sqlite:{path}"
         self.path = Path(path)
-        # The tag columns (mine, sensor, kind, location), one object array each, gathered per
-        # batch instead of looked up per reading.
-        sensors = registry.sensors
-        self._tag_columns = [np.array([getattr(s, tag) for s in sensors], dtype=object)
-                             for tag in ("mine", "id", "kind", "location")]
-        # Each sensor's place in (mine, sensor) order, to insert a batch in key order.
-        key_order = sorted(range(len(registry)), key=lambda i: (sensors[i].mine, sensors[i].id))
-        self._key_rank = np.empty(len(registry), dtype=np.int64)
-        self._key_rank[key_order] = np.arange(len(registry))
         self._lock = threading.Lock()
+        self.use_registry(registry)
         self._readings = 0
         self._alerts = 0
         with delivery_errors(self.name):
@@ -173,6 +165,21 @@ class SQLiteSink:
     def delivery_fault(self) -> None:
         """Never: every write is synchronous, its error goes to the caller."""
         return None
+
+    def use_registry(self, registry: Registry) -> None:
+        """Map sensor indexes of later batches through ``registry`` (at start, and when a
+        reload swapped the configuration)."""
+        # The tag columns (mine, sensor, kind, location), one object array each, gathered per
+        # batch instead of looked up per reading.
+        sensors = registry.sensors
+        tag_columns = [np.array([getattr(s, tag) for s in sensors], dtype=object)
+                       for tag in ("mine", "id", "kind", "location")]
+        # Each sensor's place in (mine, sensor) order, to insert a batch in key order.
+        key_order = sorted(range(len(registry)), key=lambda i: (sensors[i].mine, sensors[i].id))
+        key_rank = np.empty(len(registry), dtype=np.int64)
+        key_rank[key_order] = np.arange(len(registry))
+        with self._lock:
+            self._tag_columns, self._key_rank = tag_columns, key_rank
 
     def stats(self) -> dict[str, int]:
         """Readings and alerts written since open; nothing is ever pending or dead here."""

@@ -5,6 +5,9 @@
     jinmei simulate   play a simulated mine feed to a broker or into a file
     jinmei config     check configuration files, or show the resolved sensor registry
 
+Global options: ``--log-format text|json`` (jinmei/logs.py), ``--version [FILE]`` (the version
+and the config hash of a deployment), ``-v``.
+
 Exit codes: 0 success (also when the reader of the output went away, as ``| head`` does),
 1 the job failed (e.g. the demo saw no alert, a service could not be reached), 2 bad
 configuration or arguments (the message names the file and key, or the option), 3 ``jinmei
@@ -25,10 +28,15 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from config.errors import ConfigError, JinmeiError, UsageError
 from config.loader import check_file, load_deployment, registry_json
 from config.model import Deployment
+from jinmei.logs import LOG_FORMATS, setup_logging
+
+if TYPE_CHECKING:
+    from alerts.wire import Alert
 
 __all__ = ["config_option", "formatter", "main"]
 
@@ -53,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "dispatchers and regulators.",
         epilog="Run 'jinmei COMMAND --help' for the options of each command.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default="text",
+                        help="text (default): one line per record, times with their offset; "
+                             "json: one object per line, for log shippers")
+    parser.add_argument("--version", action=VersionAction, nargs="?", metavar="FILE",
+                        help="print the version and the config hash of the deployment FILE "
+                             "(default: the shipped one), then exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser(
@@ -61,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "reading,\ncheck it against its statutory limits, and publish alerts on "
                     "jinmei/<mine>/alerts.\nRejected input is republished with its reason on "
                     "jinmei/<mine>/rejects. Stop with Ctrl-C\nor SIGTERM: the batch in hand is "
-                    "finished and acknowledged first.")
+                    "finished and acknowledged first. SIGHUP re-reads the\nconfiguration "
+                    "and swaps it in (refused, with the file and key, if it is broken).")
     config_option(run)
     run.add_argument("--broker", metavar="URL", help="MQTT broker, e.g. mqtt://127.0.0.1:1883 "
                      "(overrides [broker] url)")
@@ -109,6 +124,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class VersionAction(argparse.Action):
+    """``--version [FILE]``: the package version and the config hash of the deployment (the
+    same hash the alert record, the networking files and /metrics carry)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        from jinmei.metrics import jinmei_version
+
+        try:
+            deployment = load_deployment(values)
+        except ConfigError as exc:
+            print(f"jinmei {jinmei_version()}\nconfiguration error: {exc}", file=sys.stderr)
+            parser.exit(2)
+        print(f"jinmei {jinmei_version()}\nconfig {deployment.source_file} "
+              f"hash {deployment.config_hash}")
+        parser.exit(0)
+
+
 def config_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", type=Path, metavar="FILE",
                         help="deployment file (default: the shipped pilot mines, "
@@ -116,39 +149,61 @@ def config_option(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from jinmei.pipeline import PipelineStats
+    from jinmei.reload import reload_service
     from jinmei.service import Service  # imported late: `jinmei config` needs no MQTT stack
     from jinmei.supervisor import Failure
 
-    deployment = load_deployment(args.config)
+    deployment = overridden(load_deployment(args.config), args)
+    stop, reload = threading.Event(), threading.Event()
+    service = Service(deployment, on_alert=log_alert, on_failure=lambda failure: stop.set())
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: reload.set())
+    service.start()
+    try:
+        while not stop.wait(0.2):
+            if not service.supervisor.alive() and service.failure is None:
+                # the watcher of the watcher
+                service.fail(Failure("jinmei-supervisor", "worker_dead",
+                                     "the supervisor thread has ended", 0.0))
+                break
+            if reload.is_set():
+                # SIGHUP: re-read the files and swap them in (jinmei/reload.py) from this
+                # thread, so the ingest worker only pauses for the swap itself.
+                reload.clear()
+                log.info("SIGHUP: reloading %s", deployment.source_file)
+                reload_service(service, lambda: overridden(load_deployment(args.config), args),
+                               stop)
+    finally:
+        if service.failure is not None:
+            _exit_failed()
+        log.info("stopping: finishing the batch in hand")
+        service.stop()
+        log.info("stopped; since start: %s", service.pipeline.stats.since(PipelineStats()))
+    return 0
+
+
+def overridden(deployment: Deployment, args: argparse.Namespace) -> Deployment:
+    """The deployment with ``--broker`` and ``--store`` applied."""
     if args.broker:
         deployment = dataclasses.replace(
             deployment, broker=dataclasses.replace(deployment.broker, url=args.broker))
     if args.store:
         deployment = dataclasses.replace(
             deployment, store=dataclasses.replace(deployment.store, url=args.store))
-    stop = threading.Event()
-    service = Service(deployment, on_alert=lambda a: log.warning("ALERT %s", a.message),
-                      on_failure=lambda failure: stop.set())
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    service.start()
-    try:
-        while not stop.wait(1.0):
-            if not service.supervisor.alive() and service.failure is None:
-                # the watcher of the watcher
-                service.fail(Failure("jinmei-supervisor", "worker_dead",
-                                     "the supervisor thread has ended", 0.0))
-                break
-    finally:
-        if service.failure is not None:
-            _exit_failed()
-        log.info("stopping: finishing the batch in hand")
-        service.stop()
-        stats = service.pipeline.stats
-        log.info("stopped: %d messages, readings %s, rejects %s, %d alert transitions",
-                 stats.messages, dict(stats.readings_by_mine), dict(stats.rejects_by_reason),
-                 stats.alerts.total())
-    return 0
+    return deployment
+
+
+def log_alert(alert: Alert) -> None:
+    """An alert transition as one log record: both languages on one line, and the fields as
+    ``alert`` for the JSON format."""
+    log.warning("ALERT %s %s %s %s/%s: %s", alert.state, alert.severity, alert.rule, alert.mine,
+                alert.sensor, " | ".join(alert.message.splitlines()),
+                extra={"alert": {"id": alert.id, "mine": alert.mine, "sensor": alert.sensor,
+                                 "rule": alert.rule, "severity": alert.severity,
+                                 "state": alert.state, "value": alert.value,
+                                 "limit": alert.limit, "ts": alert.ts}})
 
 
 def _exit_failed() -> None:
@@ -216,8 +271,7 @@ def _deployment_summary(deployment: Deployment) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.log_format, args.verbose)
     try:
         return int(args.func(args))
     except ConfigError as exc:

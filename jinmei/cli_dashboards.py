@@ -28,8 +28,9 @@ def register(sub: Any) -> None:
     boards = sub.add_parser(
         "dashboards", formatter_class=formatter, help="Grafana dashboards: export or push",
         description="Build the Grafana dashboards of the deployment (one per mine and the "
-                    "regulator overview)\nfrom the sensor registry and the limits table, "
-                    "then write them as provisioning files\nor push them to Grafana.")
+                    "regulator overview)\nfrom the sensor registry and the limits table, and "
+                    "jinmei's own from its Prometheus metrics;\nthen write them as provisioning "
+                    "files or push them to Grafana.")
     actions = boards.add_subparsers(dest="dashboards_command", required=True, metavar="ACTION")
     export = actions.add_parser(
         "export", formatter_class=formatter, help="write Grafana provisioning files",
@@ -37,6 +38,7 @@ def register(sub: Any) -> None:
                     "dashboards/jinmei/*.json under DIR,\nready to copy to "
                     "/etc/grafana/provisioning.")
     config_option(export)
+    prometheus_option(export)
     export.add_argument("dir", type=Path, metavar="DIR", help="output directory")
     export.set_defaults(func=cmd_export)
     push = actions.add_parser(
@@ -45,15 +47,22 @@ def register(sub: Any) -> None:
                     "dashboard\nthrough the Grafana HTTP API; prints what changed. A second "
                     "push changes nothing.")
     config_option(push)
+    prometheus_option(push)
     push.add_argument("--url", required=True, help="Grafana, e.g. http://127.0.0.1:3000")
     push.add_argument("--token", help=f"service-account token (default: ${GRAFANA_TOKEN_ENV})")
     push.set_defaults(func=cmd_push)
 
 
+def prometheus_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prometheus-url", metavar="URL", default="http://127.0.0.1:9090",
+                        help="the Prometheus or VictoriaMetrics that scrapes jinmei's /metrics, "
+                             "for the dashboard of jinmei itself (default http://127.0.0.1:9090)")
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from dashboards.provisioning import export
 
-    written = export(load_deployment(args.config), args.dir)
+    written = export(load_deployment(args.config), args.dir, args.prometheus_url)
     print("\n".join(f"wrote {path}" for path in written))
     return 0
 
@@ -70,7 +79,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     parts = urlsplit(args.url)  # printed without any credentials written into the URL
     where = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
     try:
-        changes = push(api, deployment, deployment.store.influx_token)
+        changes = push(api, deployment, deployment.store.influx_token, args.prometheus_url)
     except OSError as exc:  # the HTTP client's connection errors are OSErrors
         raise JinmeiError(f"cannot reach Grafana at {where}: {exc.__class__.__name__}") from None
     except GrafanaException as exc:

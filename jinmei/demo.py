@@ -22,7 +22,7 @@ from pathlib import Path
 
 from alerts.wire import Alert
 from config.loader import load_deployment
-from config.model import Deployment
+from config.model import Deployment, HttpConfig
 from ingest.codec import encode_telemetry
 from ingest.sqlite import SQLiteSink
 from jinmei.embedded_broker import EmbeddedBroker
@@ -77,6 +77,7 @@ def demo_deployment(broker_url: str, workdir: Path) -> Deployment:
         # the feed runs many times faster than the service clock: a 30 s resolve hold would
         # outlast the demo, so resolves are shown at once
         alerts=dataclasses.replace(shipped.alerts, resolve_hold_s=0.0),
+        http=HttpConfig(listen=""),  # self-contained: no port of the host taken
     )
 
 

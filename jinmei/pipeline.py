@@ -79,6 +79,7 @@ from __future__ import annotations
 import copy
 import enum
 import logging
+import operator
 import sqlite3
 import threading
 import time
@@ -87,7 +88,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -105,6 +106,10 @@ from ingest.codec import Reason, Reject, TelemetryCodec, reject_message
 from ingest.deadletter import DeadLetter, DeadLetters, InHand, fingerprint
 from ingest.mqtt import SESSION_EXPIRY_S, Inbound, MqttSource
 from ingest.sink import Sink
+from jinmei.metrics import LatencyBuckets
+
+if TYPE_CHECKING:
+    from jinmei.reload import Reload
 
 __all__ = ["Pipeline", "PipelineStats"]
 
@@ -114,6 +119,7 @@ RETRY_MAX_S = 30.0
 TICK_S = 1.0
 STATUS_LOG_S = 60.0  # jinmei's own: often enough to watch, rare enough to read
 DETAIL_CHARS = 200  # jinmei's own: an exception's text in a reject, enough to recognise it
+_TOPIC = operator.attrgetter("topic")
 
 
 class _Stored(enum.Enum):
@@ -139,6 +145,16 @@ class PipelineStats:
     alerts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     store_retries: int = 0
     dead_letters: int = 0
+    # For /metrics (jinmei/metrics.py reads these at scrape time; nothing here is per reading):
+    messages_by_mine: Counter[str] = field(default_factory=Counter)  # "" = not a configured mine
+    received_by_mine: Counter[str] = field(default_factory=Counter)  # accepted, not yet stored
+    # (rule, severity, state) of every transition
+    transitions: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    open_episodes: Counter[tuple[str, str]] = field(default_factory=Counter)  # rule, severity
+    newest_ms_by_mine: dict[str, int] = field(default_factory=dict)  # newest reading time stored
+    store_write_s: LatencyBuckets = field(default_factory=LatencyBuckets)
+    store_failing: bool = False
+    reloads: Counter[str] = field(default_factory=Counter)  # applied, refused, unchanged
 
     def since(self, before: PipelineStats) -> str:
         """One line on what came since the ``before`` snapshot, for the operator's log."""
@@ -214,10 +230,9 @@ class Pipeline:
                  on_alert: Callable[[Alert], None] | None = None,
                  on_stored: Callable[[ReadingBatch], None] | None = None,
                  detectors: DetectorSuite | None = None) -> None:
-        self.deployment = deployment
-        self.registry = deployment.registry
         self.source = source
         self.sink = sink
+        self.record = record
         self.clock = clock
         self.on_alert = on_alert
         self.on_stored = on_stored
@@ -225,23 +240,8 @@ class Pipeline:
         # Read by the supervisor (jinmei.supervisor): the monotonic time by which the loop
         # turns again (the store's state: the properties below).
         self.heartbeat = time.monotonic()
-        self.codec = TelemetryCodec(self.registry,
-                                    max_future_ms=int(deployment.ingest.max_future_s * 1000))
-        suite = (build_detectors(self.registry, deployment.detectors)
-                 if detectors is None else detectors)
-        self._guards = [_Guarded(member) for member in suite.members]
-        self.detectors = DetectorSuite(self._guards)
-        self.dispatcher = AlertDispatcher(self.registry, names, record,
-                                          config_hash=deployment.config_hash,
-                                          publish=source.publish,
-                                          config=deployment.alerts)
-        for sensor, condition in self.detectors.restore(self.dispatcher.restore()):
-            log.warning("open condition %r of %s is no detector's any more; it stays open",
-                        condition, self.registry.sensors[sensor].key)
-        self._mine_ids = sorted({s.mine for s in self.registry.sensors})
-        mine_pos = {m: i for i, m in enumerate(self._mine_ids)}
-        self._mine_of_sensor = np.array([mine_pos[s.mine] for s in self.registry.sensors],
-                                        dtype=np.intp)
+        self._reload: Reload | None = None
+        self._build(deployment, names, detectors)
         state_dir = Path(deployment.ingest.state_dir)
         self.dead_letters = DeadLetters(state_dir / "deadletter.db")
         self._in_hand = InHand(state_dir / "inhand.db")
@@ -256,6 +256,51 @@ class Pipeline:
                         len(self._suspects), deployment.ingest.quarantine_after)
         self._write_fault: tuple[int, str] | None = None  # (since epoch ms, error)
         self._errors_seen: set[tuple[str, str]] = set()  # internal errors logged in full
+
+    def _build(self, deployment: Deployment, names: Names,
+               detectors: DetectorSuite | None = None) -> None:
+        """Codec, detectors (each behind its guard) and dispatcher on the deployment's registry,
+        the detectors given back the conditions of the open episodes and held events (at
+        start, and at a reload)."""
+        self.deployment = deployment
+        self.registry = deployment.registry
+        self.codec = TelemetryCodec(self.registry,
+                                    max_future_ms=int(deployment.ingest.max_future_s * 1000))
+        suite = (build_detectors(self.registry, deployment.detectors)
+                 if detectors is None else detectors)
+        self._guards = [_Guarded(member) for member in suite.members]
+        self.detectors = DetectorSuite(self._guards)
+        self.dispatcher = AlertDispatcher(self.registry, names, self.record,
+                                          config_hash=deployment.config_hash,
+                                          publish=self.source.publish,
+                                          config=deployment.alerts)
+        for sensor, condition in self.detectors.restore(self.dispatcher.restore()):
+            log.warning("open condition %r of %s is no detector's any more; it stays open",
+                        condition, self.registry.sensors[sensor].key)
+        self._mine_ids = sorted({s.mine for s in self.registry.sensors})
+        mine_pos = {m: i for i, m in enumerate(self._mine_ids)}
+        self._mine_of_sensor = np.array([mine_pos[s.mine] for s in self.registry.sensors],
+                                        dtype=np.intp)
+        self._count_open_episodes()
+
+    def request_reload(self, reload: Reload) -> None:
+        """Have the worker swap in ``reload.deployment`` at its next batch boundary
+        (jinmei/reload.py); ``reload.done`` is set once it has."""
+        self._reload = reload
+
+    def _swap(self, reload: Reload, stop: threading.Event) -> None:
+        """Retire the removed sensors' open episodes, then rebuild on the new registry."""
+        now_ms = int(self.clock() * 1000)
+        retired = self.dispatcher.retire(reload.removed, now_ms, reload.deployment.config_hash)
+        if retired:
+            if self._store(ReadingBatch.empty(), retired, [], stop) is _Stored.STOPPED:
+                return  # stopping: the next start loads the new configuration anyway
+            self._announce(retired)
+        reload.old_dispatcher = self.dispatcher
+        self.sink.use_registry(reload.deployment.registry)
+        self.on_stored = reload.on_stored
+        self._build(reload.deployment, reload.names)
+        reload.done.set()
 
     @property
     def write_failing_since_ms(self) -> int | None:
@@ -290,6 +335,9 @@ class Pipeline:
         next_status, reported = time.monotonic() + STATUS_LOG_S, copy.deepcopy(self.stats)
         while not stop.is_set():
             self.heartbeat = time.monotonic()
+            if self._reload is not None:  # a batch boundary: nothing in hand
+                reload, self._reload = self._reload, None
+                self._swap(reload, stop)
             messages = self.source.take(ingest.batch_max_messages, ingest.batch_wait_ms / 1000)
             if messages:
                 self.process(messages, stop)
@@ -326,10 +374,7 @@ class Pipeline:
         self.source.ack(messages)
         try:
             if outcome is _Stored.STORED:
-                counts = np.bincount(self._mine_of_sensor[batch.sensor],
-                                     minlength=len(self._mine_ids))
-                for mine, n in zip(self._mine_ids, counts.tolist(), strict=True):
-                    self.stats.readings_by_mine[mine] += n
+                self._count_stored(batch)
                 if self.on_stored is not None:
                     self.on_stored(batch)
             self._announce(alerts)
@@ -354,8 +399,36 @@ class Pipeline:
             rejects = []
             batch, alerts = self._one_by_one(messages, now_ms, rejects)
         self.stats.messages += len(messages)
+        # counted per distinct topic (a handful a batch), not per message
+        for topic, n in Counter(map(_TOPIC, messages)).items():
+            self.stats.messages_by_mine[self._topic_mine(topic)] += n
+        counts = np.bincount(self._mine_of_sensor[batch.sensor],
+                             minlength=len(self._mine_ids)).tolist()
+        self.stats.received_by_mine.update(dict(zip(self._mine_ids, counts, strict=True)))
         self._set_aside(rejects, now_ms)
         return batch, alerts
+
+    def _count_stored(self, batch: ReadingBatch) -> None:
+        """Readings stored per mine and the newest reading time per mine (ingest lag)."""
+        counts = np.bincount(self._mine_of_sensor[batch.sensor],
+                             minlength=len(self._mine_ids)).tolist()
+        self.stats.readings_by_mine.update(dict(zip(self._mine_ids, counts, strict=True)))
+        if len(batch):
+            newest = np.full(len(self._mine_ids), -1, dtype=np.int64)
+            np.maximum.at(newest, self._mine_of_sensor[batch.sensor], batch.ts)
+            for mine, ts in zip(self._mine_ids, newest.tolist(), strict=True):
+                if ts > self.stats.newest_ms_by_mine.get(mine, -1):
+                    self.stats.newest_ms_by_mine[mine] = ts
+
+    def _topic_mine(self, topic: str) -> str:
+        """The configured mine a telemetry topic names, else "" (a label per hostile topic
+        would let any publisher grow the metrics without bound)."""
+        parts = topic.split("/", 2)
+        return parts[1] if len(parts) > 2 and parts[1] in self.registry.mine_ids else ""
+
+    def _count_open_episodes(self) -> None:
+        self.stats.open_episodes = Counter((a.rule, a.severity)
+                                           for a in self.dispatcher.episodes.open())
 
     def _decode(self, messages: list[Inbound], now_ms: int,
                 rejects: list[Reject]) -> ReadingBatch:
@@ -522,6 +595,8 @@ class Pipeline:
 
     def _announce(self, alerts: list[Alert]) -> None:
         self.stats.alerts.update((a.mine, a.rule, a.state) for a in alerts)
+        self.stats.transitions.update((a.rule, a.severity, a.state) for a in alerts)
+        self._count_open_episodes()
         if self.on_alert:
             for alert in alerts:
                 self.on_alert(alert)
@@ -575,12 +650,15 @@ class Pipeline:
         delay = 0.5
         readings_written = not len(batch)
         while True:
+            started = time.perf_counter()
             try:
                 if not readings_written:
                     self.sink.write(batch)
                     readings_written = True
                 if alerts:
                     self.sink.write_alerts(alerts)
+                self.stats.store_write_s.observe(time.perf_counter() - started)
+                self.stats.store_failing = False
                 self._write_fault = None
                 return _Stored.STORED
             except DeliveryError as exc:
@@ -609,6 +687,7 @@ class Pipeline:
                     self.stats.dead_letters += len(letters)
                     return _Stored.SET_ASIDE
             self.stats.store_retries += 1
+            self.stats.store_failing = True
             if outage_begins:
                 log.error("store %s failed (%s); holding %d readings and retrying",
                           self.sink.name, error, len(batch))

@@ -2,8 +2,9 @@
 
 :class:`Service` owns the long-lived parts — MQTT source, store, alert record, pipeline worker —
 and starts and stops them in the right order: ``start`` connects and launches the worker and
-the alert delivery thread (``alerts.outbox``) and, with ``[networking] enabled``, the regulator
-networking thread (``networking.worker``: data files written and uploaded); ``stop`` stops
+the alert delivery thread (``alerts.outbox``), with ``[networking] enabled`` the regulator
+networking thread (``networking.worker``: data files written and uploaded), and with
+``[http] listen`` the operator endpoint (``jinmei.http``); ``stop`` stops
 taking messages, lets the worker finish its batch, stops the other threads (what they still
 owe stays in the outbox and the upload queue for the next start), then closes the store
 (which flushes what it can) and the record.
@@ -61,6 +62,7 @@ from ingest.influx import InfluxSink
 from ingest.mqtt import MqttSource, broker_address
 from ingest.sink import open_sink
 from ingest.status import MineStatus
+from jinmei.http import ops_server
 from jinmei.pipeline import Pipeline
 from jinmei.supervisor import Failure, Supervisor, Watch
 from networking.queue import UploadQueue
@@ -140,14 +142,13 @@ class Service:
                                  names_from_limits(deployment), clock=clock, on_alert=on_alert,
                                  on_stored=self.networking.observe if self.networking else None,
                                  detectors=detectors)
-        self.delivery, self._notify_mqtt = delivery_worker(deployment, self.pipeline.dispatcher,
-                                                           clock)
+        self.delivery, self.notify_mqtt = delivery_worker(deployment, self.pipeline.dispatcher,
+                                                          clock)
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self.pipeline.run, args=(self._stop,),
                                         name="jinmei-ingest", daemon=True)
-        self._networking_thread = threading.Thread(
-            target=self.networking.run if self.networking else lambda stop: None,
-            args=(self._stop,), name="jinmei-networking", daemon=True)
+        self._networking_stop = threading.Event()  # its own: a reload replaces the thread
+        self._networking_thread = self._networking_thread_for(self.networking)
         self._switch_interval_before: float | None = None
         self.instance = f"{deployment.broker.client_id}@{socket.gethostname()}"
         self.status = MineStatus(deployment.broker, [m.id for m in deployment.mines],
@@ -164,6 +165,7 @@ class Service:
         self._started = False
         self._broker_lost_since_ms: int | None = int(clock() * 1000)  # not subscribed yet
         self._status: tuple[str, str] = ("offline", "starting")  # as last published
+        self.http = ops_server(self)  # [http] listen: /healthz, /readyz, /metrics (or None)
 
     def _watches(self) -> list[Watch]:
         """The threads the service needs, each with its loop's heartbeat."""
@@ -171,15 +173,33 @@ class Service:
         watches = [Watch("jinmei-mqtt", source.alive, lambda: source.heartbeat),
                    Watch("jinmei-ingest", self._worker.is_alive, lambda: pipeline.heartbeat),
                    Watch("jinmei-delivery", delivery.alive, lambda: delivery.heartbeat)]
-        if (networking := self.networking) is not None:
-            watches.append(Watch("jinmei-networking", self._networking_thread.is_alive,
-                                 lambda: networking.heartbeat))
+        if self.networking is not None:  # a reload may replace the thread and its worker
+            watches.append(Watch(
+                "jinmei-networking", lambda: self._networking_thread.is_alive(),
+                lambda: self.networking.heartbeat if self.networking else float("inf")))
         if isinstance(sink := self.sink, InfluxSink):
             watches.append(Watch("jinmei-influx-forwarder", sink.alive, lambda: sink.heartbeat))
         return watches
 
+    def _networking_thread_for(self, worker: NetworkingWorker | None) -> threading.Thread:
+        return threading.Thread(target=worker.run if worker else lambda stop: None,
+                                args=(self._networking_stop,), name="jinmei-networking",
+                                daemon=True)
+
+    def replace_networking(self, worker: NetworkingWorker | None) -> None:
+        """Stop the networking thread (its queue and files are closed) and run ``worker``
+        instead (a reload; None when networking is now disabled)."""
+        self._networking_stop.set()
+        self._networking_thread.join()
+        self.networking = worker
+        self._networking_stop = threading.Event()
+        self._networking_thread = self._networking_thread_for(worker)
+        self._networking_thread.start()
+
     def start(self, wait_subscribed_s: float = 0.0) -> bool:
         """Connect and start the worker; with a wait, True once the subscription is in place."""
+        if self.http is not None:
+            self.http.start()  # first: an unusable address stops the start before any thread
         self._switch_interval_before = sys.getswitchinterval()
         sys.setswitchinterval(GIL_SWITCH_S)
         self.status.start()
@@ -189,19 +209,22 @@ class Service:
         self._networking_thread.start()
         self.supervisor.start()
         self._started = True
-        log.info("jinmei serving %d sensors of %s; store %s", len(self.deployment.registry),
-                 ", ".join(m.id for m in self.deployment.mines), self.sink.name)
+        log.info("jinmei serving %d sensors of %s; store %s; config hash %s%s",
+                 len(self.deployment.registry), ", ".join(m.id for m in self.deployment.mines),
+                 self.sink.name, self.deployment.config_hash,
+                 f"; operator endpoint on port {self.http.port}" if self.http else "")
         return self.source.wait_subscribed(wait_subscribed_s) if wait_subscribed_s else True
 
     def stop(self) -> None:
         """A clean stop: nothing more is taken, what is in hand is finished, status offline."""
         self.supervisor.stop()
         self._stop.set()
+        self._networking_stop.set()
         self._worker.join()
         self._networking_thread.join()
         self.delivery.stop()
-        if self._notify_mqtt is not None:
-            self._notify_mqtt.close()
+        if self.notify_mqtt is not None:
+            self.notify_mqtt.close()
         self.pipeline.dispatcher.close()
         self.pipeline.close()
         self.source.stop()
@@ -209,6 +232,8 @@ class Service:
         self.record.close()
         self.status.close("stopped", "jinmei was stopped")
         self.system.close()
+        if self.http is not None:
+            self.http.stop()
         if self._switch_interval_before is not None:
             sys.setswitchinterval(self._switch_interval_before)
 

@@ -165,6 +165,12 @@ class UploadQueue:
         return QueueStatus(counts.get("pending", 0), counts.get("uploaded", 0), success,
                            tuple(error) if error else None)
 
+    def pending(self) -> int:
+        """Files waiting for upload (cheap: the ``upload_due`` index; for /metrics)."""
+        with self._lock:
+            return int(self._db.execute(
+                "SELECT count(*) FROM upload WHERE state = 'pending'").fetchone()[0])
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

@@ -27,7 +27,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -72,6 +72,15 @@ class VictoriaMetrics:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """The instant vector of a PromQL query (``/api/v1/query``): ``[{"metric", "value"}]``."""
+        query = urllib.parse.urlencode({"query": promql})
+        with urllib.request.urlopen(f"{self.url}/api/v1/query?{query}", timeout=5) as reply:
+            answer = json.loads(reply.read())
+        if answer.get("status") != "success":
+            raise RuntimeError(f"PromQL {promql!r} failed: {answer}")
+        return list(answer["data"]["result"])
+
     def export(self, selector: str) -> list[dict[str, Any]]:
         """Every series matching the selector: ``{"metric": {...}, "values", "timestamps"}``."""
         query = urllib.parse.urlencode({"match[]": selector})
@@ -98,16 +107,18 @@ def _healthy(url: str) -> bool:
 
 
 @contextmanager
-def victoria_metrics(tmp_path: Path, port: int | None = None) -> Iterator[VictoriaMetrics]:
+def victoria_metrics(tmp_path: Path, port: int | None = None,
+                     flags: Sequence[str] = ()) -> Iterator[VictoriaMetrics]:
     """Start ``victoria-metrics`` with its data in ``tmp_path`` on ``port`` (a free one when
-    None); yields once ``/health`` answers 200, stops the process on exit."""
+    None) and any further command-line ``flags`` (``-promscrape.config=FILE``); yields once
+    ``/health`` answers 200, stops the process on exit."""
     vm = VictoriaMetrics(port or free_port(), tmp_path / "victoria-metrics")
     vm.data_dir.mkdir(parents=True, exist_ok=True)
     log_path = vm.data_dir / "server.log"
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             ["victoria-metrics", f"-storageDataPath={vm.data_dir}",
-             f"-httpListenAddr=127.0.0.1:{vm.port}"],
+             f"-httpListenAddr=127.0.0.1:{vm.port}", *flags],
             stdout=log, stderr=subprocess.STDOUT)
     try:
         if not wait_until(lambda: process.poll() is not None or _healthy(vm.url), 15.0) \

@@ -29,6 +29,7 @@ from config.model import (
     AlertsConfig,
     BrokerConfig,
     DetectorConfig,
+    HttpConfig,
     IngestConfig,
     Limits,
     NetworkingConfig,
@@ -195,8 +196,8 @@ def test_every_kind_has_a_range_and_switches_are_zero_one() -> None:
 def test_sample_deployment_shows_the_model_defaults(config_copy: Path) -> None:
     sample = (config_copy / DEFAULT_DEPLOYMENT.name).read_text(encoding="utf-8")
     uncommented, count = re.subn(r"^# (\w+ = .*)$", r"\1", sample, flags=re.MULTILINE)
-    assert count == 49  # limits + 6 broker + 1 store + 8 ingest + 7 alerts + 18 detectors
-    #                     + 8 networking
+    assert count == 50  # limits + 6 broker + 1 store + 8 ingest + 7 alerts + 18 detectors
+    #                     + 8 networking + 1 http
     deployment = load_deployment(write(config_copy, uncommented, "all.toml"), environ={})
     assert deployment.broker == BrokerConfig()
     assert deployment.store == StoreConfig()
@@ -204,6 +205,7 @@ def test_sample_deployment_shows_the_model_defaults(config_copy: Path) -> None:
     assert deployment.alerts == AlertsConfig()
     assert deployment.detectors == DetectorConfig()
     assert deployment.networking == NetworkingConfig()
+    assert deployment.http == HttpConfig()
 
 
 # ── mine-file errors ──────────────────────────────────────────────────────────────────────────
@@ -412,6 +414,19 @@ def test_minimal_limits_table_loads(tmp_path: Path) -> None:
     assert with_release_defaults(row.limits).release_high == 1.0
 
 
+def test_networking_without_a_url_archives_only(tmp_path: Path) -> None:
+    """The sample configuration says so: enabled with an empty url writes and archives."""
+    loaded = deployment(tmp_path, "[networking]\nenabled = true\n")
+    assert loaded.networking.enabled and loaded.networking.url == ""
+    err = error_of(deployment, tmp_path, '[networking]\nenabled = true\nurl = "http://x/"\n')
+    assert err.location == "networking.url" and "sftp://" in err.message
+
+
+def test_http_endpoint_may_be_turned_off_or_moved(tmp_path: Path) -> None:
+    assert deployment(tmp_path, '[http]\nlisten = ""').http == HttpConfig(listen="")
+    assert deployment(tmp_path, '[http]\nlisten = "[::1]:9200"').http.listen == "[::1]:9200"
+
+
 # ── deployment files ──────────────────────────────────────────────────────────────────────────
 
 def deployment(tmp_path: Path, body: str, **environ: str) -> Any:
@@ -441,6 +456,10 @@ def deployment(tmp_path: Path, body: str, **environ: str) -> Any:
     ("[ingest]\nstall = 10", "ingest.stall", "did you mean 'stall_s'?"),
     ("[ingest]\nquarantine_after = 1", "ingest.quarantine_after", "of at least 2, got 1"),
     ('[alerts]\nmqtt = "yes"', "alerts.mqtt", "expected true or false, got 'yes'"),
+    ('[http]\nlisten = "9108"', "http.listen", "expected host:port"),
+    ('[http]\nlisten = "localhost:http"', "http.listen", "got 'localhost:http'"),
+    ('[http]\nlisten = "127.0.0.1:70000"', "http.listen", "expected host:port"),
+    ('[http]\nport = 9108', "http.port", "unknown key 'port'"),
     ('[alert]\nmqtt = true', "alert", "did you mean 'alerts'?"),
 ])
 def test_wrong_deployment_values(tmp_path: Path, body: str, location: str, message: str) -> None:

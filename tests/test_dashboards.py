@@ -176,7 +176,14 @@ def test_export_writes_grafana_provisioning(tmp_path: Path,
     provider = yaml.safe_load((tmp_path / "dashboards" / "jinmei.yaml").read_text())
     [p] = provider["providers"]
     files = sorted(Path(p["options"]["path"]).glob("*.json"))
-    assert [json.loads(f.read_text()) for f in files] == sorted(boards, key=lambda b: b["uid"])
+    service = json.loads((Path(p["options"]["path"]) / "jinmei-service.json").read_text())
+    assert [json.loads(f.read_text()) for f in files] == sorted(
+        [*boards, service], key=lambda b: b["uid"])
+    [prom] = yaml.safe_load((tmp_path / "datasources" / "jinmei-prometheus.yaml").read_text())[
+        "datasources"]
+    assert prom["type"] == "prometheus" and prom["url"] == "http://127.0.0.1:9090"
+    assert all(t["datasource"] == {"type": "prometheus", "uid": prom["uid"]} and t["expr"]
+               for panel in service["panels"] for t in panel.get("targets", []))
 
 
 def test_export_for_an_influxdb2_store_uses_the_token_env(tmp_path: Path) -> None:

@@ -115,18 +115,19 @@ def test_first_push_creates_everything_and_second_changes_nothing(
     fake, url = grafana
     assert main(["dashboards", "push", "--url", url, "--token", "glsa_test"]) == 0
     first = capsys.readouterr().out
-    assert "5 of 5 objects changed" in first
-    assert _writes(fake) == [("POST", "/api/folders"), ("POST", "/api/datasources")] + [
-        ("POST", "/api/dashboards/db")] * 3
+    assert "7 of 7 objects changed" in first
+    assert _writes(fake) == [("POST", "/api/folders")] + [("POST", "/api/datasources")] * 2 + [
+        ("POST", "/api/dashboards/db")] * 4
     assert set(fake.dashboards) == {"jinmei-mine-dayan", "jinmei-mine-qipanjing",
-                                    "jinmei-overview"}
+                                    "jinmei-overview", "jinmei-service"}
+    assert fake.datasources["jinmei-prometheus"]["type"] == "prometheus"
     assert all(d["meta"]["folderUid"] == "jinmei" for d in fake.dashboards.values())
     assert fake.datasources["jinmei-influxdb"]["jsonData"]["version"] == "InfluxQL"
     assert set(fake.auth) == {"Bearer glsa_test"}
 
     fake.requests.clear()
     assert main(["dashboards", "push", "--url", url, "--token", "glsa_test"]) == 0
-    assert "0 of 5 objects changed" in capsys.readouterr().out
+    assert "0 of 7 objects changed" in capsys.readouterr().out
     assert _writes(fake) == []
     assert all(d["dashboard"]["version"] == 1 for d in fake.dashboards.values())
 
@@ -141,7 +142,7 @@ def test_a_dashboard_changed_in_grafana_is_put_back(grafana: tuple[FakeGrafana, 
     capsys.readouterr()
     assert main(["dashboards", "push", "--url", url]) == 0
     out = capsys.readouterr().out
-    assert "2 of 5 objects changed" in out
+    assert "2 of 7 objects changed" in out
     assert re.search(r"updated\s+dashboard\s+jinmei-overview", out)
     assert _writes(fake) == [("PUT", "/api/folders/jinmei"), ("POST", "/api/dashboards/db")]
     assert fake.dashboards["jinmei-overview"]["dashboard"]["title"] == "金煤工程 监管总览"

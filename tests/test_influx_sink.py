@@ -121,7 +121,7 @@ def test_readings_arrive_with_every_value_timestamp_and_tag(vm: VictoriaMetrics,
     assert wait_until(lambda: sink.stats()["pending"] == 0, 5.0)
     sink.close()
     assert sink.stats() == {"readings": 450, "alerts": 0, "delivered": 450, "pending": 0,
-                            "dead": 0, "failed_attempts": 0}
+                            "oldest_ms": 0, "dead": 0, "failed_attempts": 0, "failing": 0}
 
 
 def test_alert_transitions_arrive(vm: VictoriaMetrics, tmp_path: Path,
@@ -152,6 +152,7 @@ def test_outage_loses_nothing_and_recovers(tmp_path: Path, closing: Closing) -> 
     sink = closing(InfluxSink(f"http://127.0.0.1:{port}", REGISTRY, org="jinmei",
                               bucket="jinmei", state_dir=tmp_path / "state", retry_cap_s=0.5))
     batches = [make_batch(200, start=T0 + k * 1_000_000) for k in range(5)]
+    written_ms = time.time_ns() // 1_000_000
     for batch in batches:
         sink.write(batch)  # returns at once although nothing listens
     assert wait_until(lambda: sink.stats()["failed_attempts"] >= 2, 5.0)
@@ -159,11 +160,15 @@ def test_outage_loses_nothing_and_recovers(tmp_path: Path, closing: Closing) -> 
     fault = sink.delivery_fault()  # connection refused is transient: held, and said so
     assert fault is not None and "refused" in fault[1].lower()
     assert abs(fault[0] - time.time() * 1000) < 10_000
+    down = sink.stats()
+    assert down["pending"] == 5 and down["delivered"] == 0 and down["failing"] == 1
+    assert written_ms - 1000 <= down["oldest_ms"] <= time.time_ns() // 1_000_000  # /metrics age
     with victoria_metrics(tmp_path, port=port) as vm:
         assert arrives(vm, '{__name__="reading_value",mine="dayan"}',
                        expected_series(batches, "value", "dayan"))
         assert wait_until(lambda: sink.stats()["pending"] == 0, 5.0)
         assert sink.delivery_fault() is None
+        assert sink.stats()["failing"] == 0 and sink.stats()["oldest_ms"] == 0
         sink.close()
     assert sink.stats()["delivered"] == 1000 and sink.stats()["dead"] == 0
 

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -32,7 +33,7 @@ from alerts.record import AlertRecord
 from alerts.wire import Alert
 from config.errors import DeliveryError
 from config.loader import DEFAULT_DEPLOYMENT, load_deployment
-from config.model import Deployment, NetworkingConfig, Receiver, Route
+from config.model import Deployment, HttpConfig, NetworkingConfig, Receiver, Route
 from config.readings import ReadingBatch
 from ingest.codec import encode_telemetry
 from ingest.sink import Sink
@@ -54,7 +55,8 @@ def deployment_for(broker: Mosquitto, workdir: Path, client_id: str = "jinmei-te
         store=dataclasses.replace(shipped.store, url=f"sqlite:///{workdir / 'readings.db'}"),
         ingest=dataclasses.replace(shipped.ingest, state_dir=str(workdir / "state")),
         # resolves at once: these tests check transitions, not the flapping hold
-        alerts=dataclasses.replace(shipped.alerts, resolve_hold_s=0.0))
+        alerts=dataclasses.replace(shipped.alerts, resolve_hold_s=0.0),
+        http=HttpConfig(listen="127.0.0.1:0"))  # a free port: tests run side by side
 
 
 class Listener:
@@ -262,7 +264,8 @@ def test_jinmei_run_command_serves_until_sigterm(mosquitto: Mosquitto, listener:
     config.write_text(
         f'mines = ["{shipped / "mines" / "qipanjing.toml"}"]\n'
         f'[broker]\nclient_id = "jinmei-cli-test"\n'
-        f'[ingest]\nstate_dir = "{tmp_path / "state"}"\n', encoding="utf-8")
+        f'[ingest]\nstate_dir = "{tmp_path / "state"}"\n'
+        f'[http]\nlisten = "127.0.0.1:0"\n', encoding="utf-8")
     proc = subprocess.Popen(
         [sys.executable, "-m", "jinmei.cli", "run", "--config", str(config),
          "--broker", mosquitto.url, "--store", f"sqlite:///{tmp_path / 'readings.db'}"],
@@ -280,7 +283,14 @@ def test_jinmei_run_command_serves_until_sigterm(mosquitto: Mosquitto, listener:
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, output.decode()
-    assert b"stopped:" in output
+    lines = output.decode().splitlines()
+    # one line per record, local time with its offset, counters by their plain names
+    assert all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d [A-Z]+ ", line)
+               for line in lines), lines
+    alert = next(line for line in lines if "ALERT firing critical limit_power_off" in line)
+    assert "【断电】" in alert and "[POWER-OFF]" in alert  # both languages, one line
+    stopped = next(line for line in lines if "stopped; since start:" in line)
+    assert "qipanjing" in stopped and "Reason" not in stopped
 
 
 def test_service_starts_before_its_broker_and_rides_out_a_broker_restart(

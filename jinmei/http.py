@@ -1,0 +1,162 @@
+"""The service's HTTP endpoint for operators: ``/healthz``, ``/readyz`` and ``/metrics``.
+
+Config: ``[http] listen = "host:port"`` (default ``127.0.0.1:9108``; ``[::1]:9108`` for IPv6;
+``""`` turns it off). The same section will carry the console (a later issue): a handler is a
+route in :attr:`OpsServer.routes`, so the console adds routes rather than a second server.
+
+- ``GET /healthz`` — 200 ``{"ok": true}`` while :meth:`Service.health` says every essential
+  thread is alive and making progress, else 503 with its reason as JSON. For a supervisor
+  (systemd watchdog script, Kubernetes liveness): 503 means restart me.
+- ``GET /readyz`` — 200 once the broker connection is up with the telemetry subscription in
+  place, the store is accepting writes and the sensor registry is loaded; else 503 with what is
+  missing. For a load balancer or a deploy script: 503 means not yet, or not now.
+- ``GET /metrics`` — the Prometheus text format of :mod:`jinmei.metrics`.
+
+Why the standard library's ``ThreadingHTTPServer``: three GET endpoints with small bodies,
+asked every few seconds by a scraper and a health checker — no framework or event loop earns its
+place in a threaded service, and nothing new to install or patch. Each request gets a daemon
+thread, so a slow client never delays another or the shutdown; the server runs on its own
+thread (``jinmei-http``), never on the ingest worker, so a scrape cannot slow ingest beyond
+reading its counters. If the console later needs streaming or many clients, an ASGI server may
+replace this module behind the same routes.
+
+Failure behaviour: an address that cannot be bound (in use, not local) stops the start with a
+:class:`~config.errors.ConfigError` naming ``http.listen``; an exception inside a handler is
+logged and answered 500, and the server keeps serving. No authentication: keep it on loopback
+or a management network.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+from config.errors import ConfigError
+
+if TYPE_CHECKING:
+    from jinmei.service import Service
+
+__all__ = ["OpsServer", "Response", "json_response", "ops_server", "parse_listen", "readiness"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    content_type: str
+    body: bytes
+
+
+def json_response(ok: bool, payload: dict[str, Any]) -> Response:
+    """200 with ``{"ok": true, ...}`` or 503 with ``{"ok": false, ...}``."""
+    body = json.dumps({"ok": ok, **payload}, ensure_ascii=False, default=str).encode()
+    return Response(200 if ok else 503, "application/json; charset=utf-8", body)
+
+
+def parse_listen(listen: str) -> tuple[str, int, socket.AddressFamily]:
+    """``host:port`` or ``[v6]:port`` → (host, port, address family); the loader has checked
+    the form already."""
+    host, _, port = listen.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        return host[1:-1], int(port), socket.AF_INET6
+    return host, int(port), socket.AF_INET
+
+
+class OpsServer:
+    """A ThreadingHTTPServer answering ``routes`` (path → function) on its own thread."""
+
+    def __init__(self, listen: str, routes: dict[str, Callable[[], Response]],
+                 *, source_file: str = "") -> None:
+        self.routes = routes
+        host, port, family = parse_listen(listen)
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            server_version = "jinmei"
+
+            def do_GET(self) -> None:
+                route = server.routes.get(self.path.split("?", 1)[0])
+                if route is None:
+                    reply = Response(404, "text/plain; charset=utf-8",
+                                     f"no such path; try {', '.join(server.routes)}\n".encode())
+                else:
+                    try:
+                        reply = route()
+                    except Exception:  # a broken handler must not take the endpoint down
+                        log.exception("GET %s failed", self.path)
+                        reply = Response(500, "text/plain; charset=utf-8", b"internal error\n")
+                self.send_response(reply.status)
+                self.send_header("Content-Type", reply.content_type)
+                self.send_header("Content-Length", str(len(reply.body)))
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                self.wfile.write(reply.body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet: a scrape every 15 s is not news; failures are logged above."""
+
+        self._handler = Handler
+        self._address = (host, port)
+        self._class = type("Server", (ThreadingHTTPServer,),
+                           {"address_family": family, "daemon_threads": True})
+        self._listen, self._source_file = listen, source_file
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.port = port
+
+    def start(self) -> None:
+        """Bind and serve; raises ConfigError (``http.listen``) when the address is unusable."""
+        try:
+            self._httpd = self._class(self._address, self._handler)
+        except OSError as exc:
+            raise ConfigError(self._source_file or "[http]", "http.listen",
+                              f"cannot listen on {self._listen}: {exc.strerror or exc}") from exc
+        self.port = int(self._httpd.server_address[1])
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="jinmei-http",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Return once the server no longer accepts requests and its socket is closed."""
+        if self._httpd is None or self._thread is None:
+            return
+        self._httpd.shutdown()
+        self._thread.join()
+        self._httpd.server_close()
+
+
+def readiness(service: Service) -> tuple[bool, dict[str, object]]:
+    """(True, {}) once the broker subscription is in place, the store accepts writes and the
+    sensor registry is loaded; else (False, {"waiting_for": [...]})."""
+    waiting = []
+    if not service.source.wait_subscribed(0):
+        waiting.append("broker")
+    if service.pipeline.stats.store_failing or service.sink.stats().get("failing", 0):
+        waiting.append("store")
+    if not len(service.pipeline.registry):
+        waiting.append("registry")
+    return (False, {"waiting_for": waiting}) if waiting else (True, {})
+
+
+def ops_server(service: Service) -> OpsServer | None:
+    """The endpoint of ``[http] listen`` for this service (not yet listening), None when off."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    from jinmei.metrics import service_registry
+
+    deployment = service.deployment
+    if not deployment.http.listen:
+        return None
+    registry = service_registry(service)
+    return OpsServer(deployment.http.listen, {
+        "/healthz": lambda: json_response(*service.health()),
+        "/readyz": lambda: json_response(*readiness(service)),
+        "/metrics": lambda: Response(200, CONTENT_TYPE_LATEST, generate_latest(registry)),
+    }, source_file=deployment.source_file)
