@@ -164,13 +164,15 @@ def reload_service(service: Service, load: Callable[[], Deployment],
         if waited == 10:  # the worker holds a batch it cannot store, or it is stuck
             log.warning("reload waits for the ingest worker to finish its batch in hand "
                         "(is the store failing? see /readyz)")
-    # Delivery: the old thread finishes the send in hand, then the new one takes the outbox.
+    # Delivery: the old thread finishes the send in hand, then the new one takes the outbox;
+    # it becomes the service's (which the supervisor watches) only once it runs.
     old_delivery, old_mqtt = service.delivery, service.notify_mqtt
-    service.delivery, service.notify_mqtt = delivery_worker(new, service.pipeline.dispatcher,
-                                                            service.pipeline.clock)
+    delivery, notify_mqtt = delivery_worker(new, service.pipeline.dispatcher,
+                                            service.pipeline.clock)
     old_delivery.stop()
-    service.delivery.outcomes.update(old_delivery.outcomes)
-    service.delivery.start()
+    delivery.outcomes.update(old_delivery.outcomes)
+    delivery.start()
+    service.delivery, service.notify_mqtt = delivery, notify_mqtt
     if old_mqtt is not None:
         old_mqtt.close()
     if reload.old_dispatcher is not None:

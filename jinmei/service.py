@@ -169,10 +169,12 @@ class Service:
 
     def _watches(self) -> list[Watch]:
         """The threads the service needs, each with its loop's heartbeat."""
-        pipeline, source, delivery = self.pipeline, self.source, self.delivery
+        pipeline, source = self.pipeline, self.source
         watches = [Watch("jinmei-mqtt", source.alive, lambda: source.heartbeat),
                    Watch("jinmei-ingest", self._worker.is_alive, lambda: pipeline.heartbeat),
-                   Watch("jinmei-delivery", delivery.alive, lambda: delivery.heartbeat)]
+                   # a reload replaces the delivery worker: watch whichever runs now
+                   Watch("jinmei-delivery", lambda: self.delivery.alive(),
+                         lambda: self.delivery.heartbeat)]
         if self.networking is not None:  # a reload may replace the thread and its worker
             watches.append(Watch(
                 "jinmei-networking", lambda: self._networking_thread.is_alive(),

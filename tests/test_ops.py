@@ -81,7 +81,9 @@ def test_readyz_waits_for_the_broker_and_healthz_turns_503_when_a_worker_stops(
         service.delivery.stop()  # the alert delivery thread ends: notifications would wait
         status, body = get(port, "/healthz")
         assert status == 503
-        assert json.loads(body)["threads"] == ["delivery"]
+        reasons = json.loads(body)["reasons"]
+        assert [(r["reason"], r["thread"]) for r in reasons] == [("worker_dead",
+                                                                 "jinmei-delivery")]
         assert get(port, "/nowhere")[0] == 404
     finally:
         service.stop()
