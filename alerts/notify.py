@@ -32,15 +32,13 @@ import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 
-import msgspec
-
 from alerts.channels.base import Notification
 from alerts.db import StateDB
 from alerts.grouping import GroupState, Reason, Timing, should_notify
 from alerts.inhibit import Inhibitor
 from alerts.outbox import Outbox
 from alerts.silences import SilenceBook
-from alerts.wire import Alert, encode_alert
+from alerts.wire import Alert, decode_alert, encode_alert
 from config.model import Registry, Route
 
 __all__ = ["Notifier", "route_matches"]
@@ -70,7 +68,6 @@ CREATE TABLE IF NOT EXISTS alert_escalation (
 """
 
 _Group = tuple[str, str, str]  # receiver, mine, area
-_decode = msgspec.json.Decoder(Alert).decode
 
 
 def route_matches(route: Route, alert: Alert) -> bool:
@@ -258,7 +255,7 @@ class Notifier:
                              " FROM alert_notification WHERE decision IN ('waiting', 'muted')"
                              " OR (decision = 'sent' AND state = 'firing')")
         for receiver, mine, area, decision, reason, at, raw in rows:
-            alert = _decode(bytes(raw))
+            alert = decode_alert(bytes(raw))
             group = (str(receiver), str(mine), str(area))
             if decision == "waiting":
                 self._waiting[group].append((alert, int(at)))

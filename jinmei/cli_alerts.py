@@ -24,6 +24,7 @@ from alerts.db import StateDB
 from alerts.outbox import Outbox
 from alerts.record import AlertRecord
 from alerts.silences import Matchers, SilenceBook
+from alerts.wire import encode_alert
 from config.errors import ConfigError, JinmeiError
 from config.loader import LOCAL_TZ, load_deployment
 from config.model import Deployment
@@ -118,7 +119,9 @@ def cmd_history(args: argparse.Namespace) -> int:
     alerts = record.history(args.mine, _when(args.since) if args.since else None)
     acks = record.acknowledgements()
     hashes = record.config_hashes()
-    rows = [{**msgspec.structs.asdict(a), "config_hash": hashes.get((a.id, a.state, a.ts), ""),
+    # As on the wire: a value that is not there (NaN) is JSON null, an empty CSV cell.
+    rows = [{**msgspec.json.decode(encode_alert(a)),
+             "config_hash": hashes.get((a.id, a.state, a.ts), ""),
              "acknowledged_by": acks.get(a.id, ("", 0, ""))[0],
              "acknowledged_at": acks.get(a.id, ("", None, ""))[1]} for a in alerts]
     if args.format == "json":
