@@ -1,0 +1,219 @@
+"""Truthful no-data and episode states (issue 11 item 5): the rules as data tables.
+
+- a silence ends only on a reading of its own sensor (substation: of its substation) — never
+  on the clock, a clock stepped back, or a restart; a calibrating reading is such evidence;
+- the value of a no-data event is a reading of its own sensor (NaN when none), never seconds;
+- a back-fill ends a silence at the first reading stamped at or after the silence's start,
+  else (all older) at its newest one, which the episode book moves up to the start: an episode
+  never ends before it began, whatever rule resolves it;
+- a resolve held over a restart resolves once, not again as "start unknown";
+- calibrating readings open and close nothing in the limit and fault detectors.
+
+Detector-level cases use the registry of ``tests/test_detectors_rules.py``: substation S01
+(T1, T2, CO, KD) and S02 (JF, JF2, KD2), 10 s periods, so a silence is more than 30 s.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from alerts.dispatch import AlertDispatcher
+from alerts.episodes import EpisodeBook, Names
+from alerts.record import AlertRecord
+from config.model import AlertsConfig
+from config.readings import ReadingBatch, Status
+from detectors.base import Event
+from detectors.faults import SensorFaultDetector
+from detectors.limits import LimitDetector
+from detectors.silence import NoDataDetector
+from tests.test_detectors_rules import CONFIG, INDEX, REGISTRY, T0
+
+CAL = int(Status.CALIBRATION)
+S01, S02 = ("T1", "T2", "CO", "KD"), ("JF", "JF2", "KD2")
+Row = tuple[str, float, float, int]  # sensor, seconds, value, status
+
+
+def batch(rows: list[Row]) -> ReadingBatch:
+    return ReadingBatch(np.array([INDEX[s] for s, *_ in rows], np.int32),
+                        np.array([T0 + round(t * 1000) for _, t, *_ in rows], np.int64),
+                        np.array([v for _, _, v, _ in rows]),
+                        np.array([st_ for *_, st_ in rows], np.uint16))
+
+
+def talk(sensors: tuple[str, ...], t: float, value: float = 0.3) -> list[Row]:
+    return [(s, t, value, 0) for s in sensors]
+
+
+def run(detector: NoDataDetector, steps: list[tuple[float, list[Row]]]
+        ) -> list[tuple[str, str, bool, float, float]]:
+    """Each step: (service clock in s, rows) — an update, or a tick when there are no rows.
+    Events as (sensor, condition, firing, ts in s, value)."""
+    out = []
+    for now, rows in steps:
+        found = (detector.update(batch(rows), T0 + round(now * 1000)) if rows
+                 else detector.tick(T0 + round(now * 1000)))
+        out += [(REGISTRY.sensors[e.sensor].id, e.condition, e.firing, (e.ts - T0) / 1000,
+                 e.value) for e in found.events]
+    return out
+
+
+# T1 last heard at 0 (0.42 %); its siblings keep talking: silent at 31 s, value its last reading.
+T1_GOES_SILENT = [(0.0, [*talk(S01[1:] + S02, 0.0), ("T1", 0.0, 0.42, 0)]),
+                  (10.0, talk(S01[1:] + S02, 10.0)), (20.0, talk(S01[1:] + S02, 20.0)),
+                  (31.0, talk(S01[1:] + S02, 31.0))]
+SILENT_AT_31 = [("T1", "silent", True, 31.0, 0.42)]
+
+
+@pytest.mark.parametrize(("then", "expected"), [
+    # A live reading ends it, at that reading, with its value.
+    ([(40.0, [("T1", 40.0, 0.5, 0)])], [("T1", "silent", False, 40.0, 0.5)]),
+    # A back-fill across the start ends it at the first reading stamped at or after 31 s.
+    ([(60.0, [("T1", 25.0, 0.44, 0), ("T1", 45.0, 0.46, 0), ("T1", 35.0, 0.45, 0)])],
+     [("T1", "silent", False, 35.0, 0.45)]),
+    # A back-fill all older than the start: its newest reading (the book moves it to 31 s).
+    ([(60.0, [("T1", 10.0, 0.43, 0), ("T1", 20.0, 0.44, 0)])],
+     [("T1", "silent", False, 20.0, 0.44)]),
+    # A calibrating reading proves the sensor talks: it ends the silence.
+    ([(40.0, [("T1", 40.0, 2.0, CAL)])], [("T1", "silent", False, 40.0, 2.0)]),
+    # The clock ends nothing: not time passing, not a clock stepped back, not siblings talking.
+    ([(45.0, []), (20.0, []), (25.0, talk(S01[1:] + S02, 25.0)), (50.0, talk(S01[1:], 50.0))],
+     []),
+], ids=["live", "backfill-across-start", "backfill-before-start", "calibrating", "clock"])
+def test_a_silence_ends_only_on_a_reading_of_its_sensor(
+        then: list[tuple[float, list[Row]]], expected: list[tuple]) -> None:
+    detector = NoDataDetector(REGISTRY, CONFIG)
+    assert run(detector, T1_GOES_SILENT) == SILENT_AT_31
+    assert run(detector, then) == expected
+
+
+def test_a_sensor_never_heard_has_no_value_rather_than_a_number() -> None:
+    detector = NoDataDetector(REGISTRY, CONFIG)
+    steps = [(t, talk(S01[1:] + S02, t)) for t in (0.0, 10.0, 20.0, 31.0)]
+    [(sensor, condition, firing, ts, value)] = run(detector, steps)
+    assert (sensor, condition, firing, ts) == ("T1", "silent", True, 31.0)
+    assert math.isnan(value)
+
+
+def test_a_sensor_silent_alone_stays_silent_while_its_substation_is_too() -> None:
+    detector = NoDataDetector(REGISTRY, CONFIG)
+    run(detector, T1_GOES_SILENT)
+    # S01 goes quiet as a whole: one substation condition; T1's own episode is not "back".
+    assert run(detector, [(70.0, talk(S02, 70.0))]) == [
+        ("T1", "substation_silent", True, 70.0, 0.42)]
+    # CO reports: the substation is back (value: T1's own last reading, not CO's 3.0 ppm);
+    # T1 is still silent, its siblings not heard since 31 s are now silent on their own.
+    assert run(detector, [(75.0, [("CO", 74.0, 3.0, 0)])]) == [
+        ("T1", "substation_silent", False, 74.0, 0.42), ("T2", "silent", True, 75.0, 0.3),
+        ("KD", "silent", True, 75.0, 0.3)]
+
+
+@pytest.mark.parametrize(("restored", "then", "expected"), [
+    # A restored silent sensor stays silent through ticks and its siblings' readings ...
+    ([("T1", "silent")], [(1000.0, []), (1001.0, talk(S01[1:] + S02, 1001.0)),
+                          (1100.0, talk(S01[1:] + S02, 1100.0))], []),
+    # ... and ends at its first reading (its start is not carried over: any time will do).
+    ([("T1", "silent")], [(1000.0, talk(S01[1:] + S02, 1000.0)),
+                          (1001.0, [("T1", 900.0, 0.5, 0), ("T1", 950.0, 0.6, 0)])],
+     [("T1", "silent", False, 900.0, 0.5)]),
+    # A restored substation stays silent while another substation talks ...
+    ([("T1", "substation_silent")], [(1000.0, talk(S02, 1000.0)), (1020.0, []),
+                                     (1025.0, talk(S02, 1025.0))], []),
+    # ... and ends on a reading of any of its sensors, with its representative's reading.
+    ([("T1", "substation_silent")], [(1000.0, talk(S02, 1000.0)),
+                                     (1001.0, talk(S01, 990.0, 0.35))],
+     [("T1", "substation_silent", False, 990.0, 0.35)]),
+], ids=["sensor-stays", "sensor-ends", "substation-stays", "substation-ends"])
+def test_a_restart_keeps_silence_until_evidence(
+        restored: list[tuple[str, str]], then: list[tuple[float, list[Row]]],
+        expected: list[tuple]) -> None:
+    detector = NoDataDetector(REGISTRY, CONFIG)
+    detector.restore([(INDEX[s], c) for s, c in restored])
+    assert run(detector, then) == expected
+
+
+# ── the episode book: never an end before the start ────────────────────────────────────────
+
+BOOK_T0 = 1_795_614_330_000
+
+
+@pytest.mark.parametrize(("rule", "condition", "resolved_at", "ended_at"), [
+    ("no_data", "silent", BOOK_T0 + 5_000, BOOK_T0 + 5_000),    # after the start: as it is
+    ("no_data", "silent", BOOK_T0 - 20_000, BOOK_T0),           # back-filled: at the start
+    ("limit_alarm", "alarm_high", BOOK_T0 - 1, BOOK_T0),        # out of order: at the start
+    ("limit_alarm", "alarm_high", BOOK_T0, BOOK_T0),            # same instant: zero length
+])
+def test_an_episode_never_ends_before_it_started(rule: str, condition: str, resolved_at: int,
+                                                 ended_at: int) -> None:
+    book = EpisodeBook(REGISTRY, Names())
+    [fired] = book.apply([Event(0, rule, condition, "alarm", True, BOOK_T0, 0.4, 30.0)])
+    [resolved] = book.apply([Event(0, rule, condition, "alarm", False, resolved_at, 0.5, 30.0)])
+    assert (resolved.id, resolved.started_at) == (fired.id, BOOK_T0)
+    assert resolved.ended_at == resolved.ts == ended_at
+    assert resolved.value == 0.5  # the resolving reading's value stays
+
+
+# ── a resolve held over a restart ──────────────────────────────────────────────────────────
+
+def test_a_resolve_held_over_a_restart_resolves_once(tmp_path: Path) -> None:
+    config = AlertsConfig(resolve_hold_s=30.0)
+
+    def dispatcher() -> AlertDispatcher:
+        return AlertDispatcher(REGISTRY, Names(), AlertRecord(tmp_path / "alerts.db"),
+                               config_hash="x", publish=lambda t, p: None, config=config)
+
+    first = dispatcher()
+    first.restore()
+    silent = Event(0, "no_data", "silent", "alarm", True, BOOK_T0, 0.42, 30.0)
+    back = Event(0, "no_data", "silent", "alarm", False, BOOK_T0 + 60_000, 0.5, 30.0)
+    first.apply([silent], BOOK_T0)
+    assert first.apply([back], BOOK_T0 + 60_000) == []  # held for 30 s
+    first.close()
+    first.record.close()
+
+    second = dispatcher()
+    # The episode is open, but its detector had ended it: not firing there after the restart.
+    assert second.restore() == []
+    detector = NoDataDetector(REGISTRY, CONFIG)
+    detector.restore(second.restore())
+    assert detector.active() == []
+    [resolved] = second.apply([], BOOK_T0 + 95_000)
+    assert (resolved.state, resolved.ended_at, resolved.value) == (
+        "resolved", BOOK_T0 + 60_000, 0.5)
+    assert "start unknown" not in resolved.message
+    assert second.record.open_episodes() == []
+    second.close()
+    second.record.close()
+
+
+# ── calibrating readings open and close nothing ────────────────────────────────────────────
+
+readings = st.lists(st.tuples(st.sampled_from(["T1", "T2"]),
+                              st.sampled_from([0.0, 0.3, 0.31, 0.6, 0.9, 1.2, 1.6, 3.2, 4.5]),
+                              st.booleans()), min_size=1, max_size=14)
+
+
+@given(readings)
+@settings(max_examples=300, deadline=None)
+def test_calibrating_readings_change_no_limit_or_fault_event(
+        rows: list[tuple[str, float, bool]]) -> None:
+    """Whatever calibrating readings (标校) sit between the others, one reading at a time, the
+    limit and fault detectors raise exactly what they raise without them."""
+    def events(keep_calibrating: bool) -> list[tuple[int, str, bool, int, float]]:
+        limits, faults = LimitDetector(REGISTRY), SensorFaultDetector(REGISTRY, CONFIG)
+        out = []
+        for k, (sensor, value, calibrating) in enumerate(rows):
+            if calibrating and not keep_calibrating:
+                continue
+            one = batch([(sensor, 10.0 * k, value, CAL if calibrating else 0)])
+            for detector in (limits, faults):
+                out += [(e.sensor, e.condition, e.firing, e.ts, e.value)
+                        for e in detector.update(one, int(one.ts[0])).events]
+        return out
+
+    assert events(True) == events(False)
