@@ -85,11 +85,10 @@ class NoDataDetector:
     Notes
     -----
     Cost: ``update`` is one scatter of ``now`` over the batch's sensors and one
-    ``maximum.at`` for each sensor's newest reading (~1 ms per 100,000 readings); ``tick`` a
-    few passes over
-    per-sensor arrays and one ``bincount`` per substation count. Adds no status bits. State per
-    sensor: when it was last heard (service clock), its newest reading (ts, value), whether it
-    is silent and since when.
+    ``maximum.at`` for each sensor's newest reading (~1 ms per 100,000 readings); ``update``
+    and ``tick`` then take a few passes over per-sensor arrays and one ``bincount`` per
+    substation count. Adds no status bits. State per sensor: when it was last heard (service
+    clock), its newest reading (ts, value), whether it is silent and since when.
 
     Examples
     --------
