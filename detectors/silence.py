@@ -40,7 +40,8 @@ What the events say — only what is known:
   duration: on firing its last reading before the silence (NaN — JSON null, "no reading" in
   the message — when none was heard since the service started); on ending the reading that
   ended it. ``substation_silent`` shows its representative sensor's last reading (NaN if
-  none), never a sibling's value in another unit. ``limit`` is the silence allowed, in seconds.
+  none), never a sibling's value in another unit. ``limit`` is the silence allowed, in seconds
+  (for a substation, that of its fastest sensor: it has been silent at least that long).
 - **Times.** A firing event carries ``now``, the service-clock time the silence was noticed.
   The ending event carries the time of the first reading of the evidence stamped at or after
   that start — a substation back-filling its buffered readings (断电续传) proves it was
@@ -141,6 +142,11 @@ class NoDataDetector:
                                   for s in registry.sensors], dtype=np.int64)
         self._station_name = [name for _, name in stations]
         self._station_size = np.bincount(self._station, minlength=len(stations))
+        # The silence a substation's events name: its fastest sensor's. Never more than the
+        # silence it has when it fires (its pace is never shorter), so "silent for more than"
+        # it is always true; a slower representative's own allowance might not be.
+        self._station_allowed_ms = np.full(len(stations), np.iinfo(np.int64).max)
+        np.minimum.at(self._station_allowed_ms, self._station, self._allowed_ms)
         # The representative of a substation: its first sensor.
         self._representative = np.unique(self._station, return_index=True)[1]
         guards = guards_power_off(registry)
@@ -220,6 +226,7 @@ class NoDataDetector:
                 self._station_since[k] = now
                 events.append(self._firing(i, "substation_silent",
                                            str(self._station_severity[k]), now,
+                                           float(self._station_allowed_ms[k] / 1000),
                                            self._station_name[k]))
             else:
                 assert batch is not None  # only a reading ends a silence
@@ -230,11 +237,13 @@ class NoDataDetector:
                 value = float(batch.value[own[0]]) if own.size else _reading(self._last_value[i])
                 events.append(Event(i, "no_data", "substation_silent",
                                     str(self._station_severity[k]), False, ts, value,
-                                    float(self._allowed_ms[i] / 1000), self._station_name[k]))
+                                    float(self._station_allowed_ms[k] / 1000),
+                                    self._station_name[k]))
         for i in np.flatnonzero(alone != self._silent).tolist():
             if alone[i]:
                 self._since[i] = now
-                events.append(self._firing(i, "silent", str(self._severity[i]), now, ""))
+                events.append(self._firing(i, "silent", str(self._severity[i]), now,
+                                           float(self._allowed_ms[i] / 1000), ""))
             else:
                 assert batch is not None  # only a reading ends a silence
                 heard = np.flatnonzero(batch.sensor == i)
@@ -246,9 +255,10 @@ class NoDataDetector:
         self._station_silent = all_silent
         return events
 
-    def _firing(self, i: int, condition: str, severity: str, now: int, scope: str) -> Event:
+    def _firing(self, i: int, condition: str, severity: str, now: int, allowed_s: float,
+                scope: str) -> Event:
         return Event(i, "no_data", condition, severity, True, now, _reading(self._last_value[i]),
-                     float(self._allowed_ms[i] / 1000), scope)
+                     allowed_s, scope)
 
     def active(self) -> list[tuple[int, str]]:
         silent = [(int(i), "silent") for i in np.flatnonzero(self._silent)]

@@ -27,12 +27,12 @@ from hypothesis import strategies as st
 from alerts.dispatch import AlertDispatcher
 from alerts.episodes import EpisodeBook, Names
 from alerts.record import AlertRecord
-from config.model import AlertsConfig
+from config.model import AlertsConfig, Limits, Registry
 from config.readings import ReadingBatch, Status
 from detectors.base import Event
 from detectors.silence import NoDataDetector
 from detectors.suite import build_detectors
-from tests.test_detectors_rules import CONFIG, INDEX, REGISTRY, T0
+from tests.test_detectors_rules import CONFIG, INDEX, REGISTRY, T0, point
 
 CAL = int(Status.CALIBRATION)
 S01, S02 = ("T1", "T2", "CO", "KD"), ("JF", "JF2", "KD2")
@@ -111,6 +111,17 @@ def test_a_sensor_silent_alone_stays_silent_while_its_substation_is_too() -> Non
     assert run(detector, [(75.0, [("CO", 74.0, 3.0, 0)])]) == [
         ("T1", "substation_silent", False, 74.0, 0.42), ("T2", "silent", True, 75.0, 0.3),
         ("KD", "silent", True, 75.0, 0.3)]
+
+
+def test_a_substation_names_the_silence_of_its_fastest_sensor_not_its_representative() -> None:
+    slow_first = Registry.from_sensors([point("S", kind="co", period=30.0,
+                                              limits=Limits(alarm_high=24.0)), point("F")])
+    detector = NoDataDetector(slow_first, CONFIG)
+    detector.update(ReadingBatch(np.array([0, 1], np.int32), np.full(2, T0), np.array([5.0, 0.3]),
+                                 np.zeros(2, np.uint16)), T0)
+    [event] = detector.tick(T0 + 30_001).events  # 3 × 10 s of the fast sensor, not 3 × 30 s
+    assert (event.sensor, event.condition, event.limit, event.value) == (
+        0, "substation_silent", 30.0, 5.0)
 
 
 @pytest.mark.parametrize(("restored", "then", "expected"), [
