@@ -31,6 +31,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from alerts.record import AlertRecord
+from alerts.report import daily
 from config.model import Deployment
 from ingest.codec import encode_telemetry
 from jinmei.service import Service
@@ -199,3 +200,11 @@ def test_open_episodes_survive_a_restart_and_end_only_on_readings_with_true_valu
         record.close()
     assert all(a.ended_at is not None and a.ended_at >= a.started_at and a.ts == a.ended_at
                for a in history if a.state == "resolved")
+    # ... and so does the daily report: the day's no-data and alarm time is never negative.
+    day = (min(a.started_at for a in history) - 60_000, max(a.ts for a in history) + 60_000)
+    report = {r.sensor: r for r in daily(deployment.mines[0], day, [], history)}
+    assert (report["T2-1101"].no_data_count, report["T2-1101"].no_data_s) == (1, 0.0)
+    assert report["CO-1101"].no_data_count == 1 and 0 < report["CO-1101"].no_data_s < 60
+    assert report["T1-1101"].alarm_count >= 1 and report["T1-1101"].alarm_s > 0
+    assert all(min(r.alarm_s, r.power_off_s, r.fault_s, r.no_data_s) >= 0
+               for r in report.values())
