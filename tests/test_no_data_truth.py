@@ -24,9 +24,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from alerts.channels.base import Notification, decode_notification, encode_notification
 from alerts.dispatch import AlertDispatcher
 from alerts.episodes import EpisodeBook, Names
 from alerts.record import AlertRecord
+from alerts.wire import decode_alert, encode_alert
 from config.model import AlertsConfig, Limits, Registry
 from config.readings import ReadingBatch, Status
 from detectors.base import Event
@@ -237,3 +239,19 @@ def test_calibrating_readings_change_no_event_of_any_detector_but_no_data(
 
     without = [[r for r in rows if not r[3] & CAL] for rows in batches]
     assert events(batches) == events(without)
+
+
+# ── a value that is not there, on the wire and back ─────────────────────────────────────────
+
+def test_no_reading_goes_out_as_null_and_comes_back_as_nan() -> None:
+    """The outbox and the notification state are JSON: a no-data alert with no reading must
+    survive them (msgspec writes NaN as null and refuses null for a float on the way back)."""
+    [fired] = EpisodeBook(REGISTRY, Names()).apply(
+        [Event(0, "no_data", "silent", "alarm", True, BOOK_T0, math.nan, 30.0)])
+    assert b'"value":null' in encode_alert(fired)
+    assert math.isnan(decode_alert(encode_alert(fired)).value)
+    notification = Notification(key="k", receiver="desk", reason="first", mine="qipanjing",
+                                area="1101", alerts=(fired,))
+    [back] = decode_notification(encode_notification(notification)).alerts
+    assert math.isnan(back.value) and back.limit == 30.0 and back.id == fired.id
+    assert "无读数" in fired.message and "no reading" in fired.message
