@@ -200,8 +200,7 @@ class NoDataDetector:
         station_heard_now = np.bincount(self._station, weights=heard,
                                         minlength=len(self._station_size)) > 0
         silent = now - self._heard > self._allowed_ms
-        station_heard = np.zeros(len(self._station_size), dtype=np.int64)
-        station_heard[:] = _NOT_HEARD
+        station_heard = np.full(len(self._station_size), _NOT_HEARD, dtype=np.int64)
         np.maximum.at(station_heard, self._station, self._heard)
         # The substation's own deadline: its fastest sensor still reporting on its own (one
         # already reported silent alone no longer sets the pace of its siblings' messages).
@@ -246,9 +245,9 @@ class NoDataDetector:
                                            float(self._allowed_ms[i] / 1000), ""))
             else:
                 assert batch is not None  # only a reading ends a silence
-                heard = np.flatnonzero(batch.sensor == i)
-                ts = _ending(batch.ts[heard], int(self._since[i]))
-                value = float(batch.value[heard[np.argmax(batch.ts[heard] == ts)]])
+                rows = np.flatnonzero(batch.sensor == i)
+                ts = _ending(batch.ts[rows], int(self._since[i]))
+                value = float(batch.value[rows[np.argmax(batch.ts[rows] == ts)]])
                 events.append(Event(i, "no_data", "silent", str(self._severity[i]), False, ts,
                                     value, float(self._allowed_ms[i] / 1000)))
         self._silent = alone
