@@ -80,6 +80,9 @@ class _Described:
     cleared: tuple[str, str]
     fire: tuple[str, str]
     clear: tuple[str, str]
+    # (firing, resolved) sentences for a transition with no value (NaN), where "{v}" would not
+    # read well; None: the sentences above, the value shown as 无读数 / no reading.
+    no_reading: tuple[tuple[str, str], tuple[str, str]] | None = None
 
 
 _DESCRIBED = {
@@ -105,7 +108,10 @@ _DESCRIBED = {
         ("超过 {sl} s 无数据，最后读数 {v}",
          "no data for more than {sl} s; last reading {v}"),
         ("恢复上报，读数 {v}（中断告警持续 {d} s）",
-         "reporting again: {v} (the no-data alert lasted {d} s)")),
+         "reporting again: {v} (the no-data alert lasted {d} s)"),
+        (("超过 {sl} s 无数据，无读数", "no data for more than {sl} s; no reading"),
+         ("恢复上报，无测量读数（中断告警持续 {d} s）",
+          "reporting again, no measured reading (the no-data alert lasted {d} s)"))),
     "substation_silent": _Described(
         ("分站中断", "SUBSTATION SILENT"), ("分站恢复", "SUBSTATION BACK"),
         ("分站 {scope} 全部测点超过 {sl} s 无数据",
@@ -213,6 +219,8 @@ def _render_described(alert: Alert, described: _Described, firing: bool,
                       start_known: bool) -> str:
     tag = described.tag if firing else described.cleared
     sentence = described.fire if firing else described.clear
+    if described.no_reading is not None and math.isnan(alert.value):
+        sentence = described.no_reading[0 if firing else 1]
     kind_zh, kind_en = names.kind.get(alert.kind, (alert.kind, alert.kind))
     where_zh, where_en = names.location.get(alert.location, (alert.location, alert.location))
     when, zone = _when(alert, timezone)

@@ -39,9 +39,11 @@ What the events say — only what is known:
 - **Values are readings.** ``value`` is always a reading of the event's own sensor, never a
   duration: on firing its last reading before the silence (NaN — JSON null, "no reading" in
   the message — when none was heard since the service started); on ending the reading that
-  ended it. ``substation_silent`` shows its representative sensor's last reading (NaN if
-  none), never a sibling's value in another unit. ``limit`` is the silence allowed, in seconds
-  (for a substation, that of its fastest sensor: it has been silent at least that long).
+  ended it. Calibrating readings (standard gas on the head) are never shown as a reading:
+  in their place the sensor's last measured one (or NaN). ``substation_silent`` shows its
+  representative sensor's last reading (NaN if none), never a sibling's value in another
+  unit. ``limit`` is the silence allowed, in seconds (for a substation, that of its fastest
+  sensor: it has been silent at least that long).
 - **Times.** A firing event carries ``now``, the service-clock time the silence was noticed.
   The ending event carries the time of the first reading of the evidence stamped at or after
   that start — a substation back-filling its buffered readings (断电续传) proves it was
@@ -61,13 +63,14 @@ import math
 import numpy as np
 
 from config.model import DetectorConfig, Registry
-from config.readings import ReadingBatch
+from config.readings import ReadingBatch, Status
 from detectors.base import Detection, Event
 from detectors.faults import guards_power_off
 
 __all__ = ["CONDITIONS", "NoDataDetector"]
 
 CONDITIONS = ("silent", "substation_silent")
+_CALIBRATION = np.uint16(Status.CALIBRATION)
 # "Not heard since the service started": far enough back that any deadline has passed, far
 # enough from the int64 limit that adding an allowance cannot overflow.
 _NOT_HEARD = np.iinfo(np.int64).min // 4
@@ -181,10 +184,12 @@ class NoDataDetector:
         if len(batch) == 0:
             return Detection([], bits)
         self._heard[batch.sensor] = now
-        # Each sensor's newest reading by its own time (a back-fill may come in any order):
-        # of readings stamped alike, the last to arrive.
-        np.maximum.at(self._last_ts, batch.sensor, batch.ts)
-        newest = np.flatnonzero(batch.ts == self._last_ts[batch.sensor])
+        # Each sensor's newest measured reading by its own time (a back-fill may come in any
+        # order; of readings stamped alike, the last to arrive). Calibration gas is no reading
+        # of the air: shown as a "last reading" it would read as methane at 2 %.
+        measured = np.flatnonzero((batch.status & _CALIBRATION) == 0)
+        np.maximum.at(self._last_ts, batch.sensor[measured], batch.ts[measured])
+        newest = measured[batch.ts[measured] == self._last_ts[batch.sensor[measured]]]
         self._last_value[batch.sensor[newest]] = batch.value[newest]
         return Detection(self._judge(now, batch), bits)
 
@@ -233,7 +238,7 @@ class NoDataDetector:
                 ts = _ending(batch.ts[evidence], int(self._station_since[k]))
                 # The representative's own reading at that time if it has one, else its last.
                 own = evidence[(batch.sensor[evidence] == i) & (batch.ts[evidence] == ts)]
-                value = float(batch.value[own[0]]) if own.size else _reading(self._last_value[i])
+                value = self._value(i, batch, own[0] if own.size else None)
                 events.append(Event(i, "no_data", "substation_silent",
                                     str(self._station_severity[k]), False, ts, value,
                                     float(self._station_allowed_ms[k] / 1000),
@@ -247,7 +252,7 @@ class NoDataDetector:
                 assert batch is not None  # only a reading ends a silence
                 rows = np.flatnonzero(batch.sensor == i)
                 ts = _ending(batch.ts[rows], int(self._since[i]))
-                value = float(batch.value[rows[np.argmax(batch.ts[rows] == ts)]])
+                value = self._value(i, batch, int(rows[np.argmax(batch.ts[rows] == ts)]))
                 events.append(Event(i, "no_data", "silent", str(self._severity[i]), False, ts,
                                     value, float(self._allowed_ms[i] / 1000)))
         self._silent = alone
@@ -258,6 +263,13 @@ class NoDataDetector:
                 scope: str) -> Event:
         return Event(i, "no_data", condition, severity, True, now, _reading(self._last_value[i]),
                      allowed_s, scope)
+
+    def _value(self, i: int, batch: ReadingBatch, row: int | None) -> float:
+        """The value an ending event of sensor ``i`` shows: the reading at ``row`` (the one that
+        ended it), unless there is none or it is calibration gas — then its last measured one."""
+        if row is None or batch.status[row] & _CALIBRATION:
+            return _reading(self._last_value[i])
+        return float(batch.value[row])
 
     def active(self) -> list[tuple[int, str]]:
         silent = [(int(i), "silent") for i in np.flatnonzero(self._silent)]

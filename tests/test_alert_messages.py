@@ -45,7 +45,7 @@ def test_substation_silence_names_the_substation_and_the_seconds() -> None:
 
 @pytest.mark.parametrize(("value", "zh", "en"), [
     (0.31, "最后读数 0.31%", "last reading 0.31 %"),
-    (float("nan"), "最后读数 无读数", "last reading no reading"),
+    (float("nan"), "无数据，无读数", "more than 30 s; no reading"),
 ])
 def test_a_silent_sensor_shows_its_last_reading_or_says_there_is_none(
         value: float, zh: str, en: str) -> None:

@@ -81,8 +81,9 @@ SILENT_AT_31 = [("T1", "silent", True, 31.0, 0.42)]
     # A back-fill all older than the start: its newest reading (the book moves it to 31 s).
     ([(60.0, [("T1", 10.0, 0.43, 0), ("T1", 20.0, 0.44, 0)])],
      [("T1", "silent", False, 20.0, 0.44)]),
-    # A calibrating reading proves the sensor talks: it ends the silence.
-    ([(40.0, [("T1", 40.0, 2.0, CAL)])], [("T1", "silent", False, 40.0, 2.0)]),
+    # A calibrating reading proves the sensor talks: it ends the silence; its standard gas is
+    # no reading of the air, so the value shown is the last measured one.
+    ([(40.0, [("T1", 40.0, 2.0, CAL)])], [("T1", "silent", False, 40.0, 0.42)]),
     # The clock ends nothing: not time passing, not a clock stepped back, not siblings talking.
     ([(45.0, []), (20.0, []), (25.0, talk(S01[1:] + S02, 25.0)), (50.0, talk(S01[1:], 50.0))],
      []),

@@ -179,7 +179,11 @@ def test_open_episodes_survive_a_restart_and_end_only_on_readings_with_true_valu
     # Back-filled before the start: ended no earlier than started, with the reading's value.
     assert s06_back["ended_at"] == s06_fired["started_at"]
     assert s06_back["value"] == 0.26  # CH4-ZH's own reading, never a sibling's or seconds
-    assert t2_back["ended_at"] == t2_fired["started_at"] and t2_back["value"] == 2.0
+    # T2 ended by calibration gas, which is no reading of the air, and the restarted service
+    # has heard no measured reading of it: no value (null, 无读数) rather than the gas's 2.00 %.
+    assert t2_back["ended_at"] == t2_fired["started_at"] and t2_back["value"] is None
+    assert "恢复上报，无测量读数" in t2_back["message"]
+    assert "no measured reading" in t2_back["message"]
     assert t1_back["value"] == 0.50 and t1_back["ended_at"] > t1_fired["started_at"]
     # Back-filled across the start: closed at the first reading stamped at or after it.
     assert (co_back["ended_at"], co_back["value"]) == (co_start + 700, 3.3)
