@@ -32,6 +32,7 @@ from alerts.wire import decode_alert, encode_alert
 from config.model import AlertsConfig, Limits, Registry
 from config.readings import ReadingBatch, Status
 from detectors.base import Event
+from detectors.faults import SensorFaultDetector
 from detectors.silence import NoDataDetector
 from detectors.suite import build_detectors
 from tests.test_detectors_rules import CONFIG, INDEX, REGISTRY, T0, point
@@ -240,6 +241,30 @@ def test_calibrating_readings_change_no_event_of_any_detector_but_no_data(
 
     without = [[r for r in rows if not r[3] & CAL] for rows in batches]
     assert events(batches) == events(without)
+
+
+# ── a calibration is no stuck sensor ───────────────────────────────────────────────────────
+
+def calibration_story(gas: float) -> list[Row]:
+    """T1 at 0.05 % for 2 min, 16 min of calibration reading ``gas``, then 0.05 % again."""
+    return ([("T1", float(t), 0.05, 0) for t in range(0, 120, 10)]
+            + [("T1", float(t), gas, CAL) for t in range(120, 1080, 10)]
+            + [("T1", float(t), 0.05, 0) for t in range(1080, 1120, 10)])
+
+
+@pytest.mark.parametrize("one_batch", [False, True], ids=["reading-by-reading", "one-batch"])
+@pytest.mark.parametrize(("gas", "stuck"), [
+    (2.0, False),   # the head answered the standard gas: 0.05 before and after is no dead sensor
+    (0.05, True),   # a head that shows 0.05 under gas too is stuck: 900 s unchanged
+])
+def test_a_calibration_longer_than_stuck_s_is_no_stuck_sensor(gas: float, stuck: bool,
+                                                              one_batch: bool) -> None:
+    faults = SensorFaultDetector(REGISTRY, CONFIG)
+    rows = calibration_story(gas)
+    batches = [rows] if one_batch else [[r] for r in rows]
+    found = [(e.condition, e.firing) for b in batches
+             for e in faults.update(batch(b), T0 + round(b[-1][1] * 1000)).events]
+    assert found == ([("stuck", True)] if stuck else [])
 
 
 # ── a value that is not there, on the wire and back ─────────────────────────────────────────
