@@ -174,8 +174,8 @@ class SensorFaultDetector(ConditionRows):
             jump = np.abs(previous - previous2)
             returned = (has_previous & (jump > per_reading(self._spike_jump))
                         & (np.abs(value - previous2) <= _RETURN_FRACTION * jump))
-        changed = has_previous & (step > 0) | self._moved_under_gas(calibrating, in_order, value,
-                                                                     seg)
+        moved = self._moved_under_gas(calibrating, in_order, value, seg)
+        changed = has_previous & (step > 0) | moved
         # A sensor first heard in this batch has been unchanged since its first reading.
         since = self._changed_ts[seg.segment_sensor]
         since = np.where(since == 0, ts[seg.starts], since)
@@ -189,9 +189,11 @@ class SensorFaultDetector(ConditionRows):
                          (ts - changed_ts >= stuck_ms) & per_reading(self._analog) & ~flat_floor])
         determinate = np.stack([decides, decides & ~faulty, has_previous, in_order])
         self._remember(who, compared, value, ts, changed_ts, previous)
-        # A batch may end in calibration: keep the stuck clock it restarted.
-        self._changed_ts[seg.segment_sensor] = np.maximum(self._changed_ts[seg.segment_sensor],
-                                                          changed_ts[seg.ends])
+        if moved.any():  # a batch may end in calibration: keep the stuck clock it restarted
+            gassed = np.logical_or.reduceat(moved, seg.starts)
+            who_gassed = seg.segment_sensor[gassed]
+            self._changed_ts[who_gassed] = np.maximum(self._changed_ts[who_gassed],
+                                                      changed_ts[seg.ends[gassed]])
         # Only sensors with a condition active or set by a reading can change state: the
         # rest (nearly all) skip the forward fill.
         carried = self._state[:, seg.segment_sensor]
