@@ -7,7 +7,8 @@
   else (all older) at its newest one, which the episode book moves up to the start: an episode
   never ends before it began, whatever rule resolves it;
 - a resolve held over a restart resolves once, not again as "start unknown";
-- calibrating readings open and close nothing in any detector but no-data.
+- calibrating readings open and close nothing in any detector but no-data; a calibration in
+  which the value moves is no stuck sensor.
 
 Detector-level cases use the registry of ``tests/test_detectors_rules.py``: substation S01
 (T1, T2, CO, KD) and S02 (JF, JF2, KD2), 10 s periods, so a silence is more than 30 s.
@@ -220,7 +221,9 @@ def test_calibrating_readings_change_no_event_of_any_detector_but_no_data(
         rows: list[tuple[str, int, float, bool]], cuts: list[int]) -> None:
     """Whatever calibrating readings (标校) sit among the others — in any batches, in or out
     of time order — every detector raises exactly what it raises without them (no-data aside:
-    a calibrating reading is evidence that the sensor talks)."""
+    a calibrating reading is evidence that the sensor talks; and the stories are shorter than
+    ``stuck_s``: a calibration in which the value moves restarts the stuck clock, see
+    ``test_a_calibration_longer_than_stuck_s_is_no_stuck_sensor``)."""
     t, timed = 100.0, []
     for sensor, step, value, calibrating in rows:
         t += step
