@@ -20,6 +20,7 @@ import itertools
 import math
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -172,6 +173,23 @@ def test_an_episode_never_ends_before_it_started(rule: str, condition: str, reso
     assert (resolved.id, resolved.started_at) == (fired.id, BOOK_T0)
     assert resolved.ended_at == resolved.ts == ended_at
     assert resolved.value == 0.5  # the resolving reading's value stays
+
+
+def test_a_resolve_recorded_before_its_start_closes_its_episode(tmp_path: Path) -> None:
+    """A record written before this rule holds resolves stamped before their start (negative
+    durations): a restart must not reopen those episodes."""
+    book = EpisodeBook(REGISTRY, Names())
+    [fired] = book.apply([Event(0, "no_data", "silent", "alarm", True, BOOK_T0, 0.4, 30.0)])
+    legacy = msgspec.structs.replace(fired, state="resolved", ts=BOOK_T0 - 20_000,
+                                     ended_at=BOOK_T0 - 20_000)
+    record = AlertRecord(tmp_path / "alerts.db")
+    try:
+        record.append([fired], "x", BOOK_T0)
+        assert [a.id for a in record.open_episodes()] == [fired.id]
+        record.append([legacy], "x", BOOK_T0 + 1)
+        assert record.open_episodes() == []
+    finally:
+        record.close()
 
 
 # ── a resolve held over a restart ──────────────────────────────────────────────────────────
