@@ -13,7 +13,11 @@ floor. Time is the ``now_ms`` passed in; the dispatcher calls :meth:`Debounce.ap
 batch and about once a second with no events, which is when held events fall due.
 
 Held events are persisted (table ``alert_hold`` of the alerts state file), so a restart neither
-forgets a pending timer nor restarts it. Events are keyed by (sensor, rule, condition).
+forgets a pending timer nor restarts it. Events are keyed by (sensor, rule, condition). After a
+restart the detectors must see the world as they left it: a pending condition as firing (they
+fired it), and an open episode whose resolve is held as *not* firing (they had ended it on a
+reading) — else the first reading after the restart would end it a second time, as a resolve
+whose start is unknown. :meth:`Debounce.restore` says which is which.
 """
 
 from __future__ import annotations
@@ -60,9 +64,10 @@ class Debounce:
         self._held: dict[_Key, tuple[str, int, Event]] = {}
         db.ensure(SCHEMA)
 
-    def restore(self) -> list[tuple[int, str]]:
-        """Take held events back from the state file; the (sensor, condition) a detector must
-        regard as firing (pending ones: the detector did fire them)."""
+    def restore(self) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+        """Take held events back from the state file. Returns the (sensor, condition) held
+        pending — the detector fired them: it must regard them as firing — and those held
+        resolving — the detector ended them: it must not, though their episodes are open."""
         for sensor, _rule, _cond, held, due_at, raw in self.db.query("SELECT * FROM alert_hold"):
             index = self.registry.index.get(str(sensor))
             if index is None:
@@ -70,7 +75,9 @@ class Debounce:
             fields = json.loads(str(raw))
             event = Event(**{**fields, "sensor": index})
             self._held[_key(event)] = (str(held), int(due_at), event)
-        return [(k[0], k[2]) for k, (held, _, _) in self._held.items() if held == _PENDING]
+        held_as = {kind: [(k[0], k[2]) for k, (held, _, _) in self._held.items() if held == kind]
+                   for kind in (_PENDING, _RESOLVING)}
+        return held_as[_PENDING], held_as[_RESOLVING]
 
     def pending(self) -> list[tuple[Event, int]]:
         """Pending events and when each falls due."""

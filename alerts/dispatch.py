@@ -27,7 +27,10 @@ and the :class:`~alerts.outbox.DeliveryWorker` thread then delivers, retries and
 At start, :meth:`AlertDispatcher.restore` takes back the open episodes, the held (pending)
 events, the notification groups, the escalations and the superseded conditions, and returns the
 detector conditions that were firing, so a restarted service neither forgets a firing alert nor
-announces it again.
+announces it again. Open episodes stay open under their ids until a reading ends them: nothing
+is resolved by the restart itself (``detectors.silence`` keeps restored silent sensors silent),
+and an episode whose resolve was held when the service stopped is not firing for its detector,
+so it is resolved once, when the hold runs out.
 """
 
 from __future__ import annotations
@@ -106,7 +109,7 @@ class AlertDispatcher:
         open_alerts = [a for a in self.record.open_episodes() if a.kind != SYSTEM_KIND]
         self.episodes.restore(open_alerts)
         self.notifier.restore(open_alerts)
-        held = self.debounce.restore()
+        held, resolving = self.debounce.restore()
         swallowed = self.supersede.restore()
         if open_alerts or held:
             log.info("restored %d open alert episode(s) and %d pending one(s)",
@@ -118,7 +121,8 @@ class AlertDispatcher:
                         "stays open in the record", a.id, a.mine, a.sensor)
         firing = [(index[f"{a.mine}/{a.sensor}"], a.condition) for a in open_alerts
                   if f"{a.mine}/{a.sensor}" in index]
-        return sorted(set(firing + held + swallowed))
+        # An open episode whose resolve is held was ended by its detector: not firing there.
+        return sorted((set(firing) - set(resolving)) | set(held) | set(swallowed))
 
     def apply(self, events: Sequence[Event], now_ms: int) -> list[Alert]:
         """Record and send the transitions these events make (and the clock's); returns the

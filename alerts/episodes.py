@@ -7,6 +7,12 @@ carries the id and ``started_at`` of its firing one. The book keeps the open epi
 after a restart :meth:`EpisodeBook.restore` takes them back (from ``AlertRecord.open_episodes``)
 so a condition still firing is not announced twice and its resolve keeps the id.
 
+An episode never ends before it started: a resolving event stamped earlier than the episode's
+start (a reading back-filled by a substation after an outage, a replayed feed, a reading that
+arrived out of order) ends it at its start — ``ts`` and ``ended_at`` of the resolved transition
+are the later of the event's time and ``started_at`` — so durations in ``alerts history`` and
+``report daily`` are never negative. The value stays the resolving reading's.
+
 Failure behaviour: nothing is dropped. A resolve whose start was never seen (state lost) still
 becomes a resolved alert, with an id derived from the resolving reading and a message saying the
 start is unknown. A firing event for an episode already open (the detector's state was lost but
@@ -80,15 +86,16 @@ class EpisodeBook:
                 opened = self._open.pop(key, None)
                 start_known = opened is not None
                 started_at = opened.started_at if opened is not None else event.ts
+            ts = event.ts if event.firing else max(event.ts, started_at)
             alert = Alert(
                 id=episode_id(*key, started_at),
                 mine=sensor.mine, sensor=sensor.id, kind=sensor.kind, rule=event.rule,
                 severity=event.severity, state="firing" if event.firing else "resolved",
-                value=event.value, limit=event.limit, started_at=started_at, ts=event.ts,
+                value=event.value, limit=event.limit, started_at=started_at, ts=ts,
                 message="", condition=event.condition, unit=sensor.unit,
                 location=sensor.location, place=sensor.place, scope=event.scope,
                 source=RULE_SOURCES.get(event.rule, sensor.limits.source),
-                ended_at=None if event.firing else event.ts, version=1)
+                ended_at=None if event.firing else ts, version=1)
             mine = self.registry.mine(sensor.mine)
             message = render(
                 alert, names=self.names, inclusive=sensor.limits.inclusive,

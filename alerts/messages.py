@@ -12,10 +12,13 @@ time (``Mine.timezone``, Asia/Shanghai for the pilots) as ``YYYY-MM-DD HH:MM:SS`
 RESTORED for power-off, with the release or restore limit the value went back past.
 
 Conditions of the other rules (trend, no data, sensor faults, interlocks) are not limit
-crossings, so they are worded by what their ``value`` and ``limit`` mean — seconds of silence
-against the seconds allowed, a rate against the plausible rate, a face/return gap against its
-tolerance — never as "value ≥ limit". A condition with no wording of its own falls back to the
-generic form rather than being dropped.
+crossings, so they are worded by what their ``value`` and ``limit`` mean — a rate against the
+plausible rate, a face/return gap against its tolerance, the silence allowed — never as "value
+≥ limit". A condition with no wording of its own falls back to the generic form rather than
+being dropped. A value that is not there (NaN: a no-data alert on a sensor not heard since the
+service started) reads 无读数 / "no reading", never as a number. A no-data alert's value is
+the sensor's last reading; the silence is told in words (more than the seconds allowed on
+firing, how long the alert lasted on resolving), never as a value with the sensor's unit.
 
 A warning ended because the point's alarm is in force (``reason: "superseded"``,
 alerts.supersede) says so, with the reading and the limit that alarm crossed::
@@ -30,6 +33,7 @@ unknown key is shown as itself rather than failing, so a message is never lost t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -78,12 +82,16 @@ _GENERIC = _Wording(("报警", "ALARM"), ("解除", "RESOLVED"), ("限值", "lim
 @dataclass(frozen=True, slots=True)
 class _Described:
     """Tags and sentence templates of a non-limit condition: ``{v}`` value, ``{l}`` limit
-    (both with the sensor's unit), ``{s}`` / ``{sl}`` as plain seconds, ``{scope}``."""
+    (both with the sensor's unit), ``{sl}`` the limit as plain seconds, ``{d}`` the seconds
+    from the episode's start to this transition, ``{scope}``."""
 
     tag: tuple[str, str]
     cleared: tuple[str, str]
     fire: tuple[str, str]
     clear: tuple[str, str]
+    # (firing, resolved) sentences for a transition with no value (NaN), where "{v}" would not
+    # read well; None: the sentences above, the value shown as 无读数 / no reading.
+    no_reading: tuple[tuple[str, str], tuple[str, str]] | None = None
 
 
 _DESCRIBED = {
@@ -106,13 +114,19 @@ _DESCRIBED = {
         ("相差 {v}，在容差 {l} 以内", "difference {v}, within the tolerance {l}")),
     "silent": _Described(
         ("通讯中断", "NO DATA"), ("通讯恢复", "DATA BACK"),
-        ("已 {s} s 无数据（允许 {sl} s）", "silent for {s} s (allowed {sl} s)"),
-        ("恢复上报，读数 {v}", "reporting again: {v}")),
+        ("超过 {sl} s 无数据，最后读数 {v}",
+         "no data for more than {sl} s; last reading {v}"),
+        ("恢复上报，读数 {v}（中断告警持续 {d} s）",
+         "reporting again: {v} (the no-data alert lasted {d} s)"),
+        (("超过 {sl} s 无数据，无读数", "no data for more than {sl} s; no reading"),
+         ("恢复上报，无测量读数（中断告警持续 {d} s）",
+          "reporting again, no measured reading (the no-data alert lasted {d} s)"))),
     "substation_silent": _Described(
         ("分站中断", "SUBSTATION SILENT"), ("分站恢复", "SUBSTATION BACK"),
-        ("分站 {scope} 全部测点已 {s} s 无数据（允许 {sl} s）",
-         "every point of substation {scope} silent for {s} s (allowed {sl} s)"),
-        ("分站 {scope} 恢复上报", "substation {scope} reporting again")),
+        ("分站 {scope} 全部测点超过 {sl} s 无数据",
+         "every point of substation {scope} silent for more than {sl} s"),
+        ("分站 {scope} 恢复上报（中断告警持续 {d} s）",
+         "substation {scope} reporting again (the no-data alert lasted {d} s)")),
     "device_fault": _Described(
         ("传感器故障", "SENSOR FAULT"), ("故障解除", "FAULT CLEARED"),
         ("设备自报故障，读数 {v}", "the device reports a fault (reading {v})"),
@@ -195,7 +209,13 @@ def mine_labels(registry: Registry, mine_id: str) -> tuple[tuple[str, str], str]
 _DECIMALS = {"%": 2, "m/s": 2}
 
 
+_NO_READING = {"": "无读数", " ": "no reading"}  # by the gap: Chinese, English
+
+
 def _quantity(value: float, unit: str, gap: str) -> str:
+    """``value`` with its unit (no space in Chinese: ``gap`` "", one in English: " ")."""
+    if math.isnan(value):
+        return _NO_READING[gap]
     number = f"{value:.{_DECIMALS.get(unit, 1)}f}"
     return f"{number}{gap}{unit}" if unit else number
 
@@ -223,6 +243,8 @@ def render(alert: Alert, *, mine_name: tuple[str, str], timezone: str, names: Na
     described = _DESCRIBED.get(alert.condition)
     if described is not None:
         sentence = described.fire if firing else described.clear
+        if described.no_reading is not None and math.isnan(alert.value):
+            sentence = described.no_reading[0 if firing else 1]
         if superseded_by:
             sentence = _superseded(superseded_by, inclusive)
         return _render_described(alert, described.tag if firing else described.cleared,
@@ -266,7 +288,8 @@ def _render_described(alert: Alert, tag: tuple[str, str], sentence: tuple[str, s
     kind_zh, kind_en = names.kind.get(alert.kind, (alert.kind, alert.kind))
     where_zh, where_en = names.location.get(alert.location, (alert.location, alert.location))
     when, zone = _when(alert, timezone)
-    fields = {"s": f"{alert.value:.0f}", "sl": f"{alert.limit:.0f}",
+    lasted = 0 if alert.ended_at is None else (alert.ended_at - alert.started_at) / 1000
+    fields = {"sl": f"{alert.limit:.0f}", "d": f"{lasted:.0f}",
               "scope": alert.scope or alert.sensor}
     unknown_zh, unknown_en = ("", "") if start_known else ("，开始时间未知", ", start unknown")
     zh = sentence[0].format(v=_quantity(alert.value, alert.unit, ""),

@@ -44,7 +44,7 @@ from alerts.grouping import GroupState, Reason, Timing, should_notify
 from alerts.inhibit import Inhibitor
 from alerts.outbox import Outbox
 from alerts.silences import SilenceBook
-from alerts.wire import Alert, encode_alert
+from alerts.wire import Alert, decode_alert, encode_alert
 from config.model import InhibitConfig, Registry, Route
 
 __all__ = ["Notifier", "route_matches"]
@@ -74,7 +74,6 @@ CREATE TABLE IF NOT EXISTS alert_escalation (
 """
 
 _Group = tuple[str, str, str]  # receiver, mine, area
-_decode = msgspec.json.Decoder(Alert).decode
 
 
 def route_matches(route: Route, alert: Alert) -> bool:
@@ -304,7 +303,7 @@ class Notifier:
                              " FROM alert_notification WHERE decision IN ('waiting', 'muted')"
                              " OR (decision = 'sent' AND state = 'firing')")
         for receiver, mine, area, decision, reason, at, raw in rows:
-            alert = _decode(bytes(raw))
+            alert = decode_alert(bytes(raw))
             group = (str(receiver), str(mine), str(area))
             if decision == "waiting":
                 self._waiting[group].append((alert, int(at)))

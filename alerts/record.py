@@ -117,11 +117,14 @@ class AlertRecord:
             return self._db.total_changes - before
 
     def open_episodes(self) -> list[Alert]:
-        """Latest firing transition of every episode with no resolve at or after it."""
+        """Latest firing transition of every episode with no resolve at or after it. A resolve
+        stamped before its own start (written before episodes were kept from ending before
+        they began) closes its episode too: else a restart would reopen it."""
         return self._query(
             f"{_SELECT} AS f WHERE state = 'firing' AND NOT EXISTS ("
             " SELECT 1 FROM alert_transition AS r"
-            " WHERE r.id = f.id AND r.state = 'resolved' AND r.ts >= f.ts)"
+            " WHERE r.id = f.id AND r.state = 'resolved'"
+            "  AND (r.ts >= f.ts OR r.ts < r.started_at))"
             " AND f.ts = (SELECT MAX(l.ts) FROM alert_transition AS l"
             "             WHERE l.id = f.id AND l.state = 'firing')"
             " ORDER BY started_at, id")

@@ -1,7 +1,10 @@
 """The alert as it goes out on ``jinmei/<mine>/alerts`` (wire contract v1, design.md).
 
 The same JSON goes to every channel. Fields named by the contract are never renamed; new
-fields may be added. ``started_at`` and ``ts`` are epoch milliseconds, UTC.
+fields may be added. ``started_at`` and ``ts`` are epoch milliseconds, UTC. A ``value`` or
+``limit`` that is not there is NaN in Python and ``null`` on the wire (a no-data alert on a
+sensor not heard since the service started has no reading); :func:`decode_alert` and
+:func:`alert_fields` read ``null`` back as NaN.
 
 Added for alert quality (issue 17), both empty on every other transition:
 
@@ -15,9 +18,12 @@ Added for alert quality (issue 17), both empty on every other transition:
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import msgspec
 
-__all__ = ["SYSTEM_KIND", "Alert", "encode_alert"]
+__all__ = ["SYSTEM_KIND", "Alert", "alert_fields", "decode_alert", "encode_alert"]
 
 # The kind of alerts about jinmei itself (monitoring_offline, store_fault: alerts.system);
 # every other kind is a sensor's.
@@ -56,3 +62,16 @@ _encoder = msgspec.json.Encoder()
 
 def encode_alert(alert: Alert) -> bytes:
     return _encoder.encode(alert)
+
+
+_FLOATS = ("value", "limit")
+
+
+def alert_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """Decoded JSON fields of an alert with ``null`` floats as NaN, ready for ``convert``."""
+    return {**fields, **{k: math.nan for k in _FLOATS if fields.get(k, 0) is None}}
+
+
+def decode_alert(payload: bytes) -> Alert:
+    """The alert of :func:`encode_alert`'s JSON (``null`` value or limit → NaN)."""
+    return msgspec.convert(alert_fields(msgspec.json.decode(payload)), Alert)

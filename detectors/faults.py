@@ -33,7 +33,10 @@ trusted), ``warning`` for every other sensor.
 Fail-safe: this detector only adds conditions. It never changes what the limit detector sees,
 so a spike above a limit raises the limit alert *and* the fault, and an over-range methane
 reading still counts as above the power-off limit there. Calibrating readings (标校) decide
-nothing here either. Spike and stuck compare a reading with its sensor's previous one in time
+nothing here either — but a calibration in which the value moves restarts the stuck clock:
+the head answered the standard gas, so the unchanged value before and after it is no sign of a
+dead sensor (a calibration longer than ``stuck_s`` would otherwise raise ``stuck`` at the first
+reading after it). Spike and stuck compare a reading with its sensor's previous one in time
 order; a reading older than the previous (out of order) is judged by status and range only.
 No status bits are added. Sources: domain.md §4 (AQ 6201-2019 point states, MT/T 1201.1
 status bits); the plausible rates are jinmei's own, configurable.
@@ -46,7 +49,7 @@ import numpy as np
 from config.model import DetectorConfig, Registry
 from config.readings import ReadingBatch, Status
 from detectors.base import ConditionRows, Detection, Event
-from detectors.segments import changes, hold, running_max, segment, within
+from detectors.segments import Segments, changes, hold, running_max, segment, within
 
 __all__ = ["CONDITIONS", "SensorFaultDetector", "guards_power_off"]
 
@@ -171,7 +174,8 @@ class SensorFaultDetector(ConditionRows):
             jump = np.abs(previous - previous2)
             returned = (has_previous & (jump > per_reading(self._spike_jump))
                         & (np.abs(value - previous2) <= _RETURN_FRACTION * jump))
-        changed = has_previous & (step > 0)
+        moved = self._moved_under_gas(calibrating, in_order, value, seg)
+        changed = has_previous & (step > 0) | moved
         # A sensor first heard in this batch has been unchanged since its first reading.
         since = self._changed_ts[seg.segment_sensor]
         since = np.where(since == 0, ts[seg.starts], since)
@@ -185,6 +189,11 @@ class SensorFaultDetector(ConditionRows):
                          (ts - changed_ts >= stuck_ms) & per_reading(self._analog) & ~flat_floor])
         determinate = np.stack([decides, decides & ~faulty, has_previous, in_order])
         self._remember(who, compared, value, ts, changed_ts, previous)
+        if moved.any():  # a batch may end in calibration: keep the stuck clock it restarted
+            gassed = np.logical_or.reduceat(moved, seg.starts)
+            who_gassed = seg.segment_sensor[gassed]
+            self._changed_ts[who_gassed] = np.maximum(self._changed_ts[who_gassed],
+                                                      changed_ts[seg.ends[gassed]])
         # Only sensors with a condition active or set by a reading can change state: the
         # rest (nearly all) skip the forward fill.
         carried = self._state[:, seg.segment_sensor]
@@ -214,6 +223,20 @@ class SensorFaultDetector(ConditionRows):
                                 bool(firing[k]), int(batch.ts[a]), float(value[p]),
                                 float(limits[c, k])))
         return Detection(events, bits)
+
+    def _moved_under_gas(self, calibrating: np.ndarray, in_order: np.ndarray, value: np.ndarray,
+                         seg: Segments) -> np.ndarray:
+        """Per sorted position: a calibrating reading whose value differs from the sensor's
+        last compared one — the head answered the standard gas, so it is not stuck."""
+        if not calibrating.any():
+            return calibrating
+        position = np.arange(len(value))
+        last = np.maximum.accumulate(np.where(in_order, position, -1))
+        carried = last < seg.segment_start  # none earlier in this batch: the one kept from before
+        reference = np.where(carried, np.repeat(self._last_value[seg.segment_sensor], seg.length),
+                             value[np.maximum(last, 0)])
+        moved: np.ndarray = calibrating & (value != reference) & ~np.isnan(reference)
+        return moved
 
     def _remember(self, who: np.ndarray, compared: np.ndarray, value: np.ndarray,
                   ts: np.ndarray, changed_ts: np.ndarray, previous: np.ndarray) -> None:

@@ -18,31 +18,62 @@ substation_silent  nothing at all heard from a substation (分站) for k   ``cri
                    sensor, ``scope`` = the substation id — not fifty
 =================  ===================================================  ========================
 
-Both clear at the first reading heard (event ``ts`` and ``value`` of that reading); firing
-events carry ``now`` as ``ts``, the silence in seconds as ``value`` and the allowed silence as
-``limit``. A sensor's own ``silent`` waits until a sibling on its substation is heard after
-its deadline (at most one sibling period later): sensors of a dying substation expire at
-different times (10 s and 30 s periods), and that must become one condition, not a burst of
-single ones first. The substation polls all its sensors in one cycle, so its own deadline is
-paced by its fastest sensor (3 × 10 s), not by the slowest one it also carries (3 × 30 s): the
-whole substation is reported within 4 periods of its fast methane points. A sensor already
-reported silent on its own no longer sets that pace — else a dead fast sensor would make the
-slow siblings' 30 s cadence look like a dead substation. When a substation comes back but
+A sensor's own ``silent`` waits until a sibling on its substation is heard after its deadline
+(at most one sibling period later): sensors of a dying substation expire at different times
+(10 s and 30 s periods), and that must become one condition, not a burst of single ones first.
+The substation polls all its sensors in one cycle, so its own deadline is paced by its fastest
+sensor (3 × 10 s), not by the slowest one it also carries (3 × 30 s): the whole substation is
+reported within 4 periods of its fast methane points. A sensor already reported silent on its
+own no longer sets that pace — else a dead fast sensor would make the slow siblings' 30 s
+cadence look like a dead substation. A sensor reported silent on its own stays so while its
+whole substation falls silent too (it has not come back). When a substation comes back but
 some of its sensors do not, those fire ``silent`` on their own.
+
+What the events say — only what is known:
+
+- **Evidence only.** A condition ends only when a reading arrives: of that sensor for
+  ``silent``, of any sensor of that substation for ``substation_silent``. The clock alone never
+  ends one. A calibrating (标校) or faulty reading is evidence too: it proves the sensor and its
+  link talk, which is all this detector judges (whether the value is trusted is the other
+  detectors' business).
+- **Values are readings.** ``value`` is always a reading of the event's own sensor, never a
+  duration: on firing its last reading before the silence (NaN — JSON null, "no reading" in
+  the message — when none was heard since the service started); on ending the reading that
+  ended it. Calibrating readings (standard gas on the head) are never shown as a reading:
+  in their place the sensor's last measured one (or NaN). ``substation_silent`` shows its
+  representative sensor's last reading (NaN if none), never a sibling's value in another
+  unit. ``limit`` is the silence allowed, in seconds (for a substation, that of its fastest
+  sensor: it has been silent at least that long).
+- **Times.** A firing event carries ``now``, the service-clock time the silence was noticed.
+  The ending event carries the time of the first reading of the evidence stamped at or after
+  that start — a substation back-filling its buffered readings (断电续传) proves it was
+  reporting from then on — or, when every reading of the evidence is older than the start,
+  the newest of them (the episode book then ends the episode at its start: an episode never
+  ends before it began, ``alerts.episodes``).
+- **Restart.** ``restore`` takes back the silent sensors and substations of the open
+  episodes: they stay silent (not "heard at start", which would end them with no reading and
+  raise them again a few periods later under new ids) until a reading of theirs arrives. Their
+  start is not carried over, so the first reading of the evidence (any time) ends them.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from config.model import DetectorConfig, Registry
-from config.readings import ReadingBatch
+from config.readings import ReadingBatch, Status
 from detectors.base import Detection, Event
 from detectors.faults import guards_power_off
 
 __all__ = ["CONDITIONS", "NoDataDetector"]
 
 CONDITIONS = ("silent", "substation_silent")
+_CALIBRATION = np.uint16(Status.CALIBRATION)
+# "Not heard since the service started": far enough back that any deadline has passed, far
+# enough from the int64 limit that adding an allowance cannot overflow.
+_NOT_HEARD = np.iinfo(np.int64).min // 4
 
 
 class NoDataDetector:
@@ -57,15 +88,19 @@ class NoDataDetector:
 
     Notes
     -----
-    Cost: ``update`` is one scatter of ``now`` over the batch's sensors; ``tick`` a few passes
-    over per-sensor arrays and one ``bincount`` per substation count. Adds no status bits.
+    Cost: ``update`` is one scatter of ``now`` over the batch's sensors and one
+    ``maximum.at`` for each sensor's newest reading (~1 ms per 100,000 readings); ``update``
+    and ``tick`` then take a few passes over per-sensor arrays and one ``bincount`` per
+    substation count. Adds no status bits. State per sensor: when it was last heard (service
+    clock), its newest reading (ts, value), whether it is silent and since when.
 
     Examples
     --------
-    The face methane (T1, 10 s period) is last heard at 20 s while the return airway (T2) and
-    the feed sensor (KD) on the same substation report on: T1 is ``silent`` once a sibling is
-    heard after its 30 s allowance, ``critical`` as it guards a power-off area. It comes back;
-    then substation S01 falls silent as a whole, which the clock (``tick``) notices:
+    The face methane (T1, 10 s period) is last heard at 20 s (0.5 %) while the return airway
+    (T2) and the feed sensor (KD) on the same substation report on: T1 is ``silent`` once a
+    sibling is heard after its 30 s allowance, ``critical`` as it guards a power-off area; the
+    event's value is its last reading. It comes back at 0.52 %; then substation S01 falls
+    silent as a whole, which the clock (``tick``) notices:
 
     >>> from config.model import DetectorConfig
     >>> from detectors.examples import KD, T1, T2, at, longwall, print_events, readings
@@ -73,14 +108,29 @@ class NoDataDetector:
     >>> for t in range(0, 70, 10):
     ...     rows = [(T2, t, 0.4), (KD, t, 1)] + [(T1, t, 0.5)] * (t <= 20)
     ...     print_events(silence.update(readings(rows), at(t)))
-    ('T1-1101', 'silent', True, 'critical', 40.0)
-    >>> print_events(silence.update(readings([(T1, 70, 0.5)]), at(70)))
-    ('T1-1101', 'silent', False, 'critical', 0.5)
+    ('T1-1101', 'silent', True, 'critical', 0.5)
+    >>> print_events(silence.update(readings([(T1, 70, 0.52)]), at(70)))
+    ('T1-1101', 'silent', False, 'critical', 0.52)
     >>> found = silence.tick(at(110))
     >>> print_events(found)
-    ('T1-1101', 'substation_silent', True, 'critical', 40.0)
+    ('T1-1101', 'substation_silent', True, 'critical', 0.52)
     >>> found.events[0].scope
     'S01'
+
+    After a restart the open substation episode is restored: the clock ends nothing, and it
+    ends only when a reading of S01 arrives. Those are back-filled here — stamped from 100 s
+    on, before the restored episode's start, which the service no longer knows — so the first
+    one ends it (the episode book keeps the end no earlier than the start):
+
+    >>> restarted = NoDataDetector(longwall(), DetectorConfig())
+    >>> restarted.restore(silence.active())
+    >>> print_events(restarted.tick(at(400)))
+    >>> back = restarted.update(readings([(T2, 100, 0.41), (T1, 100, 0.5), (KD, 100, 1)]),
+    ...                         at(401))
+    >>> print_events(back)
+    ('T1-1101', 'substation_silent', False, 'critical', 0.5)
+    >>> back.events[0].ts == at(100)
+    True
     """
 
     conditions = CONDITIONS
@@ -95,6 +145,11 @@ class NoDataDetector:
                                   for s in registry.sensors], dtype=np.int64)
         self._station_name = [name for _, name in stations]
         self._station_size = np.bincount(self._station, minlength=len(stations))
+        # The silence a substation's events name: its fastest sensor's. Never more than the
+        # silence it has when it fires (its pace is never shorter), so "silent for more than"
+        # it is always true; a slower representative's own allowance might not be.
+        self._station_allowed_ms = np.full(len(stations), np.iinfo(np.int64).max)
+        np.minimum.at(self._station_allowed_ms, self._station, self._allowed_ms)
         # The representative of a substation: its first sensor.
         self._representative = np.unique(self._station, return_index=True)[1]
         guards = guards_power_off(registry)
@@ -102,18 +157,25 @@ class NoDataDetector:
         self._station_severity = np.where(
             np.bincount(self._station, weights=guards, minlength=len(stations)) > 0,
             "critical", "alarm")
-        self._heard = np.zeros(n, dtype=np.int64)
+        self._heard = np.zeros(n, dtype=np.int64)          # service clock, once armed
         self._armed = False
+        self._last_ts = np.zeros(n, dtype=np.int64)        # each sensor's newest reading
+        self._last_value = np.full(n, np.nan)
         self._silent = np.zeros(n, dtype=bool)             # reported per sensor
         self._station_silent = np.zeros(len(stations), dtype=bool)
+        self._since = np.zeros(n, dtype=np.int64)          # when each was reported (0: restored)
+        self._station_since = np.zeros(len(stations), dtype=np.int64)
 
     def __repr__(self) -> str:
         return (f"NoDataDetector(sensors={len(self.registry)}, silent={int(self._silent.sum())}"
                 f", substations_silent={int(self._station_silent.sum())})")
 
     def _arm(self, now: int) -> None:
+        """Start every deadline at ``now`` — except for what is already known silent (restored
+        over a restart), which must stay silent until it is heard."""
         if not self._armed:
-            self._heard[:] = now
+            quiet = self._silent | self._station_silent[self._station]
+            self._heard[:] = np.where(quiet, _NOT_HEARD, now)
             self._armed = True
 
     def update(self, batch: ReadingBatch, now: int) -> Detection:
@@ -122,20 +184,28 @@ class NoDataDetector:
         if len(batch) == 0:
             return Detection([], bits)
         self._heard[batch.sensor] = now
-        # The latest reading of each sensor heard: the one that ends its silence.
-        last = np.zeros(len(self.registry), dtype=np.int64)
-        last[batch.sensor] = np.arange(len(batch))
-        return Detection(self._judge(now, batch, last), bits)
+        # Each sensor's newest measured reading by its own time (a back-fill may come in any
+        # order; of readings stamped alike, the last to arrive). Calibration gas is no reading
+        # of the air: shown as a "last reading" it would read as methane at 2 %.
+        measured = np.flatnonzero((batch.status & _CALIBRATION) == 0)
+        np.maximum.at(self._last_ts, batch.sensor[measured], batch.ts[measured])
+        newest = measured[batch.ts[measured] == self._last_ts[batch.sensor[measured]]]
+        self._last_value[batch.sensor[newest]] = batch.value[newest]
+        return Detection(self._judge(now, batch), bits)
 
     def tick(self, now: int) -> Detection:
         self._arm(now)
-        return Detection(self._judge(now, None, None), np.zeros(0, dtype=np.uint16))
+        return Detection(self._judge(now, None), np.zeros(0, dtype=np.uint16))
 
-    def _judge(self, now: int, batch: ReadingBatch | None,
-               last: np.ndarray | None) -> list[Event]:
-        quiet_ms = now - self._heard
-        silent = quiet_ms > self._allowed_ms
-        station_heard = np.zeros(len(self._station_size), dtype=np.int64)
+    def _judge(self, now: int, batch: ReadingBatch | None) -> list[Event]:
+        # Only a reading ends a silence — not the clock, even one stepped back.
+        heard = np.zeros(len(self.registry), dtype=bool)
+        if batch is not None:
+            heard[batch.sensor] = True
+        station_heard_now = np.bincount(self._station, weights=heard,
+                                        minlength=len(self._station_size)) > 0
+        silent = now - self._heard > self._allowed_ms
+        station_heard = np.full(len(self._station_size), _NOT_HEARD, dtype=np.int64)
         np.maximum.at(station_heard, self._station, self._heard)
         # The substation's own deadline: its fastest sensor still reporting on its own (one
         # already reported silent alone no longer sets the pace of its siblings' messages).
@@ -144,37 +214,62 @@ class NoDataDetector:
         np.minimum.at(pace, self._station, np.where(self._silent, never, self._allowed_ms))
         all_silent = ((now - station_heard > pace)
                       | (np.bincount(self._station, weights=silent,
-                                     minlength=len(self._station_size)) == self._station_size))
+                                     minlength=len(self._station_size)) == self._station_size)
+                      | (self._station_silent & ~station_heard_now))
         # A sensor is silent on its own only once a sibling was heard after its deadline;
         # until then its silence may be the first sign of the whole substation going.
-        alone = (silent & ~all_silent[self._station]
-                 & (station_heard[self._station] > self._heard + self._allowed_ms))
+        # One already reported stays so until it is heard, whatever its substation does.
+        alone = ((silent & ~all_silent[self._station]
+                  & (station_heard[self._station] > self._heard + self._allowed_ms))
+                 | (self._silent & ~heard))
         events = []
         for k in np.flatnonzero(all_silent != self._station_silent).tolist():
             i = int(self._representative[k])
-            events.append(self._event(i, "substation_silent", str(self._station_severity[k]),
-                                      bool(all_silent[k]), now, quiet_ms, batch, last,
-                                      self._station_name[k]))
+            firing = bool(all_silent[k])
+            if firing:
+                self._station_since[k] = now
+                events.append(self._firing(i, "substation_silent",
+                                           str(self._station_severity[k]), now,
+                                           float(self._station_allowed_ms[k] / 1000),
+                                           self._station_name[k]))
+            else:
+                assert batch is not None  # only a reading ends a silence
+                evidence = np.flatnonzero(self._station[batch.sensor] == k)
+                ts = _ending(batch.ts[evidence], int(self._station_since[k]))
+                # The representative's own reading at that time if it has one, else its last.
+                own = evidence[(batch.sensor[evidence] == i) & (batch.ts[evidence] == ts)]
+                value = self._value(i, batch, own[0] if own.size else None)
+                events.append(Event(i, "no_data", "substation_silent",
+                                    str(self._station_severity[k]), False, ts, value,
+                                    float(self._station_allowed_ms[k] / 1000),
+                                    self._station_name[k]))
         for i in np.flatnonzero(alone != self._silent).tolist():
-            events.append(self._event(i, "silent", str(self._severity[i]), bool(alone[i]), now,
-                                      quiet_ms, batch, last, ""))
+            if alone[i]:
+                self._since[i] = now
+                events.append(self._firing(i, "silent", str(self._severity[i]), now,
+                                           float(self._allowed_ms[i] / 1000), ""))
+            else:
+                assert batch is not None  # only a reading ends a silence
+                rows = np.flatnonzero(batch.sensor == i)
+                ts = _ending(batch.ts[rows], int(self._since[i]))
+                value = self._value(i, batch, int(rows[np.argmax(batch.ts[rows] == ts)]))
+                events.append(Event(i, "no_data", "silent", str(self._severity[i]), False, ts,
+                                    value, float(self._allowed_ms[i] / 1000)))
         self._silent = alone
         self._station_silent = all_silent
         return events
 
-    def _event(self, i: int, condition: str, severity: str, firing: bool, now: int,
-               quiet_ms: np.ndarray, batch: ReadingBatch | None, last: np.ndarray | None,
-               scope: str) -> Event:
-        limit = float(self._allowed_ms[i] / 1000)
-        # Resolved by a reading: of this sensor, or (substation) of whichever of its sensors.
-        heard = (np.flatnonzero(self._station[batch.sensor] == self._station[i])
-                 if batch is not None and not firing else np.zeros(0, np.int64))
-        if batch is None or last is None or heard.size == 0:
-            return Event(i, "no_data", condition, severity, firing, now,
-                         float(quiet_ms[i] / 1000), limit, scope)
-        row = int(last[i]) if self._heard[i] == now else int(heard[-1])
-        return Event(i, "no_data", condition, severity, False, int(batch.ts[row]),
-                     float(batch.value[row]), limit, scope)
+    def _firing(self, i: int, condition: str, severity: str, now: int, allowed_s: float,
+                scope: str) -> Event:
+        return Event(i, "no_data", condition, severity, True, now, _reading(self._last_value[i]),
+                     allowed_s, scope)
+
+    def _value(self, i: int, batch: ReadingBatch, row: int | None) -> float:
+        """The value an ending event of sensor ``i`` shows: the reading at ``row`` (the one that
+        ended it), unless there is none or it is calibration gas — then its last measured one."""
+        if row is None or batch.status[row] & _CALIBRATION:
+            return _reading(self._last_value[i])
+        return float(batch.value[row])
 
     def active(self) -> list[tuple[int, str]]:
         silent = [(int(i), "silent") for i in np.flatnonzero(self._silent)]
@@ -183,10 +278,31 @@ class NoDataDetector:
         return sorted(silent + stations)
 
     def restore(self, active: list[tuple[int, str]]) -> None:
+        """Know these as silent (their start unknown: 0); see "Restart" in the module
+        docstring. Call before the first ``update`` or ``tick``."""
         for sensor, condition in active:
             if condition == "silent":
                 self._silent[sensor] = True
+                self._since[sensor] = 0
             elif condition == "substation_silent":
                 self._station_silent[self._station[sensor]] = True
+                self._station_since[self._station[sensor]] = 0
             else:
                 raise ValueError(f"not a no-data condition: {condition!r}")
+        if self._armed:  # restored into a running detector: silent from now on, too
+            quiet = self._silent | self._station_silent[self._station]
+            self._heard[quiet] = _NOT_HEARD
+
+
+def _reading(value: float) -> float:
+    """A reading's value for an event; a missing one is always the same NaN object, so two
+    runs' events still compare equal (NaN != NaN, but equality of fields tries identity first)."""
+    return math.nan if math.isnan(value) else float(value)
+
+
+def _ending(ts: np.ndarray, since: int) -> int:
+    """When a silence that began at ``since`` ended, by the readings that ended it (``ts``):
+    the first stamped at or after ``since``, else (all older: a back-fill of the time before)
+    the newest of them."""
+    after = ts[ts >= since]
+    return int(after.min() if after.size else ts.max())

@@ -50,7 +50,8 @@ class DetectorSuite:
     return airway (T2) at 0.9 %, the feed sensor (KD) showing power. Events come in member
     order — the limit detector's alarm and power-off; then, at the second batch, the trend
     detector's face/return mismatch and the interlock's feed abnormality (still live 10 s
-    after the power-off) — and the clock finds substation S01 silent when nothing more arrives:
+    after the power-off) — and the clock finds substation S01 silent when nothing more arrives
+    (the value of a no-data event is the sensor's last reading, not a duration):
 
     >>> from detectors.examples import KD, T1, T2, at, longwall, print_events, readings
     >>> suite = build_detectors(longwall())
@@ -61,7 +62,7 @@ class DetectorSuite:
     ('T1-1101', 'face_return_mismatch', True, 'warning', 0.75)
     ('KD-1101', 'feed_on_power_off', True, 'critical', 1.0)
     >>> print_events(suite.tick(at(60)))
-    ('T1-1101', 'substation_silent', True, 'critical', 50.0)
+    ('T1-1101', 'substation_silent', True, 'critical', 1.7)
     """
 
     def __init__(self, members: Sequence[Detector]) -> None:

@@ -26,6 +26,7 @@ from alerts.db import StateDB
 from alerts.outbox import Outbox
 from alerts.record import AlertRecord
 from alerts.silences import Matchers, SilenceBook
+from alerts.wire import encode_alert
 from config.errors import JinmeiError, UsageError
 from config.loader import LOCAL_TZ, load_deployment
 from config.model import Deployment
@@ -141,7 +142,9 @@ def cmd_history(args: argparse.Namespace) -> int:
     acks = record.acknowledgements()
     hashes = record.config_hashes()
     zones = _zones(deployment)
-    rows = [{**msgspec.structs.asdict(a), "config_hash": hashes.get((a.id, a.state, a.ts), ""),
+    # As on the wire: a value that is not there (NaN) is JSON null, an empty CSV cell.
+    rows = [{**msgspec.json.decode(encode_alert(a)),
+             "config_hash": hashes.get((a.id, a.state, a.ts), ""),
              "acknowledged_by": acks.get(a.id, ("", 0, ""))[0],
              "acknowledged_at": acks.get(a.id, ("", None, ""))[1]} for a in alerts]
     for row in rows:

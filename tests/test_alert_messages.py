@@ -38,5 +38,26 @@ def test_non_limit_conditions_never_read_as_a_limit_crossing(condition: str, sta
 def test_substation_silence_names_the_substation_and_the_seconds() -> None:
     zh, en = text(SILENT).split("\n")
     assert zh.startswith("【分站中断】棋盘井煤矿 T1-1105")
-    assert "分站 S03" in zh and "45 s" in zh and "30 s" in zh
-    assert "substation S03 silent for 45 s (allowed 30 s)" in en
+    assert "分站 S03" in zh and "超过 30 s" in zh
+    assert "substation S03 silent for more than 30 s" in en
+    assert "45" not in zh + en  # the value is a reading of the sensor, not seconds
+
+
+@pytest.mark.parametrize(("value", "zh", "en"), [
+    (0.31, "最后读数 0.31%", "last reading 0.31 %"),
+    (float("nan"), "无数据，无读数", "more than 30 s; no reading"),
+])
+def test_a_silent_sensor_shows_its_last_reading_or_says_there_is_none(
+        value: float, zh: str, en: str) -> None:
+    firing = msgspec.structs.replace(SILENT, condition="silent", value=value)
+    zh_line, en_line = text(firing).split("\n")
+    assert zh in zh_line and "超过 30 s 无数据" in zh_line
+    assert en in en_line and "nan" not in en_line.lower().replace("no reading", "")
+
+
+def test_a_resolved_silence_says_the_reading_and_how_long_the_alert_lasted() -> None:
+    resolved = msgspec.structs.replace(SILENT, condition="silent", state="resolved", value=0.42,
+                                       started_at=SILENT.ts - 95_000, ended_at=SILENT.ts)
+    zh, en = text(resolved).split("\n")
+    assert zh.startswith("【通讯恢复】") and "读数 0.42%" in zh and "持续 95 s" in zh
+    assert "reporting again: 0.42 % (the no-data alert lasted 95 s)" in en

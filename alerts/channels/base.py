@@ -15,7 +15,7 @@ from typing import Protocol
 
 import msgspec
 
-from alerts.wire import Alert
+from alerts.wire import Alert, alert_fields
 from config.model import Receiver
 
 __all__ = [
@@ -40,7 +40,6 @@ class Notification(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(Notification)
 
 
 def encode_notification(n: Notification) -> bytes:
@@ -48,7 +47,9 @@ def encode_notification(n: Notification) -> bytes:
 
 
 def decode_notification(payload: bytes) -> Notification:
-    return _decoder.decode(payload)
+    raw = msgspec.json.decode(payload)
+    raw["alerts"] = [alert_fields(a) for a in raw["alerts"]]  # null value → NaN
+    return msgspec.convert(raw, Notification)
 
 
 class Channel(Protocol):
