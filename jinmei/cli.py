@@ -33,7 +33,7 @@ log = logging.getLogger("jinmei")
 # Further subcommands, each a module with ``register(subparsers)`` that adds its parsers and
 # sets ``func`` on them (one module per concern keeps this file small).
 EXTENSIONS: tuple[str, ...] = ("jinmei.cli_simulate", "jinmei.cli_dashboards", "jinmei.cli_record",
-                               "jinmei.cli_alerts", "jinmei.cli_networking")
+                               "jinmei.cli_alerts", "jinmei.cli_networking", "jinmei.cli_broker")
 
 
 def formatter(prog: str) -> argparse.HelpFormatter:
@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="simulator seed (default 0)")
     demo.add_argument("--workdir", type=Path, default=Path("var/demo"), metavar="DIR",
                       help="where each run's folder is made (default var/demo)")
+    from jinmei.cli_broker import broker_options  # that module builds on this one
+
+    broker_options(demo, url_help="an external broker instead of the embedded one, e.g. "
+                                  "mqtts://broker:8883")
     demo.set_defaults(func=cmd_demo)
 
     cfg = sub.add_parser("config", formatter_class=formatter,
@@ -139,11 +143,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from jinmei.cli_broker import broker_from_args
     from jinmei.demo import run_demo
 
     if not args.verbose:
         logging.getLogger().setLevel(logging.WARNING)  # the console is for the alerts
-    summary = run_demo(args.duration, args.speed, args.workdir, args.seed)
+    broker = broker_from_args(args) if args.broker else None
+    summary = run_demo(args.duration, args.speed, args.workdir, args.seed, broker=broker)
     print(summary.render())
     if not summary.ok:
         print("demo FAILED: not every reading was stored, or no alert fired and resolved",

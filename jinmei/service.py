@@ -34,7 +34,7 @@ from alerts.record import AlertRecord
 from alerts.wire import Alert
 from config.loader import deployment_limits
 from config.model import Deployment
-from ingest.mqtt import MqttSource, broker_address
+from ingest.mqtt import MqttSource
 from ingest.sink import open_sink
 from jinmei.pipeline import Pipeline
 from networking.queue import UploadQueue
@@ -62,9 +62,7 @@ def delivery_worker(deployment: Deployment, dispatcher: AlertDispatcher,
     config = deployment.alerts
     publish = None
     if any(r.channel == "mqtt" for r in config.receivers):
-        host, port, tls = broker_address(deployment.broker.url)
-        publish = PahoPublisher(host, port, tls=tls, username=deployment.broker.username,
-                                password=deployment.broker.password,
+        publish = PahoPublisher(deployment.broker,
                                 client_id=f"{deployment.broker.client_id}-notify")
     worker = DeliveryWorker(dispatcher.outbox,
                             {r.name: build_channel(r, publish) for r in config.receivers},
@@ -82,7 +80,8 @@ def networking_worker(deployment: Deployment, record: AlertRecord,
         return None
     queue = UploadQueue(Path(deployment.ingest.state_dir) / "networking",
                         retry_max_s=config.retry_max_s)
-    target = open_target(config.url, config.password, config.known_hosts) if config.url else None
+    target = open_target(config.url, config.password, config.known_hosts,
+                         config.ca_file) if config.url else None
     return NetworkingWorker(deployment, deployment_limits(deployment).kinds, queue, target,
                             record, clock)
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from alerts.channels.base import Notification, Publish, encode_notification
+from config.broker import broker_address, new_client
 from config.errors import DeliveryError
-from config.model import Receiver
+from config.model import BrokerConfig, Receiver
 
 __all__ = ["MqttChannel", "PahoPublisher"]
 
@@ -42,20 +43,14 @@ class MqttChannel:
 
 class PahoPublisher:
     """A connection of its own for routed MQTT notifications, so a PUBACK can be awaited
-    (the ingest session's publishes are fire-and-queue). Connects in the background and
-    reconnects by itself; ``close`` disconnects."""
+    (the ingest session's publishes are fire-and-queue), with the broker settings (TLS,
+    account) of the deployment (``config.broker``). Connects in the background and reconnects
+    by itself; ``close`` disconnects."""
 
-    def __init__(self, host: str, port: int, *, tls: bool = False, username: str = "",
-                 password: str = "", client_id: str = "jinmei-notify") -> None:
-        import paho.mqtt.client as paho
-        from paho.mqtt.enums import CallbackAPIVersion
-
-        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
-        if username:
-            self._client.username_pw_set(username, password)
-        if tls:
-            self._client.tls_set()
-        self._client.connect_async(host, port)
+    def __init__(self, broker: BrokerConfig, client_id: str = "jinmei-notify") -> None:
+        self._client = new_client(broker, client_id=client_id)
+        address = broker_address(broker.url)
+        self._client.connect_async(address.host, address.port)
         self._client.loop_start()
 
     def __call__(self, topic: str, payload: bytes) -> Any:
