@@ -81,6 +81,18 @@ def with_url(broker: BrokerConfig, url: str) -> BrokerConfig:
     return replace(broker, url=url, username=address.username or broker.username)
 
 
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """Closes itself when its handshake fails: paho does not, and every refused attempt of a
+    retrying client would leave a socket open."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
 def tls_context(broker: BrokerConfig) -> ssl.SSLContext:
     """The TLS context of ``broker``: certificates verified against ``ca_file`` (or the system's
     CAs) with the host name checked, and the client certificate when one is set. A file that
@@ -98,6 +110,7 @@ def tls_context(broker: BrokerConfig) -> ssl.SSLContext:
                               f"cannot load the client certificate {broker.cert_file!r} with "
                               f"key {broker.key_file or '(in the certificate file)'!r}: "
                               f"{exc}") from exc
+    context.sslsocket_class = _ClosingSSLSocket
     return context
 
 

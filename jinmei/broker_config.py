@@ -37,7 +37,7 @@ from pathlib import Path
 from config.errors import ConfigError
 from config.model import BrokerAccount, Deployment
 
-__all__ = ["PERSISTENCE", "BrokerFiles", "ListenerPlan", "acl_text", "broker_files"]
+__all__ = ["PERSISTENCE", "BrokerFiles", "ListenerPlan", "acl_text", "broker_files", "conf_text"]
 
 # Chosen by measurement (bench/bench_broker_durability.py): stock 30 s lost every message of
 # the last 30 s on kill -9; 1 s writes the queue every second, bounding a crash's loss to
@@ -102,14 +102,17 @@ def acl_text(deployment: Deployment) -> str:
              *(f"topic write jinmei/+/{what}" for what in ("alerts", "rejects", "status")),
              "topic write jinmei/+/notifications/#"]
     for account in deployment.broker.accounts:
-        what = {"gateway": "gateway of " + (f"{account.mines[0]} substations "
-                                            f"{', '.join(account.substations)}"
-                                            if account.substations else account.mines[0]),
-                "dispatcher": "dispatcher of " + ", ".join(account.mines),
-                "regulator": "regulator of " + (", ".join(account.mines) or "every mine")}
-        lines += ["", f"# {what[account.role]}", f"user {account.name}",
+        lines += ["", f"# {_describe(account)}", f"user {account.name}",
                   *_rules(account, mines)]
     return "\n".join(lines) + "\n"
+
+
+def _describe(account: BrokerAccount) -> str:
+    mines = ", ".join(account.mines) or "every mine"
+    if account.role == "gateway":
+        where = f" substations {', '.join(account.substations)}" if account.substations else ""
+        return f"gateway of {mines}{where}: writes its telemetry, reads nothing"
+    return f"{account.role} of {mines}: reads alerts and status, writes nothing"
 
 
 def _own_account(deployment: Deployment) -> str:

@@ -100,7 +100,11 @@ def publish(messages: Iterable[Message], broker: BrokerConfig | str, *, speed: f
     try:
         deadline = time.monotonic() + CONNECT_TIMEOUT_S
         while not answered and (left := deadline - time.monotonic()) > 0:
-            _serve(client, left, target)
+            try:
+                _serve(client, left, target)
+            except DeliveryError:
+                if not refusal:  # the broker closes the connection it refused: say why
+                    raise
         if not answered or refusal:
             why = refusal[0] if refusal else f"no CONNACK within {CONNECT_TIMEOUT_S:g} s"
             raise DeliveryError(target, f"connection refused: {why}", retryable=not refusal)
