@@ -411,8 +411,8 @@ def test_tls_context_names_a_bad_certificate_file(tmp_path: Path) -> None:
 
     bogus = tmp_path / "not-a-cert.pem"
     bogus.write_text("hello")
-    with pytest.raises(ConfigError, match="broker.cert_file"):
+    with pytest.raises(ConfigError, match=r"broker\.cert_file"):
         tls_context(BrokerConfig(url="mqtts://h", cert_file=str(bogus)))
-    with pytest.raises(ConfigError, match="broker.ca_file"):
+    with pytest.raises(ConfigError, match=r"broker\.ca_file"):
         tls_context(BrokerConfig(url="mqtts://h", ca_file=str(tmp_path / "missing.pem")))
     assert isinstance(tls_context(BrokerConfig(url="mqtts://h")), ssl.SSLContext)

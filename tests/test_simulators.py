@@ -386,7 +386,7 @@ def test_publish_to_a_closed_port_is_a_retryable_delivery_error() -> None:
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:1883", "mqtt://:1883", "mqtt://host:port"])
 def test_publish_refuses_a_malformed_broker_url(url: str) -> None:
-    with pytest.raises(ConfigError, match="broker.url"):
+    with pytest.raises(ConfigError, match=r"broker\.url"):
         publish([], url, speed=None)
 
 
