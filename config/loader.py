@@ -250,15 +250,16 @@ class _Table:
 
     def tables(self, key: str) -> list[_Table]:
         """The elements of an array of tables, each knowing the line of its header."""
-        value = self._get(key, [], "an array of tables ([[" + key + "]])", list)
-        lines: list[int | None] = list(self.source.headers.get(key, []))
+        path = ".".join(p for p in (self.where, key) if p)
+        value = self._get(key, [], "an array of tables ([[" + path + "]])", list)
+        lines: list[int | None] = list(self.source.headers.get(path, []))
         if len(lines) != len(value):  # written inline, not as [[key]] blocks: no line to show
             lines = [None] * len(value)
         rows = []
         for i, (item, line) in enumerate(zip(value, lines, strict=True)):
             if not isinstance(item, dict):
                 raise self.error(f"{key}[{i}]", f"expected a table, got {_show(item)}")
-            rows.append(_Table(self.source, item, f"{key}[{i}]", line or self.line))
+            rows.append(_Table(self.source, item, f"{path}[{i}]", line or self.line))
         return rows
 
     def subtables(self, key: str) -> list[tuple[str, _Table]]:
