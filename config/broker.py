@@ -35,6 +35,7 @@ from config.errors import ConfigError
 from config.loader import ENV_MQTT_PASSWORD
 from config.model import BrokerConfig
 from config.redact import redact_url
+from config.tls import client_context
 
 __all__ = ["ENV_MQTT_PASSWORD", "Address", "Failure", "broker_address", "explain_failure",
            "explain_refusal", "new_client", "tls_context", "with_url"]
@@ -81,24 +82,12 @@ def with_url(broker: BrokerConfig, url: str) -> BrokerConfig:
     return replace(broker, url=url, username=address.username or broker.username)
 
 
-class _ClosingSSLSocket(ssl.SSLSocket):
-    """Closes itself when its handshake fails: paho does not, and every refused attempt of a
-    retrying client would leave a socket open."""
-
-    def do_handshake(self, block: bool = False) -> None:
-        try:
-            super().do_handshake(block)
-        except BaseException:
-            self.close()
-            raise
-
-
 def tls_context(broker: BrokerConfig) -> ssl.SSLContext:
     """The TLS context of ``broker``: certificates verified against ``ca_file`` (or the system's
     CAs) with the host name checked, and the client certificate when one is set. A file that
     cannot be read or is not PEM is a ConfigError naming its key."""
     try:
-        context = ssl.create_default_context(cafile=broker.ca_file or None)
+        context = client_context(broker.ca_file)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError("broker.ca_file", "", f"cannot load the CA file "
                                                 f"{broker.ca_file!r}: {exc}") from exc
@@ -110,7 +99,6 @@ def tls_context(broker: BrokerConfig) -> ssl.SSLContext:
                               f"cannot load the client certificate {broker.cert_file!r} with "
                               f"key {broker.key_file or '(in the certificate file)'!r}: "
                               f"{exc}") from exc
-    context.sslsocket_class = _ClosingSSLSocket
     return context
 
 

@@ -16,7 +16,7 @@ lowest layer, so that every package can use the same one.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 __all__ = ["MASK", "is_secret_name", "redact_headers", "redact_url"]
 
@@ -47,7 +47,11 @@ def redact_url(url: str) -> str:
             pairs = parse_qsl(query, keep_blank_values=True)
             query = urlencode([(k, MASK if is_secret_name(k) else v) for k, v in pairs],
                               safe="*")
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+        shown = f"{parts.scheme}:" if parts.scheme else ""
+        if url[len(shown):].startswith("//"):  # kept even when empty: sqlite:///path
+            shown += "//" + netloc
+        return (shown + parts.path + (f"?{query}" if query else "")
+                + (f"#{parts.fragment}" if parts.fragment else ""))
     except ValueError:
         return MASK if "@" in url else url
 

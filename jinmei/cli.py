@@ -19,8 +19,10 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from config.errors import ConfigError, JinmeiError
 from config.loader import check_file, load_deployment, registry_json
@@ -129,6 +131,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     service.start()
+    # Settings the broker refuses (an untrusted certificate, a wrong password) cannot come
+    # right by waiting: say so and stop, rather than start "running" deaf.
+    if refusal := wait_for_refusal(service, stop, REFUSAL_WAIT_S):
+        service.stop()
+        raise ConfigError(deployment.source_file, "broker", refusal)
     try:
         while not stop.wait(1.0):
             pass
@@ -140,6 +147,20 @@ def cmd_run(args: argparse.Namespace) -> int:
                  stats.messages, dict(stats.readings_by_mine), dict(stats.rejects_by_reason),
                  stats.alerts.total())
     return 0
+
+
+REFUSAL_WAIT_S = 10.0  # how long `jinmei run` waits at start for the broker to refuse it
+
+
+def wait_for_refusal(service: Any, stop: threading.Event, timeout_s: float) -> str | None:
+    """The broker's refusal of the service's settings, if it comes before the subscription."""
+    deadline = time.monotonic() + timeout_s
+    while not stop.is_set() and time.monotonic() < deadline:
+        if service.source.refusal:
+            return str(service.source.refusal)
+        if service.source.wait_subscribed(0.1):
+            return None
+    return None
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

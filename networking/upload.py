@@ -33,6 +33,7 @@ import asyncssh
 
 from config.errors import DeliveryError
 from config.redact import redact_url
+from config.tls import client_context
 from networking.queue import UploadQueue
 
 __all__ = ["FtpTarget", "SftpTarget", "Target", "drain", "open_target"]
@@ -144,7 +145,7 @@ def open_target(url: str, password: str, known_hosts: str = "", ca_file: str = "
     if url.startswith("sftp:"):
         return SftpTarget(url, password, known_hosts)
     if url.startswith("ftps:"):
-        return FtpTarget(url, password, ssl.create_default_context(cafile=ca_file or None))
+        return FtpTarget(url, password, client_context(ca_file))
     log.warning("networking: %s is plain FTP — the password and every file cross the network "
                 "unencrypted ([networking] insecure = true); use sftp:// or ftps://",
                 redact_url(url))

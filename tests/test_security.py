@@ -342,7 +342,12 @@ def test_a_wrong_ca_or_password_is_refused_naming_the_setting(broker: SecureBrok
     in_url = run_cli("replay", str(tmp_path / "none.jsonl"), "--broker",
                      f"mqtts://gw-dayan:{PASSWORDS['gw-dayan']}@127.0.0.1:{broker.port}", env={})
     assert in_url.returncode == 2 and "JINMEI_MQTT_PASSWORD" in in_url.stderr
-    for run in (wrong_ca, wrong_password, in_url):
+    config = tmp_path / "deployment.toml"
+    config.write_text(deployment_text(broker.port, broker.pki, tmp_path))
+    service = run_cli("run", "--config", str(config), env={"JINMEI_MQTT_PASSWORD": "guess"})
+    assert service.returncode == 2  # jinmei run stops at once: waiting cannot fix this
+    assert "broker.username 'jinmei'" in service.stderr
+    for run in (wrong_ca, wrong_password, in_url, service):
         assert "Traceback" not in run.stderr + run.stdout
         assert PASSWORDS["gw-dayan"] not in run.stderr + run.stdout
     # the service says the same, and keeps the reason for whoever started it
