@@ -363,9 +363,9 @@ def test_a_wrong_ca_or_password_is_refused_naming_the_setting(broker: SecureBrok
 
 
 def test_a_whole_run_over_tls_prints_no_secret(broker: SecureBroker, tmp_path: Path) -> None:
-    """`jinmei run` (jinmei's account) beside `jinmei simulate` and `jinmei replay` (the Dayan
-    gateway's), passwords from the environment: the feed is stored, and no output of any of
-    them holds a password."""
+    """`jinmei run` and `jinmei record` (jinmei's account) beside `jinmei simulate` and `jinmei
+    replay` (the Dayan gateway's), passwords from the environment: the feed is stored and
+    recorded, and no output of any of them holds a password."""
     config = tmp_path / "deployment.toml"
     config.write_text(deployment_text(broker.port, broker.pki, tmp_path))
     service = subprocess.Popen([sys.executable, "-m", "jinmei.cli", "-v", "run", "--config",
@@ -375,6 +375,12 @@ def test_a_whole_run_over_tls_prints_no_secret(broker: SecureBroker, tmp_path: P
     gateway = {"JINMEI_MQTT_PASSWORD": PASSWORDS["gw-dayan"]}
     tls = ("--broker", f"mqtts://gw-dayan@127.0.0.1:{broker.port}", "--ca-file",
            str(broker.pki.ca))
+    own = {"JINMEI_MQTT_PASSWORD": PASSWORDS["jinmei"]}
+    taped = tmp_path / "taped.jsonl"
+    recorder = subprocess.Popen([sys.executable, "-m", "jinmei.cli", "record", "--config",
+                                 str(config), "--out", str(taped), "--count", "5",
+                                 "--duration", "60"], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, env={**os.environ, **own})
     try:
         time.sleep(2)  # the service subscribes (its session then keeps what comes)
         simulate = run_cli("simulate", "--config", str(config), "--mine", "dayan",
@@ -387,11 +393,14 @@ def test_a_whole_run_over_tls_prints_no_secret(broker: SecureBroker, tmp_path: P
         assert replay.returncode == 0, replay.stderr
         db = tmp_path / "readings.db"
         assert wait_until(lambda: db.exists() and _dayan_rows(db) > 0, 20)
+        taped_output, _ = recorder.communicate(timeout=30)
     finally:
         service.terminate()
         output, _ = service.communicate(timeout=30)
+        recorder.kill()
+    assert recorder.returncode == 0 and len(taped.read_text().splitlines()) == 5, taped_output
     everything = "\n".join([output, simulate.stdout, simulate.stderr, replay.stdout,
-                            replay.stderr])
+                            replay.stderr, taped_output])
     assert "published" in simulate.stdout and "replayed" in replay.stdout
     assert f"mqtts://gw-dayan@127.0.0.1:{broker.port}" in simulate.stdout  # URL shown, no secret
     leaked = [name for name, password in PASSWORDS.items() if password in everything]
