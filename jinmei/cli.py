@@ -117,12 +117,13 @@ def config_option(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from config.broker import with_url
     from jinmei.service import Service  # imported late: `jinmei config` needs no MQTT stack
 
     deployment = load_deployment(args.config)
-    if args.broker:
-        deployment = dataclasses.replace(
-            deployment, broker=dataclasses.replace(deployment.broker, url=args.broker))
+    if args.broker:  # checked: a password in it is refused; a user in it is the user name
+        deployment = dataclasses.replace(deployment, broker=with_url(deployment.broker,
+                                                                     args.broker))
     if args.store:
         deployment = dataclasses.replace(
             deployment, store=dataclasses.replace(deployment.store, url=args.store))
