@@ -100,7 +100,8 @@ def resend(url: str, headers: dict[str, str], body: bytes) -> int:
         with urllib.request.urlopen(request, timeout=10) as reply:
             return int(reply.status)
     except urllib.error.HTTPError as exc:
-        return exc.code
+        with exc:  # its response holds the socket
+            return exc.code
 
 
 @pytest.mark.integration
