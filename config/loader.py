@@ -49,7 +49,9 @@ from config.limits_table import (
     with_release_defaults,
 )
 from config.model import (
+    ACCOUNT_ROLES,
     AlertsConfig,
+    BrokerAccount,
     BrokerConfig,
     Deployment,
     DetectorConfig,
@@ -250,15 +252,16 @@ class _Table:
 
     def tables(self, key: str) -> list[_Table]:
         """The elements of an array of tables, each knowing the line of its header."""
-        value = self._get(key, [], "an array of tables ([[" + key + "]])", list)
-        lines: list[int | None] = list(self.source.headers.get(key, []))
+        path = ".".join(p for p in (self.where, key) if p)
+        value = self._get(key, [], "an array of tables ([[" + path + "]])", list)
+        lines: list[int | None] = list(self.source.headers.get(path, []))
         if len(lines) != len(value):  # written inline, not as [[key]] blocks: no line to show
             lines = [None] * len(value)
         rows = []
         for i, (item, line) in enumerate(zip(value, lines, strict=True)):
             if not isinstance(item, dict):
                 raise self.error(f"{key}[{i}]", f"expected a table, got {_show(item)}")
-            rows.append(_Table(self.source, item, f"{key}[{i}]", line or self.line))
+            rows.append(_Table(self.source, item, f"{path}[{i}]", line or self.line))
         return rows
 
     def subtables(self, key: str) -> list[tuple[str, _Table]]:
@@ -451,18 +454,85 @@ def load_mine(path: str | Path, limits: LimitsTable) -> Mine:
 
 # ── Deployment files ─────────────────────────────────────────────────────────────────────────
 
-def _parse_broker(t: _Table, environ: Mapping[str, str]) -> BrokerConfig:
-    t.allow("url", "client_id", "protocol", "username", "in_flight", "keepalive_s")
+def _parse_broker(t: _Table, environ: Mapping[str, str], mines: Collection[Mine]) -> BrokerConfig:
+    t.allow("url", "client_id", "protocol", "username", "in_flight", "keepalive_s", "ca_file",
+            "cert_file", "key_file", "accounts")
     d = BrokerConfig()
     url: str = t.text("url", d.url)
+    if urlsplit(url).password is not None:
+        raise t.error("url", "a password in the broker URL is refused: set the user name in "
+                             f"`username` and the password in {ENV_MQTT_PASSWORD}")
     _check_url(t, url, ("mqtt", "mqtts"), "mqtt://host[:port] or mqtts://host[:port]")
+    files = {key: _config_path(t, key) for key in ("ca_file", "cert_file", "key_file")}
+    if files["key_file"] and not files["cert_file"]:
+        raise t.error("key_file", "a key_file needs its cert_file (the client certificate)")
+    if (tls_file := files["ca_file"] or files["cert_file"]) and not url.startswith("mqtts:"):
+        key = "ca_file" if files["ca_file"] else "cert_file"
+        raise t.error(key, f"{tls_file!r} is set but url {url!r} is not TLS: use mqtts://")
+    username: str = t.text("username", d.username)
+    accounts = tuple(_parse_account(a, mines) for a in t.tables("accounts"))
+    names = [username, *(a.name for a in accounts)]
+    if duplicate := next((n for n in names[1:] if names.count(n) > 1), None):
+        raise t.error("accounts", f"account {duplicate!r} is defined twice (or is jinmei's own "
+                                  "account, broker.username)")
     return BrokerConfig(
         url=url, client_id=t.text("client_id", d.client_id),
         protocol=t.choice("protocol", ("5", "3.1.1"), "an MQTT protocol version", d.protocol),
-        username=t.text("username", d.username), password=environ.get(ENV_MQTT_PASSWORD, ""),
+        username=username, password=environ.get(ENV_MQTT_PASSWORD, ""),
         in_flight=t.integer("in_flight", d.in_flight, high=65535),
         keepalive_s=t.integer("keepalive_s", d.keepalive_s),
+        accounts=accounts, **files,
     )
+
+
+def _config_path(t: _Table, key: str) -> str:
+    """A file named by the configuration (relative to the deployment file), checked readable;
+    "" when the key is absent."""
+    name: str = t.text(key, "")
+    if not name:
+        return ""
+    path = t.source.path.parent / os.path.expanduser(name)
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise t.error(key, f"cannot read {str(path)!r}: {exc.strerror}") from exc
+    return str(path)
+
+
+# An account name goes into the broker's password and ACL files, one token a line.
+_ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]*\Z")
+
+
+def _parse_account(t: _Table, mines: Collection[Mine]) -> BrokerAccount:
+    """One ``[[broker.accounts]]``: a gateway of one mine (optionally of some substations), or
+    a dispatcher / regulator reading the alerts and status of its mines."""
+    t.allow("name", "role", "mines", "substations")
+    name = t.matching("name", _ACCOUNT_NAME, "an account name of letters, digits, '_', '.', "
+                                             "'@' and '-'")
+    role = t.choice("role", ACCOUNT_ROLES, "a role")
+    known = {m.id: m for m in mines}
+    chosen = tuple(t.strings("mines")) if "mines" in t.data else ()
+    for mine in chosen:
+        if mine not in known:
+            hint = "".join(f" (did you mean {m!r}?)" for m in get_close_matches(mine, known, 1))
+            raise t.error("mines", f"no mine {mine!r} is configured{hint}; configured: "
+                                   f"{', '.join(known)}")
+    if role == "gateway" and len(chosen) != 1:
+        raise t.error("mines", "a gateway account publishes the telemetry of exactly one mine: "
+                               f"expected one mine, got {list(chosen)}")
+    if role == "dispatcher" and not chosen:
+        raise t.error("mines", "a dispatcher account needs the mines whose alerts it reads")
+    substations: tuple[str, ...] = ()
+    if "substations" in t.data:
+        if role != "gateway":
+            raise t.error("substations", "only a gateway account is limited to substations")
+        substations = tuple(t.strings("substations"))
+        declared = {s.id for s in known[chosen[0]].substations}
+        if unknown := [s for s in substations if s not in declared]:
+            raise t.error("substations", f"mine {chosen[0]!r} has no substation "
+                                         f"{unknown[0]!r}; declared: {', '.join(sorted(declared))}")
+    return BrokerAccount(name=name, role=role, mines=chosen, substations=substations)
 
 
 def _check_url(t: _Table, url: str, schemes: tuple[str, ...], expected: str) -> None:
@@ -515,7 +585,7 @@ def _parse_ingest(t: _Table) -> IngestConfig:
 
 
 _CHANNEL_KEYS = {
-    "webhook": ("url", "timeout_s", "secret_env"),
+    "webhook": ("url", "timeout_s", "secret_env", "unsigned"),
     "email": ("host", "port", "starttls", "username", "password_env", "sender", "to",
               "timeout_s"),
     "sms": ("url", "to", "body", "content_type", "timeout_s", "secret_env"),
@@ -536,8 +606,8 @@ def _parse_receiver(t: _Table, environ: Mapping[str, str]) -> Receiver:
             options[key] = t.integer(key, 25, high=65535)
         elif key == "timeout_s":
             options[key] = t.number(key, above=0.0)
-        elif key == "starttls":
-            options[key] = t.flag(key, True)
+        elif key in ("starttls", "unsigned"):
+            options[key] = t.flag(key, key == "starttls")
         elif key == "to":
             options[key] = tuple(t.strings(key))
         else:
@@ -551,6 +621,13 @@ def _parse_receiver(t: _Table, environ: Mapping[str, str]) -> Receiver:
     if channel == "sms" and ("to" not in options or "body" not in options):
         raise t.error("to" if "to" not in options else "body",
                       "an sms receiver needs `to` (numbers) and a `body` template")
+    if channel == "webhook" and ("secret_env" in t.data) == bool(options.get("unsigned")):
+        raise t.error("secret_env", "a webhook receiver signs every request: name the "
+                                    "environment variable of its shared secret in secret_env, "
+                                    "or mark it `unsigned = true` (anyone who can reach the "
+                                    "receiver can then forge alerts)"
+                      if "secret_env" not in t.data else
+                      "secret_env and `unsigned = true` contradict each other")
     secret_env = next((k for k in ("secret_env", "password_env") if k in t.data), None)
     secret = ""
     if secret_env is not None:
@@ -652,12 +729,20 @@ ENV_NETWORKING_PASSWORD = "JINMEI_NETWORKING_PASSWORD"
 def _parse_networking(t: _Table, environ: Mapping[str, str],
                       mines: Collection[Mine]) -> NetworkingConfig:
     t.allow("enabled", "url", "password_env", "encoding", "cdss_period_s", "retry_max_s",
-            "system_code", "known_hosts")
+            "system_code", "known_hosts", "ca_file", "insecure")
     d = NetworkingConfig()
     enabled = t.flag("enabled", d.enabled)
     url: str = t.text("url", d.url)
+    insecure = t.flag("insecure", d.insecure)
+    if urlsplit(url).password is not None:
+        raise t.error("url", "a password in the URL is refused: name its environment variable "
+                             "in password_env")
     if url:  # enabled without a url: the files are written and archived only
-        _check_url(t, url, ("sftp", "ftp"), "sftp://user@host[:port]/dir or ftp://user@host/dir")
+        _check_url(t, url, ("sftp", "ftps", "ftp"),
+                   "sftp://user@host[:port]/dir or ftps://user@host[:port]/dir")
+    if url.startswith("ftp:") and not insecure:
+        raise t.error("url", "plain ftp:// sends the password and the files unencrypted: use "
+                             "sftp:// or ftps://, or set `insecure = true` to accept that")
     if enabled and (uncoded := [m.id for m in mines if not m.networking.code]):
         raise t.error("enabled", f"mine {uncoded[0]!r} has no [networking] code (矿井编码)")
     variable: str = t.text("password_env", ENV_NETWORKING_PASSWORD)
@@ -668,7 +753,8 @@ def _parse_networking(t: _Table, environ: Mapping[str, str],
         retry_max_s=t.number("retry_max_s", d.retry_max_s, above=0.0),
         system_code=t.choice("system_code", ("01", "02"), "an MT/T 1201.1 system code "
                              "(01 safety monitoring, 02 gas drainage)", d.system_code),
-        known_hosts=os.path.expanduser(t.text("known_hosts", d.known_hosts)))
+        known_hosts=os.path.expanduser(t.text("known_hosts", d.known_hosts)),
+        ca_file=_config_path(t, "ca_file"), insecure=insecure)
 
 
 def _parse_http(t: _Table) -> HttpConfig:
@@ -711,7 +797,7 @@ def _parse_deployment(src: _Source, environ: Mapping[str, str]) -> Deployment:
                                             f"{seen[mine.id]}")
         seen[mine.id] = mine.source_file
     return Deployment(
-        broker=_parse_broker(root.table("broker"), environ),
+        broker=_parse_broker(root.table("broker"), environ, mines),
         store=_parse_store(root.table("store"), environ),
         ingest=_parse_ingest(root.table("ingest")),
         alerts=_parse_alerts(root.table("alerts"), environ),

@@ -15,6 +15,7 @@ import numpy as np
 
 __all__ = [
     "AlertsConfig",
+    "BrokerAccount",
     "BrokerConfig",
     "Deployment",
     "DetectorConfig",
@@ -131,17 +132,49 @@ class Mine:
     networking: MineNetworking = MineNetworking()
 
 
+# Roles of broker accounts (``[[broker.accounts]]``) and what each may do on the broker; the
+# ACL that ``jinmei broker config`` generates is the only place these turn into topics.
+ACCOUNT_ROLES = ("gateway", "dispatcher", "regulator")
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAccount:
+    """A broker account other than jinmei's own (``[[broker.accounts]]``).
+
+    ``gateway``: a mine's substations publish its telemetry (``mines`` holds exactly one mine;
+    ``substations`` narrows it to those substations' topics) and read nothing. ``dispatcher``
+    and ``regulator``: read the alerts and status of ``mines`` (a regulator with no ``mines``:
+    every configured mine) and write nothing. The password is never in the deployment file.
+    """
+
+    name: str
+    role: str
+    mines: tuple[str, ...] = ()
+    substations: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class BrokerConfig:
-    """Where the MQTT broker is and how the ingestor holds its session (see ingest/mqtt.py)."""
+    """Where the MQTT broker is, how every jinmei client authenticates to it (config/broker.py)
+    and how the ingestor holds its session (see ingest/mqtt.py).
+
+    ``ca_file`` verifies the broker's certificate (``mqtts://``; empty: the system's CAs);
+    ``cert_file`` and ``key_file`` authenticate jinmei by client certificate; ``username`` with
+    ``password`` (only ever from ``JINMEI_MQTT_PASSWORD``) by login. ``accounts`` are the other
+    accounts of the deployment, for the broker configuration jinmei generates.
+    """
 
     url: str = "mqtt://127.0.0.1:1883"
     client_id: str = "jinmei-ingest"
     protocol: str = "5"
     username: str = ""
-    password: str = ""
+    password: str = field(default="", repr=False)
     in_flight: int = 10_000
     keepalive_s: int = 30
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    accounts: tuple[BrokerAccount, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +182,7 @@ class StoreConfig:
     """Where readings go (``sqlite:///path`` or ``influxdb://host:port?org=..&bucket=..``)."""
 
     url: str = "sqlite:///var/jinmei/readings.db"
-    influx_token: str = ""
+    influx_token: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +220,7 @@ class Receiver:
     name: str
     channel: str
     options: tuple[tuple[str, object], ...] = ()
-    secret: str = ""
+    secret: str = field(default="", repr=False)
 
     def option(self, key: str, default: object = None) -> object:
         return dict(self.options).get(key, default)
@@ -298,19 +331,23 @@ class DetectorConfig:
 @dataclass(frozen=True, slots=True)
 class NetworkingConfig:
     """Regulator networking (``[networking]`` of the deployment; see networking/): where the
-    data files go (``sftp://user@host[:port]/dir`` or ``ftp://…``; the password from the
-    environment variable ``password_env``), their text encoding and how often CDSS is written;
-    ``known_hosts``: the OpenSSH known_hosts file that verifies an SFTP server's host key (empty:
-    ``~/.ssh/known_hosts``)."""
+    data files go (``sftp://user@host[:port]/dir``, ``ftps://…`` — FTP with explicit TLS — or,
+    only with ``insecure``, plain ``ftp://…``; the password from the environment variable
+    ``password_env``), their text encoding and how often CDSS is written; ``known_hosts``: the
+    OpenSSH known_hosts file that verifies an SFTP server's host key (empty:
+    ``~/.ssh/known_hosts``); ``ca_file``: the CA that verifies an FTPS server's certificate
+    (empty: the system's CAs)."""
 
     enabled: bool = False
     url: str = ""
-    password: str = ""
+    password: str = field(default="", repr=False)
     encoding: str = "utf-8"
     cdss_period_s: float = 10.0
     retry_max_s: float = 300.0
     system_code: str = "01"
     known_hosts: str = ""
+    ca_file: str = ""
+    insecure: bool = False
 
 
 @dataclass(frozen=True, slots=True)

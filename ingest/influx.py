@@ -48,6 +48,7 @@ from alerts.wire import Alert
 from config.errors import DeliveryError
 from config.model import Registry
 from config.readings import ReadingBatch
+from config.redact import redact_url
 from ingest.deadletter import DeadLetters
 from ingest.lineprotocol import alert_lines, reading_lines
 from ingest.spool import Spool
@@ -132,7 +133,7 @@ class InfluxSink:
     def __init__(self, url: str, registry: Registry, *, org: str, bucket: str,
                  state_dir: str | Path, token: str = "", timeout_s: float = 10.0,
                  retry_cap_s: float = 30.0, close_timeout_s: float = 5.0) -> None:
-        self.name = f"influxdb:{url}/{bucket}"
+        self.name = f"influxdb:{redact_url(url)}/{bucket}"
         self._registry = registry
         self._org = org
         self._bucket = bucket

@@ -2,8 +2,11 @@
 
 Config keys (``[broker]`` of the deployment file, :class:`config.model.BrokerConfig`):
 
-- ``url`` (``mqtt://host:1883``; ``mqtts://`` for TLS) and ``username``; the password only from
-  the environment (``JINMEI_MQTT_PASSWORD``).
+- ``url`` (``mqtt://host:1883``; ``mqtts://`` for TLS), ``ca_file``, ``cert_file``,
+  ``key_file`` and ``username``; the password only from the environment
+  (``JINMEI_MQTT_PASSWORD``). The client is built by ``config.broker.new_client``, as every
+  jinmei MQTT client is; a certificate not trusted or a login refused is logged as an error
+  naming the setting at every attempt, and kept in :attr:`MqttSource.refusal`.
 - ``client_id`` (default ``jinmei-ingest``): fixed, because the broker keeps the session — the
   subscription and every unacknowledged message — under this id while the service is away.
 - ``protocol`` ``"5"`` (default) or ``"3.1.1"`` (the embedded amqtt broker speaks only 3.1.1).
@@ -45,17 +48,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from config.errors import ConfigError
+from config.broker import broker_address, explain_failure, explain_refusal, new_client
 from config.model import BrokerConfig
 
-__all__ = ["TELEMETRY_TOPIC", "Inbound", "MqttSource", "broker_address"]
+__all__ = ["TELEMETRY_TOPIC", "Inbound", "MqttSource"]
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +80,6 @@ class Inbound:
     connection: int
 
 
-def broker_address(url: str) -> tuple[str, int, bool]:
-    """(host, port, tls) from ``mqtt://host[:port]`` or ``mqtts://host[:port]``."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise ConfigError("broker.url", "",
-                          f"expected mqtt://host[:port] or mqtts://host[:port], got {url!r}")
-    tls = parts.scheme == "mqtts"
-    return parts.hostname, parts.port or (8883 if tls else 1883), tls
-
-
 class MqttSource:
     """Subscribes to telemetry and hands messages to the worker; publishes rejects and alerts.
 
@@ -99,7 +90,8 @@ class MqttSource:
     def __init__(self, broker: BrokerConfig, topic: str = TELEMETRY_TOPIC) -> None:
         self.config = broker
         self.topic = topic
-        self.host, self.port, tls = broker_address(broker.url)
+        address = broker_address(broker.url)
+        self.host, self.port = address.host, address.port
         # What each socket read brought, with its monotonic arrival time: one hand-off per
         # read, not one per message.
         self._inbox: queue.SimpleQueue[tuple[float, list[Inbound]]] = queue.SimpleQueue()
@@ -115,15 +107,12 @@ class MqttSource:
         self.counters = {"received": 0, "acked": 0, "ack_skipped": 0, "connections": 0}
         # Monotonic time by which the network thread turns again (read by jinmei.supervisor).
         self.heartbeat = time.monotonic()
+        # Why the broker cannot be used with these settings (certificate, login), until a
+        # connection succeeds: None while there is no such reason.
+        self.refusal: str | None = None
         v5 = broker.protocol == "5"
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=broker.client_id,
-            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-            clean_session=None if v5 else False, manual_ack=True)
-        if broker.username:
-            self._client.username_pw_set(broker.username, broker.password or None)
-        if tls:
-            self._client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+        self._client = new_client(broker, protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+                                  clean_session=None if v5 else False, manual_ack=True)
         # paho keeps our own publishes (rejects, alerts) queued while disconnected: no limit.
         self._client.max_queued_messages_set(0)
         self._client.max_inflight_messages_set(1000)
@@ -139,8 +128,11 @@ class MqttSource:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                     properties: Any) -> None:
         if reason.is_failure:
-            log.error("broker %s:%d refused the connection: %s", self.host, self.port, reason)
+            failure = explain_refusal(reason, self.config)
+            self.refusal = failure.message if failure.permanent else self.refusal
+            log.error("%s", failure.message)
             return
+        self.refusal = None
         self._connection += 1
         self.counters["connections"] += 1
         log.info("connected to %s:%d (session present: %s)", self.host, self.port,
@@ -188,8 +180,11 @@ class MqttSource:
                     self._client.reconnect()  # returns once the TCP connection is up
                     need_connect = False
                 except OSError as exc:
-                    log.warning("cannot reach the broker %s:%d (%s); retrying in %.0f s",
-                                self.host, self.port, exc, delay)
+                    failure = explain_failure(exc, self.config)
+                    if failure.permanent:
+                        self.refusal = failure.message
+                    log.log(logging.ERROR if failure.permanent else logging.WARNING,
+                            "%s; retrying in %.0f s", failure.message, delay)
                     self.heartbeat = time.monotonic() + delay
                     self._closing.wait(delay)
                     delay = min(delay * 2, RECONNECT_MAX_S)

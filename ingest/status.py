@@ -31,16 +31,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import ssl
 import threading
 import time
 from collections.abc import Sequence
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
+from config.broker import broker_address, new_client
 from config.model import BrokerConfig
-from ingest.mqtt import broker_address
 
 __all__ = ["MineStatus", "status_payload", "status_topic"]
 
@@ -72,20 +70,17 @@ class MineStatus:
 
     def __init__(self, broker: BrokerConfig, mines: Sequence[str], instance: str) -> None:
         self.instance = instance
-        self.host, self.port, tls = broker_address(broker.url)
+        address = broker_address(broker.url)
+        self.host, self.port = address.host, address.port
         now_ms = int(time.time() * 1000)
         self._clients: dict[str, mqtt.Client] = {}
         self._pending: list[mqtt.MQTTMessageInfo] = []  # not yet acknowledged
         self._lock = threading.Lock()
         self._closed = False
         for mine in mines:
-            client = mqtt.Client(CallbackAPIVersion.VERSION2,
-                                 client_id=f"{broker.client_id}-status-{mine}",
-                                 protocol=mqtt.MQTTv311, clean_session=True)
-            if broker.username:
-                client.username_pw_set(broker.username, broker.password or None)
-            if tls:
-                client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+            # the same login and TLS (CA, client certificate) as the ingest connection
+            client = new_client(broker, client_id=f"{broker.client_id}-status-{mine}",
+                                protocol=mqtt.MQTTv311, clean_session=True)
             client.will_set(status_topic(mine), status_payload(
                 "offline", "connection_lost", now_ms, instance,
                 "jinmei's connection was lost (process ended or network down); since is when "

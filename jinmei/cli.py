@@ -26,10 +26,12 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from config.broker import with_url
 from config.errors import ConfigError, JinmeiError, UsageError
 from config.loader import check_file, load_deployment, registry_json
 from config.model import Deployment
@@ -46,7 +48,7 @@ log = logging.getLogger("jinmei")
 # sets ``func`` on them (one module per concern keeps this file small).
 EXTENSIONS: tuple[str, ...] = ("jinmei.cli_simulate", "jinmei.cli_dashboards", "jinmei.cli_record",
                                "jinmei.cli_alerts", "jinmei.cli_networking",
-                               "jinmei.cli_deadletter")
+                               "jinmei.cli_deadletter", "jinmei.cli_broker")
 
 
 def formatter(prog: str) -> argparse.HelpFormatter:
@@ -98,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="simulator seed (default 0)")
     demo.add_argument("--workdir", type=Path, default=Path("var/demo"), metavar="DIR",
                       help="where each run's folder is made (default var/demo)")
+    from jinmei.cli_broker import broker_options  # that module builds on this one
+
+    broker_options(demo, url_help="an external broker instead of the embedded one, e.g. "
+                                  "mqtts://broker:8883")
     demo.set_defaults(func=cmd_demo)
 
     cfg = sub.add_parser("config", formatter_class=formatter,
@@ -161,6 +167,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     signal.signal(signal.SIGHUP, lambda *_: reload.set())
     service.start()
+    # Settings the broker refuses (an untrusted certificate, a wrong password) cannot come
+    # right by waiting: say so and stop, rather than start "running" deaf.
+    if refusal := wait_for_refusal(service, stop, REFUSAL_WAIT_S):
+        service.stop()
+        raise ConfigError(deployment.source_file, "broker", refusal)
     try:
         while not stop.wait(0.2):
             if not service.supervisor.alive() and service.failure is None:
@@ -186,9 +197,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def overridden(deployment: Deployment, args: argparse.Namespace) -> Deployment:
     """The deployment with ``--broker`` and ``--store`` applied."""
-    if args.broker:
-        deployment = dataclasses.replace(
-            deployment, broker=dataclasses.replace(deployment.broker, url=args.broker))
+    if args.broker:  # checked: a password in it is refused; a user in it is the user name
+        deployment = dataclasses.replace(deployment, broker=with_url(deployment.broker,
+                                                                     args.broker))
     if args.store:
         deployment = dataclasses.replace(
             deployment, store=dataclasses.replace(deployment.store, url=args.store))
@@ -218,12 +229,28 @@ def _exit_failed() -> None:
     os._exit(EXIT_FAILED)
 
 
+REFUSAL_WAIT_S = 10.0  # how long `jinmei run` waits at start for the broker to refuse it
+
+
+def wait_for_refusal(service: Any, stop: threading.Event, timeout_s: float) -> str | None:
+    """The broker's refusal of the service's settings, if it comes before the subscription."""
+    deadline = time.monotonic() + timeout_s
+    while not stop.is_set() and time.monotonic() < deadline:
+        if service.source.refusal:
+            return str(service.source.refusal)
+        if service.source.wait_subscribed(0.1):
+            return None
+    return None
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    from jinmei.cli_broker import broker_from_args
     from jinmei.demo import run_demo
 
     if not args.verbose:
         logging.getLogger().setLevel(logging.WARNING)  # the console is for the alerts
-    summary = run_demo(args.duration, args.speed, args.workdir, args.seed)
+    broker = broker_from_args(args) if args.broker else None
+    summary = run_demo(args.duration, args.speed, args.workdir, args.seed, broker=broker)
     print(summary.render())
     if not summary.ok:
         print("demo FAILED: not every reading was stored, or no alert fired and resolved",

@@ -17,7 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jinmei.cli import formatter
+from config.redact import redact_url
+from jinmei.cli import config_option, formatter
+from jinmei.cli_broker import broker_from_args, broker_options
 
 __all__ = ["register"]
 
@@ -33,7 +35,8 @@ def register(sub: Any) -> None:
         description="Subscribe to telemetry and write every message with its receive time and "
                     "topic\n(JSON Lines; gzip when FILE ends in .gz), flushing as it goes. Stop "
                     "with Ctrl-C.")
-    record.add_argument("--broker", required=True, metavar="URL", help="mqtt://host:port")
+    config_option(record)
+    broker_options(record, url_help="mqtt[s]://host:port (default: the config's)")
     record.add_argument("--out", required=True, type=Path, metavar="FILE")
     record.add_argument("--topic", default=TELEMETRY, help=f"topic filter (default {TELEMETRY})")
     record.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
@@ -45,7 +48,8 @@ def register(sub: Any) -> None:
         description="Republish a recording in its original order and relative timing "
                     "(QoS 1, every\nmessage acknowledged), with a progress bar and a summary.")
     replay.add_argument("file", type=Path, metavar="FILE")
-    replay.add_argument("--broker", required=True, metavar="URL", help="mqtt://host:port")
+    config_option(replay)
+    broker_options(replay, url_help="mqtt[s]://host:port (default: the config's)")
     pace = replay.add_mutually_exclusive_group()
     pace.add_argument("--speed", type=float, default=1.0, metavar="X",
                       help="recorded time per wall-clock time (default 1)")
@@ -61,9 +65,11 @@ def cmd_record(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    summary = record(args.broker, args.out, topic=args.topic, stop=stop,
+    broker = broker_from_args(args)
+    where = redact_url(broker.url)
+    summary = record(broker, args.out, topic=args.topic, stop=stop,
                      duration_s=args.duration, count=args.count,
-                     on_ready=lambda: print(f"recording {args.topic} from {args.broker} to "
+                     on_ready=lambda: print(f"recording {args.topic} from {where} to "
                                             f"{args.out} (Ctrl-C to stop)", file=sys.stderr))
     print(f"recorded {summary.messages} messages ({summary.payload_bytes} payload bytes) to "
           f"{args.out} in {summary.seconds:.1f} s")
@@ -84,8 +90,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"\r[{'#' * filled}{'.' * (_BAR - filled)}] {done}/{total}", end="",
               file=sys.stderr, flush=True)
 
+    broker = broker_from_args(args)
     try:
-        summary = replay(args.file, args.broker, speed=None if args.asap else args.speed,
+        summary = replay(args.file, broker, speed=None if args.asap else args.speed,
                          shift_to_now=args.shift_to_now, now_ms=int(time.time() * 1000),
                          on_progress=progress)
     except (ValueError, OSError) as error:
@@ -93,6 +100,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return 2
     print(file=sys.stderr)
     rate = summary.messages / summary.seconds if summary.seconds else 0.0
-    print(f"replayed {summary.messages} messages from {args.file} to {args.broker} in "
+    print(f"replayed {summary.messages} messages from {args.file} to {redact_url(broker.url)} in "
           f"{summary.seconds:.1f} s ({rate:,.0f} msg/s)")
     return 0

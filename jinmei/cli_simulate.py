@@ -18,7 +18,9 @@ from typing import Any
 from config.errors import ConfigError
 from config.loader import load_deployment
 from config.model import Mine
+from config.redact import redact_url
 from jinmei.cli import config_option, formatter
+from jinmei.cli_broker import broker_from_args, broker_options
 
 __all__ = ["register"]
 
@@ -46,12 +48,12 @@ def register(sub: Any) -> None:
     simulate.add_argument("--start-ms", type=int, metavar="MS",
                           help="feed clock start, epoch ms (default: now, or earlier so that "
                                "a fast feed never runs ahead of the wall clock)")
-    simulate.add_argument("--broker", metavar="URL", help="broker (default: the config's)")
     simulate.add_argument("--out", type=Path, metavar="FILE",
                           help="write the feed as a recording (JSON Lines {at_ms, topic, "
                                "payload}; gzip if FILE ends in .gz) instead of publishing")
     simulate.add_argument("--truth", type=Path, metavar="FILE",
                           help="also write the scenario's ground truth (JSON) here")
+    broker_options(simulate, url_help="broker (default: the config's [broker] url)")
     simulate.set_defaults(func=cmd_simulate)
 
     scenarios = sub.add_parser("scenarios", formatter_class=formatter,
@@ -78,14 +80,14 @@ def cmd_scenarios_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _mine(args: argparse.Namespace) -> tuple[Mine, str]:
+def _mine(args: argparse.Namespace) -> Mine:
     deployment = load_deployment(args.config)
     mine = next((m for m in deployment.mines if m.id == args.mine), None)
     if mine is None:
         raise ConfigError(deployment.source_file, "mines",
                           f"no mine {args.mine!r}; configured: "
                           f"{', '.join(m.id for m in deployment.mines)}")
-    return mine, deployment.broker.url
+    return mine
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -95,7 +97,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from simulators.scenarios import get_scenario
     from simulators.truth import ground_truth
 
-    mine, default_url = _mine(args)
+    mine = _mine(args)
     speed = None if args.asap else args.speed
     try:
         duration_s = args.duration or get_scenario(args.scenario).duration_s
@@ -127,8 +129,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             recording.close()
         print(f"wrote {recording.messages} messages ({readings} readings) to {args.out}")
         return 0
-    url = args.broker or default_url
-    summary = publish(feed, url, speed=speed, client_id=f"jinmei-sim-{mine.id}")
-    print(f"published {summary.messages} messages ({summary.readings} readings) to {url} "
-          f"in {summary.seconds:.1f} s")
+    broker = broker_from_args(args)
+    summary = publish(feed, broker, speed=speed, client_id=f"jinmei-sim-{mine.id}")
+    print(f"published {summary.messages} messages ({summary.readings} readings) to "
+          f"{redact_url(broker.url)} in {summary.seconds:.1f} s")
     return 0

@@ -21,8 +21,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from alerts.wire import Alert
+from config.errors import DeliveryError
 from config.loader import load_deployment
-from config.model import Deployment, HttpConfig
+from config.model import BrokerConfig, Deployment, HttpConfig
+from config.redact import redact_url
 from ingest.codec import encode_telemetry
 from ingest.sqlite import SQLiteSink
 from jinmei.embedded_broker import EmbeddedBroker
@@ -65,13 +67,12 @@ class DemoSummary:
         return "\n".join(["summary / 汇总", head, *rows, f"work folder: {self.workdir}"])
 
 
-def demo_deployment(broker_url: str, workdir: Path) -> Deployment:
-    """The shipped pilot mines, pointed at the embedded broker and a SQLite store in ``workdir``."""
+def demo_deployment(broker: BrokerConfig, workdir: Path) -> Deployment:
+    """The shipped pilot mines, pointed at ``broker`` and a SQLite store in ``workdir``."""
     shipped = load_deployment(None)
     return dataclasses.replace(
         shipped,
-        broker=dataclasses.replace(shipped.broker, url=broker_url, protocol="3.1.1",
-                                   client_id="jinmei-demo"),
+        broker=dataclasses.replace(broker, client_id="jinmei-demo"),
         store=dataclasses.replace(shipped.store, url=f"sqlite:///{workdir / 'readings.db'}"),
         ingest=dataclasses.replace(shipped.ingest, state_dir=str(workdir)),
         # the feed runs many times faster than the service clock: a 30 s resolve hold would
@@ -89,23 +90,32 @@ def broken_messages(mine: str, now_ms: int) -> list[Message]:
 
 
 def run_demo(duration_s: float = 20.0, speed: float = 30.0, workdir: Path | None = None,
-             seed: int = 0, out: Callable[[str], None] = print) -> DemoSummary:
-    """Run the demo and return its summary (``out`` receives the live lines)."""
+             seed: int = 0, out: Callable[[str], None] = print,
+             broker: BrokerConfig | None = None) -> DemoSummary:
+    """Run the demo and return its summary (``out`` receives the live lines). ``broker``: an
+    external broker (TLS, account) instead of the embedded one; its account must be allowed
+    to publish every mine's telemetry and to read it."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     workdir = (workdir or Path("var/demo")) / stamp
     workdir.mkdir(parents=True, exist_ok=True)
-    broker = EmbeddedBroker()
-    broker.start()
-    deployment = demo_deployment(broker.url, workdir)
+    embedded = EmbeddedBroker() if broker is None else None
+    if embedded is not None:
+        embedded.start()
+        broker = BrokerConfig(url=embedded.url, protocol="3.1.1")  # amqtt speaks 3.1.1 only
+    assert broker is not None
+    deployment = demo_deployment(broker, workdir)
+    where = redact_url(broker.url)
     service = Service(deployment, on_alert=lambda a: out(alert_line(a)))
     try:
         if not service.start(wait_subscribed_s=15):
-            raise RuntimeError(f"the ingestor could not subscribe on {broker.url}")
+            why = service.source.refusal or "no subscription within 15 s"
+            raise DeliveryError(where, f"the ingestor could not subscribe: {why}",
+                                retryable=False)
         out(f"jinmei demo: {len(deployment.registry)} sensors in "
-            f"{', '.join(m.id for m in deployment.mines)}; broker {broker.url}; "
+            f"{', '.join(m.id for m in deployment.mines)}; broker {where}; "
             f"scenario {SCENARIO}, {duration_s:g} s at {speed:g}x ({duration_s * speed / 60:g} "
             f"feed minutes)")
-        published, messages = _simulate_all(deployment, broker.url, duration_s, speed, seed)
+        published, messages = _simulate_all(deployment, duration_s, speed, seed)
         # the broker has every message; wait until the service has processed them all
         deadline = time.monotonic() + 15
         while service.pipeline.stats.messages < messages and time.monotonic() < deadline:
@@ -113,10 +123,11 @@ def run_demo(duration_s: float = 20.0, speed: float = 30.0, workdir: Path | None
         return _summarize(service, deployment, published, workdir)
     finally:
         service.stop()
-        broker.stop()
+        if embedded is not None:
+            embedded.stop()
 
 
-def _simulate_all(deployment: Deployment, broker_url: str, duration_s: float, speed: float,
+def _simulate_all(deployment: Deployment, duration_s: float, speed: float,
                   seed: int) -> tuple[dict[str, int], int]:
     """One publisher thread per mine; returns the readings each published and the number of
     messages in all."""
@@ -129,8 +140,9 @@ def _simulate_all(deployment: Deployment, broker_url: str, duration_s: float, sp
         mine = deployment.mines[mine_index]
         feed = generate(mine, SCENARIO, start_ms=start_ms, duration_s=duration_s * speed,
                         seed=seed + mine_index)
-        summary = publish(feed, broker_url, speed=speed, client_id=f"jinmei-sim-{mine.id}")
-        broken = publish(broken_messages(mine.id, int(time.time() * 1000)), broker_url,
+        broker = deployment.broker
+        summary = publish(feed, broker, speed=speed, client_id=f"jinmei-sim-{mine.id}")
+        broken = publish(broken_messages(mine.id, int(time.time() * 1000)), broker,
                          speed=None, client_id=f"jinmei-sim-{mine.id}-broken")
         published[mine.id] = summary.readings
         messages.extend((summary.messages, broken.messages))

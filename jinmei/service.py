@@ -59,7 +59,7 @@ from config.loader import deployment_limits
 from config.model import Deployment
 from detectors.suite import DetectorSuite
 from ingest.influx import InfluxSink
-from ingest.mqtt import MqttSource, broker_address
+from ingest.mqtt import MqttSource
 from ingest.sink import open_sink
 from ingest.status import MineStatus
 from jinmei.http import ops_server
@@ -91,9 +91,7 @@ def delivery_worker(deployment: Deployment, dispatcher: AlertDispatcher,
     config = deployment.alerts
     publish = None
     if any(r.channel == "mqtt" for r in config.receivers):
-        host, port, tls = broker_address(deployment.broker.url)
-        publish = PahoPublisher(host, port, tls=tls, username=deployment.broker.username,
-                                password=deployment.broker.password,
+        publish = PahoPublisher(deployment.broker,
                                 client_id=f"{deployment.broker.client_id}-notify")
     worker = DeliveryWorker(dispatcher.outbox,
                             {r.name: build_channel(r, publish) for r in config.receivers},
@@ -111,7 +109,8 @@ def networking_worker(deployment: Deployment, record: AlertRecord,
         return None
     queue = UploadQueue(Path(deployment.ingest.state_dir) / "networking",
                         retry_max_s=config.retry_max_s)
-    target = open_target(config.url, config.password, config.known_hosts) if config.url else None
+    target = open_target(config.url, config.password, config.known_hosts,
+                         config.ca_file) if config.url else None
     return NetworkingWorker(deployment, deployment_limits(deployment).kinds, queue, target,
                             record, clock)
 

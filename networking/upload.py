@@ -1,7 +1,11 @@
-"""Upload targets: SFTP (asyncssh) and FTP (stdlib ftplib), and the drain loop over the queue.
+"""Upload targets: SFTP (asyncssh), FTPS and FTP (stdlib ftplib), and the drain loop.
 
-``networking.url`` is ``sftp://user@host[:port]/dir`` or ``ftp://user@host[:port]/dir``; the
-password comes from the environment (``password_env``, default ``JINMEI_NETWORKING_PASSWORD``).
+``networking.url`` is ``sftp://user@host[:port]/dir``, ``ftps://user@host[:port]/dir`` (FTP
+with explicit TLS, ``AUTH TLS``: the login, the commands and every file encrypted —
+``PROT P`` — and the server's certificate verified against ``ca_file``, or the system's CAs)
+or, only when ``[networking] insecure = true``, plain ``ftp://…`` (password and files in clear
+text: the service warns at start); the password comes from the environment (``password_env``,
+default ``JINMEI_NETWORKING_PASSWORD``).
 A file goes up as ``<name>.part`` and is then renamed, so the regulator's platform never reads
 half a file. Before uploading, a target looks for ``<name>`` already there with the same size:
 an upload whose confirmation was lost (jinmei stopped between the rename and recording it) is
@@ -19,6 +23,7 @@ import asyncio
 import ftplib
 import logging
 import posixpath
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +33,8 @@ from urllib.parse import unquote, urlsplit
 import asyncssh
 
 from config.errors import DeliveryError
+from config.redact import redact_url
+from config.tls import client_context
 from networking.queue import UploadQueue
 
 __all__ = ["FtpTarget", "SftpTarget", "Target", "drain", "open_target"]
@@ -60,15 +67,25 @@ def _where(url: str, default_port: int) -> _Where:
 
 
 class FtpTarget:
-    def __init__(self, url: str, password: str) -> None:
-        self.name, self._where, self._password = url, _where(url, 21), password
+    """FTP, over explicit TLS when ``tls`` is given (a context verifying the server)."""
+
+    def __init__(self, url: str, password: str, tls: ssl.SSLContext | None = None) -> None:
+        self.name, self._where, self._password = redact_url(url), _where(url, 21), password
+        self._tls = tls
+
+    def _session(self) -> ftplib.FTP:
+        if self._tls is None:
+            return ftplib.FTP(timeout=TIMEOUT_S)
+        return ftplib.FTP_TLS(context=self._tls, timeout=TIMEOUT_S)
 
     def upload(self, path: Path) -> str:
         w = self._where
         try:
-            with ftplib.FTP(timeout=TIMEOUT_S) as ftp:
+            with self._session() as ftp:
                 ftp.connect(w.host, w.port)
-                ftp.login(w.user or "anonymous", self._password)
+                ftp.login(w.user or "anonymous", self._password)  # FTP_TLS: AUTH TLS first
+                if isinstance(ftp, ftplib.FTP_TLS):
+                    ftp.prot_p()  # the data connections (the files) encrypted too
                 ftp.cwd(w.directory)
                 size = path.stat().st_size
                 ftp.voidcmd("TYPE I")  # SIZE is refused in ASCII mode
@@ -80,6 +97,11 @@ class FtpTarget:
                 with open(path, "rb") as data:
                     ftp.storbinary(f"STOR {path.name}.part", data)
                 ftp.rename(f"{path.name}.part", path.name)
+        except ssl.SSLCertVerificationError as exc:
+            log.error("networking: the certificate of %s is not trusted (networking.ca_file): "
+                      "%s — nothing is uploaded until it is", self.name, exc.verify_message)
+            raise DeliveryError(self.name, f"{path.name}: certificate not trusted: {exc}",
+                                retryable=True) from exc
         except (OSError, EOFError, ftplib.Error) as exc:
             raise DeliveryError(self.name, f"{path.name}: {exc}", retryable=True) from exc
         return "uploaded"
@@ -87,7 +109,7 @@ class FtpTarget:
 
 class SftpTarget:
     def __init__(self, url: str, password: str, known_hosts: str = "") -> None:
-        self.name, self._where, self._password = url, _where(url, 22), password
+        self.name, self._where, self._password = redact_url(url), _where(url, 22), password
         self._known_hosts = known_hosts
 
     def upload(self, path: Path) -> str:
@@ -117,10 +139,17 @@ class SftpTarget:
             return "uploaded"
 
 
-def open_target(url: str, password: str, known_hosts: str = "") -> Target:
-    """The target of ``url``; ``known_hosts`` is for SFTP (see the module docstring)."""
+def open_target(url: str, password: str, known_hosts: str = "", ca_file: str = "") -> Target:
+    """The target of ``url``; ``known_hosts`` is for SFTP, ``ca_file`` for FTPS (see the
+    module docstring). Plain ``ftp://`` is logged as a warning: the loader allows it only with
+    ``insecure = true``."""
     if url.startswith("sftp:"):
         return SftpTarget(url, password, known_hosts)
+    if url.startswith("ftps:"):
+        return FtpTarget(url, password, client_context(ca_file))
+    log.warning("networking: %s is plain FTP — the password and every file cross the network "
+                "unencrypted ([networking] insecure = true); use sftp:// or ftps://",
+                redact_url(url))
     return FtpTarget(url, password)
 
 

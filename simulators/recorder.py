@@ -1,11 +1,13 @@
 """Record what a broker carries: subscribe and write every message with its receive time.
 
-:func:`record` subscribes with paho-mqtt 2 (MQTT 3.1.1, clean session: a tap, not a consumer)
+:func:`record` subscribes with paho-mqtt 2 (clean session: a tap, not a consumer)
 at QoS 1 to ``topic`` (default ``jinmei/+/telemetry/#``: every mine's telemetry) and writes each
 message to a recording (``simulators.recording``: JSON Lines, gzip for ``.gz``) as it arrives,
 flushed, in the order the broker delivered them. It returns when ``stop`` is set, after
 ``duration_s`` or after ``count`` messages, whichever comes first. A broker that cannot be
-reached or refuses the connection raises :class:`~config.errors.DeliveryError`; a connection
+reached or refuses the connection raises :class:`~config.errors.DeliveryError` (its message
+names the setting to fix: ``config.broker``; ``broker`` is a BrokerConfig with TLS and
+credentials, or a URL without a password); a connection
 lost while recording is re-established by paho, and the recording goes on.
 """
 
@@ -19,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from config.broker import explain_refusal
 from config.errors import DeliveryError
+from config.model import BrokerConfig
+from config.redact import redact_url
 from simulators.feed import Message
-from simulators.publisher import CONNECT_TIMEOUT_S, KEEPALIVE_S, broker_address
+from simulators.publisher import CONNECT_TIMEOUT_S, broker_settings, open_client
 from simulators.recording import writer
 
 __all__ = ["TELEMETRY", "RecordSummary", "record"]
@@ -40,13 +44,14 @@ class RecordSummary:
     seconds: float
 
 
-def record(broker_url: str, out: Path, *, topic: str = TELEMETRY,
+def record(broker: BrokerConfig | str, out: Path, *, topic: str = TELEMETRY,
            stop: threading.Event | None = None, duration_s: float | None = None,
            count: int | None = None, client_id: str = "jinmei-record",
            on_ready: Callable[[], None] | None = None,
            clock: Callable[[], float] = time.time) -> RecordSummary:
     """Record until stopped (module docstring); ``on_ready`` runs once subscribed."""
-    host, port, username, password = broker_address(broker_url)
+    settings = broker_settings(broker)
+    target = redact_url(settings.url)
     stop = stop or threading.Event()
     recording = writer(out)
     subscribed = threading.Event()
@@ -56,7 +61,7 @@ def record(broker_url: str, out: Path, *, topic: str = TELEMETRY,
 
     def on_connect(client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
-            refusal.append(str(reason))
+            refusal.append(explain_refusal(reason, settings).message)
             subscribed.set()
         else:
             client.subscribe(topic, qos=1)
@@ -70,23 +75,22 @@ def record(broker_url: str, out: Path, *, topic: str = TELEMETRY,
             if count is not None and recording.messages >= count:
                 stop.set()
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                         protocol=MQTTProtocolVersion.MQTTv311)
-    if username:
-        client.username_pw_set(username, password)
-    client.on_connect = on_connect
-    client.on_subscribe = lambda *_: subscribed.set()
-    client.on_message = on_message
+    def on_subscribe(_c: mqtt.Client, _u: Any, _mid: int, reasons: Any, _p: Any) -> None:
+        if any(r.is_failure for r in reasons):
+            refusal.append(f"the broker refused the subscription to {topic} (not allowed for "
+                           f"this account?): {reasons[0]}")
+        subscribed.set()
+
     began = time.monotonic()
+    client = open_client(settings, client_id)
+    client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    client.on_message = on_message
     try:
-        try:
-            client.connect(host, port, KEEPALIVE_S)
-        except OSError as error:
-            raise DeliveryError(broker_url, f"cannot connect: {error}", retryable=True) from error
         client.loop_start()
         if not subscribed.wait(CONNECT_TIMEOUT_S) or refusal:
             why = refusal[0] if refusal else f"no SUBACK within {CONNECT_TIMEOUT_S:g} s"
-            raise DeliveryError(broker_url, f"cannot subscribe: {why}", retryable=True)
+            raise DeliveryError(target, f"cannot subscribe: {why}", retryable=not refusal)
         if on_ready is not None:
             on_ready()
         stop.wait(duration_s)

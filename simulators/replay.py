@@ -16,6 +16,7 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from config.model import BrokerConfig
 from simulators.feed import Message
 from simulators.publisher import PublishSummary, publish
 from simulators.recording import count, read
@@ -23,8 +24,8 @@ from simulators.recording import count, read
 __all__ = ["replay", "shifted"]
 
 
-def replay(path: Path, broker_url: str, *, speed: float | None, shift_to_now: bool = False,
-           now_ms: int = 0, client_id: str = "jinmei-replay",
+def replay(path: Path, broker: BrokerConfig | str, *, speed: float | None,
+           shift_to_now: bool = False, now_ms: int = 0, client_id: str = "jinmei-replay",
            on_progress: Callable[[int, int], None] | None = None) -> PublishSummary:
     """Republish the recording at ``path`` (module docstring); ``now_ms`` for ``shift_to_now``."""
     total = count(path)
@@ -39,7 +40,7 @@ def replay(path: Path, broker_url: str, *, speed: float | None, shift_to_now: bo
         if on_progress is not None:
             on_progress(done[0], total)
 
-    return publish(messages, broker_url, speed=speed, client_id=client_id,
+    return publish(messages, broker, speed=speed, client_id=client_id,
                    on_message=progressed)
 
 

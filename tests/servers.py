@@ -36,8 +36,8 @@ from typing import Any
 
 from config.model import Limits, Sensor
 
-__all__ = ["InfluxDB1", "Mosquitto", "Request", "ScriptedServer", "SmtpServer",
-           "VictoriaMetrics", "free_port", "ftp_server", "influxdb1", "sample_sensor",
+__all__ = ["InfluxDB1", "Mosquitto", "Pki", "Request", "ScriptedServer", "SmtpServer",
+           "VictoriaMetrics", "free_port", "ftp_server", "influxdb1", "make_pki", "sample_sensor",
            "scripted_http_server", "sftp_server", "smtp_server", "victoria_metrics", "wait_until"]
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -367,22 +367,70 @@ def smtp_server(tmp_path: Path, user: str = "jinmei",
         controller.stop()
 
 
+@dataclass(frozen=True)
+class Pki:
+    """A throw-away certificate authority made with the ``openssl`` CLI, and what it signed:
+    a server certificate for 127.0.0.1 / localhost, and client certificates on demand."""
+
+    root: Path
+    ca: Path
+    server_cert: Path
+    server_key: Path
+
+    def client(self, common_name: str) -> tuple[Path, Path]:
+        """(certificate, key) of a client certificate whose CN is ``common_name``."""
+        return _signed(self, common_name, client=True)
+
+
+def _openssl(*args: str | Path) -> None:
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+
+
+def _signed(pki: Pki, name: str, *, client: bool) -> tuple[Path, Path]:
+    cert, key, csr = (pki.root / f"{name}.{ext}" for ext in ("crt", "key", "csr"))
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+             "-subj", f"/CN={name}")
+    ext = pki.root / f"{name}.ext"
+    ext.write_text("extendedKeyUsage=clientAuth\n" if client else
+                   "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
+    _openssl("x509", "-req", "-in", csr, "-CA", pki.ca, "-CAkey", pki.root / "ca.key",
+             "-CAcreateserial", "-days", "2", "-out", cert, "-extfile", ext)
+    return cert, key
+
+
+def make_pki(root: Path) -> Pki:
+    """A new CA under ``root`` with a server certificate for 127.0.0.1 (openssl CLI)."""
+    root.mkdir(parents=True, exist_ok=True)
+    ca = root / "ca.crt"
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout",
+             root / "ca.key", "-out", ca, "-subj", f"/CN=jinmei test CA {root.name}")
+    pki = Pki(root, ca, root / "server.crt", root / "server.key")
+    _signed(pki, "server", client=False)
+    return pki
+
+
 @contextmanager
 def ftp_server(root: Path, port: int | None = None, user: str = "jinmei",
-               password: str = "secret") -> Iterator[int]:
+               password: str = "secret", tls: Pki | None = None) -> Iterator[int]:
     """pyftpdlib serving ``root`` (read-write for one user) on loopback; yields its port.
-    Enter it again with the same port to bring a stopped server back."""
+    Enter it again with the same port to bring a stopped server back. With ``tls``: FTPS
+    (explicit TLS, pyftpdlib's TLS_FTPHandler) with that PKI's server certificate, TLS
+    required on the control and the data connections."""
     import warnings
 
     with warnings.catch_warnings():  # pyftpdlib still imports asyncore (deprecated in 3.11)
         warnings.simplefilter("ignore", DeprecationWarning)
         from pyftpdlib.authorizers import DummyAuthorizer
-        from pyftpdlib.handlers import FTPHandler
+        from pyftpdlib.handlers import FTPHandler, TLS_FTPHandler
         from pyftpdlib.servers import FTPServer
 
     authorizer = DummyAuthorizer()
     authorizer.add_user(user, password, str(root), perm="elradfmwMT")
-    handler = type("Handler", (FTPHandler,), {"authorizer": authorizer, "passive_ports": None})
+    settings: dict[str, Any] = {"authorizer": authorizer, "passive_ports": None}
+    if tls is not None:
+        settings |= {"certfile": str(tls.server_cert), "keyfile": str(tls.server_key),
+                     "tls_control_required": True, "tls_data_required": True}
+    handler = type("Handler", (TLS_FTPHandler if tls else FTPHandler,), settings)
     server = FTPServer(("127.0.0.1", port or free_port()), handler)
     stop = threading.Event()
 

@@ -16,7 +16,7 @@ import pytest
 
 from alerts.channels.base import Notification, build_channel
 from alerts.channels.email import EmailChannel
-from alerts.channels.webhook import SIGNATURE_HEADER, signature
+from alerts.channels.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
 from alerts.db import StateDB
 from alerts.outbox import DeliveryWorker, Outbox, backoff_s
 from alerts.wire import Alert
@@ -58,7 +58,9 @@ def test_webhook_is_signed_and_retried_until_the_receiver_is_back(tmp_path: Path
     assert payload["key"] == "k1" and payload["alerts"][0]["rule"] == "limit_power_off"
     assert [o for _, _, _, o, _ in outbox.attempts("k1")] == ["retry", "retry", "delivered"]
     headers = server.headers[0]
-    assert headers[SIGNATURE_HEADER] == signature("s3cret", bodies[0])
+    stamp = int(headers[TIMESTAMP_HEADER])
+    assert abs(stamp - time.time()) < 60
+    assert headers[SIGNATURE_HEADER] == signature("s3cret", stamp, bodies[0])
     assert headers["Idempotency-Key"] == "k1"
 
 

@@ -196,8 +196,8 @@ def test_every_kind_has_a_range_and_switches_are_zero_one() -> None:
 def test_sample_deployment_shows_the_model_defaults(config_copy: Path) -> None:
     sample = (config_copy / DEFAULT_DEPLOYMENT.name).read_text(encoding="utf-8")
     uncommented, count = re.subn(r"^# (\w+ = .*)$", r"\1", sample, flags=re.MULTILINE)
-    assert count == 50  # limits + 6 broker + 1 store + 8 ingest + 7 alerts + 18 detectors
-    #                     + 8 networking + 1 http
+    assert count == 55  # limits + 9 broker + 1 store + 8 ingest + 7 alerts + 18 detectors
+    #                     + 10 networking + 1 http
     deployment = load_deployment(write(config_copy, uncommented, "all.toml"), environ={})
     assert deployment.broker == BrokerConfig()
     assert deployment.store == StoreConfig()

@@ -7,18 +7,13 @@ Skipped where the tool is missing (it is on Debian 12 and in CI).
 
 from __future__ import annotations
 
-import getpass
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
-
-from tests.servers import free_port, wait_listening
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEMD = ROOT / "deploy" / "systemd"
@@ -59,41 +54,3 @@ def test_mosquitto_drop_in_verifies_with_debians_unit(tmp_path: Path) -> None:
     shutil.copy(debian, tmp_path / "mosquitto.service")
     shutil.copytree(SYSTEMD / "mosquitto.service.d", tmp_path / "mosquitto.service.d")
     verify(tmp_path / "mosquitto.service", tmp_path)
-
-
-def test_shipped_mosquitto_conf_starts_and_refuses_anonymous_clients(tmp_path: Path) -> None:
-    """deploy/mosquitto.conf, with only its port and paths moved to this test's folder."""
-    port = free_port()
-    passwords = tmp_path / "jinmei.passwd"
-    subprocess.run(["mosquitto_passwd", "-c", "-b", str(passwords), "jinmei", "s3cret"],
-                   check=True, capture_output=True)
-    conf = (ROOT / "deploy" / "mosquitto.conf").read_text(encoding="utf-8")
-    conf = conf.replace("listener 1883", f"listener {port} 127.0.0.1")
-    conf = conf.replace("/etc/mosquitto/jinmei.passwd", str(passwords))
-    conf = conf.replace("/var/lib/mosquitto/", f"{tmp_path}/")
-    # started as root, mosquitto drops to user mosquitto, who cannot read a test's folder
-    conf += f"\nuser {getpass.getuser()}\n"
-    (tmp_path / "mosquitto.conf").write_text(conf, encoding="utf-8")
-    broker = subprocess.Popen(["mosquitto", "-c", str(tmp_path / "mosquitto.conf")],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        wait_listening(port, broker)
-
-        def connect(username: str | None) -> mqtt.ReasonCode:
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-            if username:
-                client.username_pw_set(username, "s3cret")
-            codes: list[mqtt.ReasonCode] = []
-            client.on_connect = lambda c, u, f, reason, p: codes.append(reason)
-            client.connect("127.0.0.1", port)
-            while not codes:
-                client.loop(timeout=0.1)
-            client.disconnect()
-            return codes[0]
-
-        assert not connect("jinmei").is_failure
-        assert connect(None).is_failure  # allow_anonymous false
-    finally:
-        broker.terminate()
-        output = broker.communicate(timeout=10)[0].decode()
-    assert "Error" not in output, output

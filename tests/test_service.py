@@ -374,7 +374,8 @@ def test_routed_notifications_reach_mqtt_and_webhook_receivers(
             notified.close()
     raw = webhook.requests[0].body
     headers = {k.lower(): v for k, v in webhook.headers[0].items()}
-    expected = "sha256=" + hmac.new(b"s3cret", raw, hashlib.sha256).hexdigest()
+    signed = headers["x-jinmei-timestamp"].encode() + b"." + raw
+    expected = "sha256=" + hmac.new(b"s3cret", signed, hashlib.sha256).hexdigest()
     assert headers["x-jinmei-signature"] == expected  # computed here, not by the sender's code
     assert headers["idempotency-key"]
     assert "limit_power_off" in raw.decode() and "limit_power_off" in json.dumps(on_desk[0][1])

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from config.errors import DeliveryError
+from config.errors import ConfigError, DeliveryError
 from config.model import Limits, Mine, Registry, Sensor, Substation
 from config.readings import ReadingBatch
 from detectors.limits import LimitDetector
@@ -386,5 +386,11 @@ def test_publish_to_a_closed_port_is_a_retryable_delivery_error() -> None:
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:1883", "mqtt://:1883", "mqtt://host:port"])
 def test_publish_refuses_a_malformed_broker_url(url: str) -> None:
-    with pytest.raises(ValueError, match="broker_url"):
+    with pytest.raises(ConfigError, match=r"broker\.url"):
         publish([], url, speed=None)
+
+
+def test_publish_refuses_a_password_in_the_url_without_echoing_it() -> None:
+    with pytest.raises(ConfigError, match="JINMEI_MQTT_PASSWORD") as raised:
+        publish([], "mqtt://gw:hunter2@127.0.0.1:1883", speed=None)
+    assert "hunter2" not in str(raised.value)

@@ -111,6 +111,7 @@ def write_config(tmp_path: Path, webhook: ScriptedServer) -> Path:
         "stall_s = 2.0\noffline_after_s = 2.0\nstore_fault_after_s = 1.0\n"
         '[[alerts.receivers]]\nname = "regulator"\nchannel = "webhook"\n'
         f'url = "{webhook.url}"\n'
+        'unsigned = true\n'  # the test receiver does not check signatures
         '[[alerts.routes]]\nrules = ["monitoring_offline", "store_fault"]\n'
         'receivers = ["regulator"]\n', encoding="utf-8")
     return config

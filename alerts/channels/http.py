@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 from alerts.channels.base import http_status_retryable
 from config.errors import DeliveryError
+from config.redact import redact_url
 
 __all__ = ["post"]
 
@@ -24,7 +25,9 @@ def post(target: str, url: str, body: bytes, headers: Mapping[str, str],
         with urllib.request.urlopen(request, timeout=timeout_s) as reply:
             return int(reply.status)
     except urllib.error.HTTPError as exc:
-        raise DeliveryError(target, f"HTTP {exc.code} from {url}",
+        exc.close()  # the refusal's response holds the connection's socket open until closed
+        raise DeliveryError(target, f"HTTP {exc.code} from {redact_url(url)}",
                             retryable=http_status_retryable(exc.code)) from exc
     except (urllib.error.URLError, OSError) as exc:  # refused, unreachable, timed out
-        raise DeliveryError(target, f"cannot reach {url}: {exc}", retryable=True) from exc
+        raise DeliveryError(target, f"cannot reach {redact_url(url)}: {exc}",
+                            retryable=True) from exc

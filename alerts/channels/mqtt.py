@@ -12,8 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from alerts.channels.base import Notification, Publish, encode_notification
+from config.broker import broker_address, new_client
 from config.errors import DeliveryError
-from config.model import Receiver
+from config.model import BrokerConfig, Receiver
 
 __all__ = ["MqttChannel", "PahoPublisher"]
 
@@ -40,26 +41,46 @@ class MqttChannel:
                                 f"{_PUBACK_WAIT_S:g} s", retryable=True)
 
 
+class _Confirmation:
+    """A publish's outcome: acknowledged, or refused by the broker (an ACL that does not let
+    jinmei's account write the topic), which ``is_published`` raises as RuntimeError."""
+
+    def __init__(self, info: Any, refused: dict[int, str]) -> None:
+        self._info, self._refused = info, refused
+
+    def wait_for_publish(self, timeout: float | None = None) -> None:
+        self._info.wait_for_publish(timeout)
+
+    def is_published(self) -> bool:
+        if not self._info.is_published():
+            return False
+        if (why := self._refused.pop(self._info.mid, None)) is not None:
+            raise RuntimeError(f"the broker refused it: {why} (may the account "
+                               "[broker] username write this topic?)")
+        return True
+
+
 class PahoPublisher:
     """A connection of its own for routed MQTT notifications, so a PUBACK can be awaited
-    (the ingest session's publishes are fire-and-queue). Connects in the background and
-    reconnects by itself; ``close`` disconnects."""
+    (the ingest session's publishes are fire-and-queue), with the broker settings (TLS,
+    account) of the deployment (``config.broker``). Connects in the background and reconnects
+    by itself; ``close`` disconnects."""
 
-    def __init__(self, host: str, port: int, *, tls: bool = False, username: str = "",
-                 password: str = "", client_id: str = "jinmei-notify") -> None:
-        import paho.mqtt.client as paho
-        from paho.mqtt.enums import CallbackAPIVersion
-
-        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
-        if username:
-            self._client.username_pw_set(username, password)
-        if tls:
-            self._client.tls_set()
-        self._client.connect_async(host, port)
+    def __init__(self, broker: BrokerConfig, client_id: str = "jinmei-notify") -> None:
+        self._client = new_client(broker, client_id=client_id)
+        self._refused: dict[int, str] = {}  # mid → why the broker refused it (MQTT 5 PUBACK)
+        self._client.on_publish = self._on_publish
+        address = broker_address(broker.url)
+        self._client.connect_async(address.host, address.port)
         self._client.loop_start()
 
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any,
+                    properties: Any) -> None:
+        if reason.is_failure:  # paho marks the message published right after this call
+            self._refused[mid] = str(reason)
+
     def __call__(self, topic: str, payload: bytes) -> Any:
-        return self._client.publish(topic, payload, qos=1)
+        return _Confirmation(self._client.publish(topic, payload, qos=1), self._refused)
 
     def close(self) -> None:
         self._client.disconnect()
