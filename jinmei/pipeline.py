@@ -44,7 +44,7 @@ from config.errors import DeliveryError
 from config.model import Deployment
 from config.readings import ReadingBatch
 from detectors.suite import build_detectors
-from ingest.codec import Reject, TelemetryCodec, reject_message
+from ingest.codec import Reject, TelemetryCodec, reject_messages
 from ingest.mqtt import Inbound, MqttSource
 from ingest.sink import Sink
 
@@ -177,6 +177,7 @@ class Pipeline:
                 self.on_alert(alert)
 
     def _set_aside(self, rejects: list[Reject], now_ms: int) -> None:
+        """Count every reject by reason and mine; publish one reject message per message."""
         for reject in rejects:
             if self.stats.rejects_by_reason[reject.reason] == 0:
                 # a repeated warning is logged once; the counters keep the totals
@@ -184,7 +185,8 @@ class Pipeline:
                             reject.reason, reject.topic, reject.detail)
             self.stats.rejects_by_reason[reject.reason] += 1
             self.stats.rejects_by_mine[reject.mine] += 1
-            self.source.publish(*reject_message(reject, now_ms))
+        for topic, body in reject_messages(rejects, now_ms):
+            self.source.publish(topic, body)
 
     def _store(self, batch: ReadingBatch, alerts: list[Alert], stop: threading.Event) -> bool:
         """Write until the store accepts; False if asked to stop first (nothing is acked then)."""
