@@ -464,7 +464,10 @@ def _parse_broker(t: _Table, environ: Mapping[str, str]) -> BrokerConfig:
 
 
 def _check_url(t: _Table, url: str, schemes: tuple[str, ...], expected: str) -> None:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # "mqtt://[::1": an unclosed IPv6 bracket
+        raise t.error("url", f"bad host in {url!r}") from exc
     try:
         parts.port  # noqa: B018 — parsing the port is the check
     except ValueError as exc:
