@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import sys
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -32,6 +34,11 @@ from jinmei.cli import config_option, formatter
 __all__ = ["register"]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"(\d{1,12}(?:\.\d{1,6})?)([smhd])", re.ASCII)
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+_EPOCH_MS = re.compile(r"\d{1,15}", re.ASCII)  # 15 digits reach past the year 9999
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LAST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: the last instant a datetime can show
 
 
 def register(sub: Any) -> None:
@@ -97,16 +104,41 @@ def _record(args: argparse.Namespace) -> tuple[Deployment, AlertRecord]:
     return deployment, AlertRecord(path)
 
 
-def _when(text: str) -> int:
-    if text.isdigit():
+def parse_when(text: str, option: str) -> int:
+    """Epoch ms of ``--since``/``--start``: epoch ms, or ISO 8601 (local time without an offset);
+    anything else is a ConfigError naming ``option`` — never a traceback."""
+    if _EPOCH_MS.fullmatch(text):
         return int(text)
     try:
         moment = datetime.fromisoformat(text)
     except ValueError as exc:
-        raise ConfigError("--since/--start", "", f"not a time: {text!r}") from exc
+        raise ConfigError(option, "", f"not a time: {text!r} (expected epoch ms or "
+                                      "YYYY-MM-DD[THH:MM[:SS]][+HH:MM])") from exc
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=ZoneInfo(LOCAL_TZ))
-    return int(moment.timestamp() * 1000)
+    return (moment - _EPOCH) // timedelta(milliseconds=1)  # exact: no float on the way
+
+
+def parse_duration(text: str) -> int:
+    """Milliseconds of a ``--duration`` like ``30m``, ``2h``, ``1.5d`` (ASCII digits, a unit of
+    s, m, h or d); anything else is a ConfigError."""
+    found = _DURATION.fullmatch(text.strip())
+    if found is None:
+        raise ConfigError("--duration", "", f"expected e.g. 30m, 2h or 1d, got {text!r}")
+    return int(float(found[1]) * _UNITS[found[2]] * 1000)
+
+
+def parse_date(text: str) -> date:
+    """``--date``: the day of ``YYYY-MM-DD`` (ASCII digits), or a ConfigError."""
+    try:
+        if not _DATE.fullmatch(text):
+            raise ValueError(text)
+        day = date.fromisoformat(text)
+    except ValueError as exc:
+        raise ConfigError("--date", "", f"expected YYYY-MM-DD, got {text!r}") from exc
+    if day == date.max:  # its day has no end that a datetime can show
+        raise ConfigError("--date", "", f"{text!r} is past the last day jinmei can report")
+    return day
 
 
 def _now_ms() -> int:
@@ -115,7 +147,8 @@ def _now_ms() -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     _, record = _record(args)
-    alerts = record.history(args.mine, _when(args.since) if args.since else None)
+    alerts = record.history(args.mine,
+                            parse_when(args.since, "--since") if args.since else None)
     acks = record.acknowledgements()
     hashes = record.config_hashes()
     rows = [{**msgspec.structs.asdict(a), "config_hash": hashes.get((a.id, a.state, a.ts), ""),
@@ -167,11 +200,11 @@ def cmd_ack(args: argparse.Namespace) -> int:
 
 def cmd_silence(args: argparse.Namespace) -> int:
     deployment = load_deployment(args.config)
-    text = args.duration.strip()
-    if not text[:-1].replace(".", "", 1).isdigit() or text[-1] not in _UNITS:
-        raise ConfigError("--duration", "", f"expected e.g. 30m, 2h or 1d, got {text!r}")
-    start = _when(args.start) if args.start else _now_ms()
-    end = start + int(float(text[:-1]) * _UNITS[text[-1]] * 1000)
+    start = parse_when(args.start, "--start") if args.start else _now_ms()
+    end = start + parse_duration(args.duration)
+    if end > _LAST_MS:
+        raise ConfigError("--duration", "", f"the silence would end after 9999-12-31 (from "
+                                            f"{args.start or 'now'} for {args.duration})")
     _state(deployment).parent.mkdir(parents=True, exist_ok=True)
     book = SilenceBook(StateDB(_state(deployment)))
     matchers = Matchers(args.mine, args.sensor, args.kind, args.rule, args.severity, args.area)
@@ -199,7 +232,8 @@ def cmd_daily(args: argparse.Namespace) -> int:
         raise ConfigError(deployment.source_file, "mines", f"no mine {args.mine!r}")
     if not deployment.store.url.startswith("sqlite:///"):
         raise JinmeiError("report daily reads readings from the SQLite store only")
-    start = datetime.fromisoformat(args.date).replace(tzinfo=ZoneInfo(mine.timezone or LOCAL_TZ))
+    start = datetime.combine(parse_date(args.date), dt_time(),
+                             tzinfo=ZoneInfo(mine.timezone or LOCAL_TZ))
     day = (int(start.timestamp() * 1000), int((start + timedelta(days=1)).timestamp() * 1000))
     sink = SQLiteSink(deployment.store.url.removeprefix("sqlite:///"), deployment.registry)
     rows = [(r[1], int(r[4]), float(r[5]), int(r[6]))
