@@ -127,6 +127,8 @@ def _read(path: str | Path) -> _Source:
         raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(str(path), "", f"cannot read the file: {exc.strerror}") from exc
+    except ValueError as exc:  # a NUL in the name: no file can have it
+        raise ConfigError(repr(str(path)), "", f"cannot read the file: {exc}") from exc
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -385,7 +387,7 @@ def _parse_mine(src: _Source, table: LimitsTable) -> Mine:
     timezone: str = head.text("timezone", LOCAL_TZ)
     try:
         ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a 300-char name
         raise head.error("timezone", f"{timezone!r} is not a known time zone "
                                      "(expected a name such as 'Asia/Shanghai')") from exc
     defaults = root.table("defaults")

@@ -127,3 +127,26 @@ def test_a_broken_broker_url_is_a_config_error_on_its_key(config_copy: Path, url
     outcome = load_or_config_error(path)
     assert isinstance(outcome, ConfigError) and outcome.file == str(path)
     assert outcome.location == "broker.url" and words in outcome.message
+
+
+def test_a_time_zone_name_too_long_for_a_file_is_a_config_error(config_copy: Path) -> None:
+    # ZoneInfo("a" * 300) raises OSError (name too long), not ZoneInfoNotFoundError (fuzzing)
+    mine = config_copy / "mines" / "dayan.toml"
+    try:
+        mine.write_text(MINE_TEXT.replace('timezone = "Asia/Shanghai"',
+                                          f'timezone = "{"a" * 300}"'), "utf-8")
+        outcome = load_or_config_error(config_copy / "jinmei.example.toml")
+    finally:
+        mine.write_text(MINE_TEXT, "utf-8")
+    assert isinstance(outcome, ConfigError) and outcome.file == str(mine)
+    assert outcome.location == "mine.timezone" and "not a known time zone" in outcome.message
+
+
+def test_a_mine_path_with_a_nul_is_a_config_error(config_copy: Path) -> None:
+    # open() raises ValueError on an embedded NUL, not OSError (found by the fuzzing)
+    path = config_copy / "nul.toml"
+    path.write_text(DEPLOYMENT_TEXT.replace('"mines/dayan.toml"', '"mines/\\u0000.toml"'),
+                    "utf-8")
+    outcome = load_or_config_error(path)
+    assert isinstance(outcome, ConfigError) and "\\x00" in outcome.file
+    assert outcome.message == "cannot read the file: embedded null byte"
