@@ -247,11 +247,12 @@ def _nesting(payload: bytes) -> int:
     """How deep a JSON text nests arrays and objects (brackets inside strings do not count).
 
     Linear, in numpy: a quote ends or starts a string unless an odd run of backslashes precedes
-    it; brackets outside strings step the depth up or down. A text with few brackets is
-    answered by two byte counts.
+    it; brackets outside strings step the depth up or down. A text with at most
+    ``MAX_NESTING`` opening brackets is answered by their count, a bound that is enough here.
     """
-    if payload.count(b"[") + payload.count(b"{") <= MAX_NESTING:
-        return payload.count(b"[") + payload.count(b"{")
+    openers = payload.count(b"[") + payload.count(b"{")
+    if openers <= MAX_NESTING:
+        return openers
     text = np.frombuffer(payload, np.uint8)
     quote = text == ord('"')
     backslash = text == ord("\\")
