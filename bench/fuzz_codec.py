@@ -18,7 +18,8 @@ Topics are mostly the contract's (known mine, with or without a substation), som
 (unknown mine, wrong shape, lone surrogates). Messages go through ``decode_many`` in calls of
 ``--batch`` (as the ingest worker does); a call that raises is replayed message by message to
 name the culprit. With ``--engine atheris`` the same harness runs under atheris (coverage-guided
-libFuzzer, ``pip install atheris``) for ``--inputs`` runs, seeded with valid payloads.
+libFuzzer, ``pip install atheris``) for ``--inputs`` runs, seeded with valid payloads (its memory
+grows with the run: use pieces of 500,000 with different seeds).
 
 Run: ``python -m bench.fuzz_codec [--inputs 1000000] [--seed 11] [--engine seeded|atheris]``.
 Prints inputs/s and the escape count; exits 1 on any escape, printing the first few inputs.
@@ -267,7 +268,8 @@ def under_atheris(harness: Harness, inputs: int, seed: int) -> None:
             os._exit(harness.report(time.perf_counter() - started[0]))
 
     atheris.instrument_all()
-    # rss: the instrumented interpreter grows ~0.4 KiB an input (the codec alone does not)
+    # The instrumented interpreter grows: 4 GiB after 900 k inputs here, while the codec alone
+    # replaying the corpus stays at 33 MB. Run atheris in pieces of 500 k (other seeds).
     atheris.Setup([sys.argv[0], f"-runs={2 * inputs}", f"-seed={seed}", "-max_len=70000",
                    "-rss_limit_mb=4096", f"-artifact_prefix={corpus}/", corpus], one)
     atheris.Fuzz()
