@@ -79,7 +79,7 @@ def load_or_config_error(path: Path) -> Deployment | ConfigError:
         return exc
 
 
-@settings(max_examples=150, deadline=None,
+@settings(max_examples=100, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(EDITS)
 def test_a_mutated_deployment_file_loads_or_names_the_file(config_copy: Path,
@@ -93,7 +93,7 @@ def test_a_mutated_deployment_file_loads_or_names_the_file(config_copy: Path,
         assert exc.file
 
 
-@settings(max_examples=150, deadline=None,
+@settings(max_examples=100, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(EDITS)
 def test_a_mutated_mine_file_loads_or_names_the_file(config_copy: Path, edits: list) -> None:

@@ -45,7 +45,7 @@ def mutate(data: bytes, edits: list[tuple[int, int, str, bytes]], repeat: int) -
     return data
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(sorted(FILES)), st.lists(EDIT, max_size=3),
                           st.sampled_from([0, 0, 40])), min_size=1, max_size=4))
 def test_mutated_files_give_findings_never_a_traceback(
