@@ -131,6 +131,8 @@ def _read(path: str | Path) -> _Source:
         raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(str(path), "", f"cannot read the file: {exc.strerror}") from exc
+    except ValueError as exc:  # a NUL in the name: no file can have it
+        raise ConfigError(repr(str(path)), "", f"cannot read the file: {exc}") from exc
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -390,7 +392,7 @@ def _parse_mine(src: _Source, table: LimitsTable) -> Mine:
     timezone: str = head.text("timezone", LOCAL_TZ)
     try:
         ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a 300-char name
         raise head.error("timezone", f"{timezone!r} is not a known time zone "
                                      "(expected a name such as 'Asia/Shanghai')") from exc
     defaults = root.table("defaults")
@@ -459,10 +461,10 @@ def _parse_broker(t: _Table, environ: Mapping[str, str], mines: Collection[Mine]
             "cert_file", "key_file", "accounts")
     d = BrokerConfig()
     url: str = t.text("url", d.url)
-    if urlsplit(url).password is not None:
+    _check_url(t, url, ("mqtt", "mqtts"), "mqtt://host[:port] or mqtts://host[:port]")
+    if urlsplit(url).password is not None:  # parsed above: urlsplit no longer raises
         raise t.error("url", "a password in the broker URL is refused: set the user name in "
                              f"`username` and the password in {ENV_MQTT_PASSWORD}")
-    _check_url(t, url, ("mqtt", "mqtts"), "mqtt://host[:port] or mqtts://host[:port]")
     files = {key: _config_path(t, key) for key in ("ca_file", "cert_file", "key_file")}
     if files["key_file"] and not files["cert_file"]:
         raise t.error("key_file", "a key_file needs its cert_file (the client certificate)")
@@ -536,7 +538,10 @@ def _parse_account(t: _Table, mines: Collection[Mine]) -> BrokerAccount:
 
 
 def _check_url(t: _Table, url: str, schemes: tuple[str, ...], expected: str) -> None:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # "mqtt://[::1": an unclosed IPv6 bracket
+        raise t.error("url", f"bad host in {url!r}") from exc
     try:
         parts.port  # noqa: B018 — parsing the port is the check
     except ValueError as exc:
@@ -734,12 +739,12 @@ def _parse_networking(t: _Table, environ: Mapping[str, str],
     enabled = t.flag("enabled", d.enabled)
     url: str = t.text("url", d.url)
     insecure = t.flag("insecure", d.insecure)
-    if urlsplit(url).password is not None:
-        raise t.error("url", "a password in the URL is refused: name its environment variable "
-                             "in password_env")
     if url:  # enabled without a url: the files are written and archived only
         _check_url(t, url, ("sftp", "ftps", "ftp"),
                    "sftp://user@host[:port]/dir or ftps://user@host[:port]/dir")
+        if urlsplit(url).password is not None:
+            raise t.error("url", "a password in the URL is refused: name its environment "
+                                 "variable in password_env")
     if url.startswith("ftp:") and not insecure:
         raise t.error("url", "plain ftp:// sends the password and the files unencrypted: use "
                              "sftp:// or ftps://, or set `insecure = true` to accept that")

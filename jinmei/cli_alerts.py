@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import sys
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -42,6 +44,11 @@ _RULES = ("limit_alarm", "limit_power_off", "trend", "no_data", "sensor_fault", 
           "monitoring_offline", "store_fault")
 # Time columns of an alert transition and its acknowledgement, printed as local times.
 _TIME_FIELDS = ("started_at", "ts", "ended_at", "acknowledged_at")
+_DURATION = re.compile(r"(\d{1,12}(?:\.\d{1,6})?)([smhd])", re.ASCII)
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+_EPOCH_MS = re.compile(r"\d{1,15}", re.ASCII)  # 15 digits reach past the year 9999
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LAST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: the last instant a datetime can show
 
 
 def register(sub: Any) -> None:
@@ -107,18 +114,41 @@ def _record(args: argparse.Namespace) -> tuple[Deployment, AlertRecord]:
     return deployment, AlertRecord(path)
 
 
-def _when(text: str, option: str) -> int:
-    """Epoch ms of a command-line time: epoch ms, or ISO 8601 (local time without offset)."""
-    if text.isdigit():
+def parse_when(text: str, option: str) -> int:
+    """Epoch ms of ``--since``/``--start``: epoch ms, or ISO 8601 (local time without an offset);
+    anything else is a UsageError naming ``option`` — never a traceback."""
+    if _EPOCH_MS.fullmatch(text):
         return int(text)
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(option, f"not a time: {text!r} (expected e.g. 2026-11-25T08:00, "
-                                 "2026-11-25T08:00+08:00 or epoch ms)") from None
+    except ValueError as exc:
+        raise UsageError(option, f"not a time: {text!r} (expected epoch ms or "
+                                 "YYYY-MM-DD[THH:MM[:SS]][+HH:MM])") from exc
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=ZoneInfo(LOCAL_TZ))
-    return int(moment.timestamp() * 1000)
+    return (moment - _EPOCH) // timedelta(milliseconds=1)  # exact: no float on the way
+
+
+def parse_duration(text: str) -> int:
+    """Milliseconds of a ``--duration`` like ``30m``, ``2h``, ``1.5d`` (ASCII digits, a unit of
+    s, m, h or d); anything else is a UsageError."""
+    found = _DURATION.fullmatch(text.strip())
+    if found is None:
+        raise UsageError("--duration", f"expected e.g. 30m, 2h or 1d, got {text!r}")
+    return int(float(found[1]) * _UNITS[found[2]] * 1000)
+
+
+def parse_date(text: str) -> date:
+    """``--date``: the day of ``YYYY-MM-DD`` (ASCII digits), or a UsageError."""
+    try:
+        if not _DATE.fullmatch(text):
+            raise ValueError(text)
+        day = date.fromisoformat(text)
+    except ValueError as exc:
+        raise UsageError("--date", f"expected YYYY-MM-DD, got {text!r}") from exc
+    if day == date.max:  # its day has no end that a datetime can show
+        raise UsageError("--date", f"{text!r} is past the last day jinmei can report")
+    return day
 
 
 def _zones(deployment: Deployment) -> dict[str, ZoneInfo]:
@@ -138,7 +168,8 @@ def _now_ms() -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     deployment, record = _record(args)
-    alerts = record.history(args.mine, _when(args.since, "--since") if args.since else None)
+    alerts = record.history(args.mine,
+                            parse_when(args.since, "--since") if args.since else None)
     acks = record.acknowledgements()
     hashes = record.config_hashes()
     zones = _zones(deployment)
@@ -201,11 +232,11 @@ def cmd_ack(args: argparse.Namespace) -> int:
 
 def cmd_silence(args: argparse.Namespace) -> int:
     deployment = load_deployment(args.config)
-    text = args.duration.strip()
-    if not text[:-1].replace(".", "", 1).isdigit() or text[-1:] not in _UNITS:
-        raise UsageError("--duration", f"expected e.g. 30m, 2h or 1d, got {text!r}")
-    start = _when(args.start, "--start") if args.start else _now_ms()
-    end = start + int(float(text[:-1]) * _UNITS[text[-1]] * 1000)
+    start = parse_when(args.start, "--start") if args.start else _now_ms()
+    end = start + parse_duration(args.duration)
+    if end > _LAST_MS:
+        raise UsageError("--duration", f"the silence would end after 9999-12-31 (from "
+                                       f"{args.start or 'now'} for {args.duration})")
     matchers = Matchers(args.mine, args.sensor, args.kind, args.rule, args.severity, args.area)
     _check_matchers(deployment, matchers)
     _state(deployment).parent.mkdir(parents=True, exist_ok=True)
@@ -254,11 +285,7 @@ def cmd_daily(args: argparse.Namespace) -> int:
     from alerts.report import daily, plot_methane, to_csv, to_markdown
     from ingest.sqlite import SQLiteSink
 
-    try:
-        date = datetime.strptime(args.date, "%Y-%m-%d")
-    except ValueError:
-        raise UsageError("--date", f"not a date: {args.date!r} (expected YYYY-MM-DD, "
-                                   "the mine's local day)") from None
+    day_of = parse_date(args.date)  # before anything is opened: a typo is a usage error
     deployment, record = _record(args)
     mine = next((m for m in deployment.mines if m.id == args.mine), None)
     if mine is None:
@@ -266,7 +293,8 @@ def cmd_daily(args: argparse.Namespace) -> int:
                                    f"{', '.join(m.id for m in deployment.mines)}")
     if not deployment.store.url.startswith("sqlite:///"):
         raise JinmeiError("report daily reads readings from the SQLite store only")
-    start = date.replace(tzinfo=ZoneInfo(mine.timezone or LOCAL_TZ))
+    start = datetime.combine(day_of, dt_time(),
+                             tzinfo=ZoneInfo(mine.timezone or LOCAL_TZ))
     day = (int(start.timestamp() * 1000), int((start + timedelta(days=1)).timestamp() * 1000))
     sink = SQLiteSink(deployment.store.url.removeprefix("sqlite:///"), deployment.registry)
     rows = [(r[1], int(r[4]), float(r[5]), int(r[6]))

@@ -77,6 +77,7 @@ forever, never blocking the other mines; its alert transitions are already in th
 from __future__ import annotations
 
 import copy
+import dataclasses
 import enum
 import logging
 import operator
@@ -102,7 +103,7 @@ from config.model import Deployment
 from config.readings import ReadingBatch
 from detectors.base import Detection, Detector, Event
 from detectors.suite import DetectorSuite, build_detectors
-from ingest.codec import Reason, Reject, TelemetryCodec, reject_message
+from ingest.codec import Reason, Reject, TelemetryCodec, reject_messages
 from ingest.deadletter import DeadLetter, DeadLetters, InHand, fingerprint
 from ingest.mqtt import SESSION_EXPIRY_S, Inbound, MqttSource
 from ingest.sink import Sink
@@ -443,7 +444,7 @@ class Pipeline:
             rejects += decoded.rejects
             return decoded.batch
         batches = []
-        for m in messages:
+        for k, m in enumerate(messages):
             try:
                 decoded = self.codec.decode(m.topic, m.payload, now_ms)
             except Exception as exc:
@@ -452,7 +453,8 @@ class Pipeline:
                                                    f"({_said(exc)}); it is set aside"))
                 continue
             batches.append(decoded.batch)
-            rejects += decoded.rejects
+            # numbered as in the batch: one reject message per message (reject_messages)
+            rejects += [dataclasses.replace(r, message=k) for r in decoded.rejects]
         return ReadingBatch.concat(batches)
 
     def _detect(self, batch: ReadingBatch, messages: list[Inbound], now_ms: int,
@@ -516,7 +518,7 @@ class Pipeline:
         ``internal_error`` and the others are kept."""
         batches: list[ReadingBatch] = []
         alerts: list[Alert] = []
-        for m in messages:
+        for k, m in enumerate(messages):
             own: list[Reject] = []
             try:
                 batch = self._decode([m], now_ms, own)
@@ -530,7 +532,7 @@ class Pipeline:
                                                    f"({_said(exc)}); it is set aside"))
                 continue
             batches.append(batch)
-            rejects += own
+            rejects += [dataclasses.replace(r, message=k) for r in own]
         return ReadingBatch.concat(batches), alerts
 
     def _process_suspects(self, messages: list[Inbound], prints: list[bytes],
@@ -634,6 +636,7 @@ class Pipeline:
             log.warning("cannot clear a suspect (%s)", exc)
 
     def _set_aside(self, rejects: list[Reject], now_ms: int) -> None:
+        """Count every reject by reason and mine; publish one reject message per message."""
         for reject in rejects:
             if self.stats.rejects_by_reason[reject.reason] == 0:
                 # a repeated warning is logged once; the counters keep the totals
@@ -641,7 +644,8 @@ class Pipeline:
                             reject.reason, reject.topic, reject.detail)
             self.stats.rejects_by_reason[reject.reason] += 1
             self.stats.rejects_by_mine[reject.mine] += 1
-            self.source.publish(*reject_message(reject, now_ms))
+        for topic, body in reject_messages(rejects, now_ms):
+            self.source.publish(topic, body)
 
     def _store(self, batch: ReadingBatch, alerts: list[Alert], messages: list[Inbound],
                stop: threading.Event) -> _Stored:

@@ -83,7 +83,11 @@ def _parse(path: Path, zone: ZoneInfo, out: list[Finding]) -> _Parsed | None:
         out.append(Finding(file, None, None, "name is not {mineCode}_{TYPE}_{yyyyMMddHHmmss}.txt"
                            f" with TYPE one of {', '.join(FIELDS)}"))
         return None
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:  # missing, a directory, no permission: a finding, not a traceback
+        out.append(Finding(file, None, None, f"cannot read the file: {exc.strerror}"))
+        return None
     for encoding in ("utf-8", "gbk"):
         try:
             text = raw.decode(encoding).strip()
@@ -142,7 +146,8 @@ def _check_record(p: _Parsed, n: int, r: list[str], zone: ZoneInfo, out: list[Fi
             if r[f - 1] and _float(r[f - 1]) is None:
                 out.append(Finding(file, n, f, f"not a number: {r[f - 1]!r}"))
     elif p.type == "CDSS":
-        if not r[5].isdigit() or int(r[5]) > 255:
+        # ASCII digits only: "²".isdigit() holds but int() refuses it, as any 4,300 digits
+        if not (r[5].isascii() and r[5].isdigit() and len(r[5]) <= 3) or int(r[5]) > 255:
             out.append(Finding(file, n, 6, f"bad status {r[5]!r}: expected a bitmask 0–255"))
             return False
         if _float(r[3]) is None and not int(r[5]) & int(Status.NOT_POLLED):

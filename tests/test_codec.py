@@ -19,6 +19,7 @@ from ingest.codec import (
     TelemetryCodec,
     encode_telemetry,
     reject_message,
+    reject_messages,
 )
 
 NOW = 1_795_614_332_500  # 2026-11-25T13:45:32.5Z, 21:45:32.5 in Shanghai
@@ -141,6 +142,12 @@ WHOLE = [  # (topic, payload, reason, mine, words the detail must contain)
      "dayan", "looks like epoch seconds"),
     (TOPIC, payload({"ts": None, "readings": []}), Reason.BAD_TIMESTAMP, "dayan",
      "ts None is neither epoch ms nor an RFC 3339 string"),
+    # issue 11: 2 KB of valid JSON, nested 1,000 deep under a key the typed decode skips
+    (TOPIC, b'{"ts": 1795614332500, "x": ' + b"[" * 1000 + b"]" * 1000 + b', "readings": []}',
+     Reason.BAD_SCHEMA, "dayan", "nests arrays/objects 1001 levels deep; jinmei reads at most 64"),
+    (TOPIC, b'{"ts": 1795614332500, "readings": [{"sensor": "T1-1101", "value": '
+     + b'{"a": ' * 65 + b"1" + b"}" * 65 + b"}]}", Reason.BAD_SCHEMA, "dayan", "68 levels deep"),
+    (TOPIC, b"[" * 100_000, Reason.BAD_SCHEMA, "dayan", "100000 levels deep"),
 ]
 
 
@@ -153,6 +160,33 @@ def test_whole_message_rejects(topic: str, body: bytes, reason: Reason, mine: st
     assert (reject.reason, reject.mine, reject.topic, reject.payload) == (
         reason, mine, topic, body)
     assert words in reject.detail and reject.reading is None
+
+
+def test_nesting_the_typed_decode_skips_is_no_reason_to_refuse_good_readings() -> None:
+    # Only a payload read generically (the slow path) is held to MAX_NESTING (64).
+    deep = b'{"a": ' * 100 + b"1" + b"}" * 100
+    body = b'{"ts": 1795614332500, "x": ' + deep + b', "readings": [{"sensor": "T1-1101", ' \
+        b'"value": 1, "note": ' + deep + b"}]}"
+    decoded = CODEC.decode(TOPIC, body, NOW)
+    assert decoded.rejects == [] and decoded.batch.value.tolist() == [1.0]
+
+
+def test_brackets_and_escaped_quotes_inside_strings_are_not_nesting() -> None:
+    sid = '\\"' + "[" * 200 + '\\'  # backslash, quote, 200 brackets, backslash
+    body = payload({"ts": NOW, "readings": [reading(sid), reading(value="x" + "{" * 100)]})
+    decoded = CODEC.decode(TOPIC, body, NOW)
+    assert [r.reason for r in decoded.rejects] == [Reason.UNKNOWN_SENSOR, Reason.BAD_VALUE]
+    assert decoded.rejects[0].reading == reading(sid)
+
+
+def test_an_integer_past_4300_digits_is_non_finite_not_bad_json() -> None:
+    body = b'{"ts": 1795614332500, "readings": [{"sensor": "T1-1101", "value": ' + \
+        b"9" * 5000 + b'}, {"sensor": "CO-1102", "value": 3}]}'
+    decoded = CODEC.decode(TOPIC, body, NOW)
+    assert decoded.batch.value.tolist() == [3.0]
+    [reject] = decoded.rejects
+    assert (reject.reason, reject.detail) == (Reason.NON_FINITE,
+                                              "sensor 'T1-1101': value inf is not finite")
 
 
 def test_too_large_is_refused_unread() -> None:
@@ -252,7 +286,7 @@ def test_a_mine_configured_without_sensors_refuses_readings_not_the_mine() -> No
 
 def test_every_reason_is_exercised_by_the_tables_above() -> None:
     produced = {row[2] for row in WHOLE} | {row[1] for row in READING} | {Reason.TOO_LARGE}
-    assert produced == set(Reason)
+    assert produced == set(Reason) - {Reason.INTERNAL_ERROR}  # the pipeline's, not the codec's
     assert {r.value for r in Reason} == {r.name.lower() for r in Reason}
 
 
@@ -260,11 +294,39 @@ def test_every_reason_is_exercised_by_the_tables_above() -> None:
 def test_reject_message_of_a_refused_reading() -> None:
     [reject] = CODEC.decode(TOPIC, payload({"ts": NOW, "readings": [reading("X-1")]}),
                             NOW).rejects
-    topic, body = reject_message(reject, NOW + 7)
+    [(topic, body)] = reject_messages([reject], NOW + 7)
     assert topic == "jinmei/dayan/rejects"
+    detail = "sensor 'X-1' is not configured for mine 'dayan'"
     assert msgspec.json.decode(body) == {
-        "reason": "unknown_sensor", "detail": "sensor 'X-1' is not configured for mine 'dayan'",
-        "topic": TOPIC, "received_at": NOW + 7, "reading": {"sensor": "X-1", "value": 0.5}}
+        "reason": "unknown_sensor", "detail": detail, "topic": TOPIC, "received_at": NOW + 7,
+        "reading": {"sensor": "X-1", "value": 0.5}, "count": 1,
+        "by_reason": {"unknown_sensor": 1}, "omitted": 0,
+        "readings": [{"reason": "unknown_sensor", "detail": detail,
+                      "reading": {"sensor": "X-1", "value": 0.5}}]}
+
+
+def test_the_refused_readings_of_one_message_make_one_summary_reject() -> None:
+    unknown = [reading(f"X-{i}", i) for i in range(25)]
+    many = payload({"ts": NOW, "readings": [reading(value="high"), *unknown, reading(),
+                                            reading(value=None), reading(status="odd")]})
+    one = payload({"ts": NOW, "readings": [reading("CO-1102", 1), reading("Y-1")]})
+    messages = [(TOPIC, many), ("jinmei/qipanjing/telemetry", b"{"), (TOPIC, one)]
+    decoded = CODEC.decode_many(messages, NOW)
+    assert len(decoded.rejects) == 28 + 1 + 1 and len(decoded.batch) == 2
+    published = reject_messages(decoded.rejects, NOW)
+    assert [topic for topic, _ in published] == [
+        "jinmei/dayan/rejects", "jinmei/qipanjing/rejects", "jinmei/dayan/rejects"]
+    summary, whole, single = (msgspec.json.decode(body) for _, body in published)
+    assert (summary["reason"], summary["reading"]) == ("bad_value", reading(value="high"))
+    assert summary["detail"] == "sensor 'T1-1101': value 'high' is not a number"
+    assert (summary["count"], summary["omitted"]) == (28, 8)
+    assert summary["by_reason"] == {"bad_value": 2, "unknown_sensor": 25, "bad_status": 1}
+    assert [r["reading"] for r in summary["readings"]] == [reading(value="high"), *unknown[:19]]
+    assert summary["readings"][1] == {"reason": "unknown_sensor", "reading": unknown[0],
+                                      "detail": "sensor 'X-0' is not configured for mine 'dayan'"}
+    assert (whole["reason"], whole["payload"], whole["count"]) == ("bad_json", "{", 1)
+    assert whole["by_reason"] == {"bad_json": 1} and "readings" not in whole
+    assert (single["count"], single["reading"]) == (1, reading("Y-1"))
 
 
 def test_reject_message_truncates_the_payload_to_4_kib_and_replaces_bad_utf8() -> None:
