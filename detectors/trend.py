@@ -2,13 +2,25 @@
 
 No regulation prescribes an algorithm (domain.md §5): these are jinmei's own, measured on
 labelled scenarios by ``bench/evaluate_detectors.py``. All three look at each sensor's recent
-history (:class:`~detectors.history.History`, clean in-order readings only: calibrating,
-faulty and over-range readings never enter it) and are evaluated, vectorized over every sensor
-that reported, at that sensor's newest reading — trend and level shift at most once per
-``trend_eval_s`` (10 s) of the sensor's own feed time, on instants staggered across sensors so
-the work spreads evenly over batches. A 10 s point is thus judged at every reading; a faster
-feed is not, and a warning comes at most ``trend_eval_s`` late: under 2 % of the 600 s horizon
-it forecasts over (measured: ``tests/test_detectors_rules.py``).
+history by time (:class:`~detectors.history.History`: clean in-order readings only —
+calibrating, faulty and over-range readings never enter it — one kept per ``trend_eval_s``
+(10 s) bin of the sensor's own feed time, the first in the bin).
+
+Event time: a sensor is judged at every bin's first reading, on the history up to that reading
+and no further, and the conditions are carried through those instants in time order — every
+instant a batch covers, vectorized over all sensors and instants at once. A 10 s point is judged
+at every reading, a 1 Hz point at one reading in ten; any split of the same readings into
+messages and batches gives the same events with the same ``ts`` (the instant's reading), and a
+point warns the same way on the same rise at 1 Hz, 2 s, 10 s or an irregular cadence
+(``tests/test_detectors_rules.py``, ``tests/test_detector_batching.py``). Face/return mismatch
+is judged at the face's instants once the return airway's feed has reached them too.
+
+Back-fill (a reading older than its sensor's newest: a resend after an outage, 断电续传) never
+enters the history: the instants it belongs to have been judged already, and a trend about a
+past the limit detector has already spoken for would only be noise. A substation that resends
+its buffer *before* new readings (the usual 断电续传 order) is in order and judged in full,
+alerts carrying the readings' own times. A batch carrying more than ``history_s`` minus the
+longest window (49 min by default) of one feed has its earliest instants skipped.
 
 =====================  ===================================================  =====  =======
 condition              fires when                                           rule   severity
@@ -28,7 +40,7 @@ face_return_mismatch   a working face's and its return airway's methane     tren
 =====================  ===================================================  =====  =======
 
 Trend: Theil–Sen slope (median of pairwise slopes) over up to 16 readings spread across
-``trend_window_s`` (300 s), the level at the newest reading as the median of the residual-
+``trend_window_s`` (300 s), the level at the instant as the median of the residual-
 corrected values, and the time to the limit = gap / slope. It needs 5 readings spanning half
 the window (a sensor just added stays quiet) and a rise over the window of at least 4 robust σ
 of the residuals (noise never trends). A second, short window (``trend_short_window_s``, 90 s,
@@ -37,8 +49,8 @@ pairs are on the rise; it may warn only when its rise also reaches 12 × the sen
 (interquartile σ of the level-shift reference window, known once that holds 30 readings) —
 tuned on the evaluation's clean feeds to add no false warnings. It clears once both forecasts
 are beyond 2 × the horizon or the slope turns. Level shift clears below half its threshold;
-its reference median and σ are cached and refreshed once the window has moved a tenth of its
-length (60 s of 600). Mismatch clears below the tolerance.
+its reference median and σ are taken as of the latest bin whose index is a multiple of a tenth
+of its window (60 s of 600), once per sensor and such bin. Mismatch clears below the tolerance.
 Only sensors with the relevant limit are watched (switches never are).
 """
 
@@ -98,17 +110,18 @@ class TrendDetector(ConditionRows):
     Parameters
     ----------
     registry : Registry
-        Sensors, their periods (ring sizes) and ``alarm_high`` / ``alarm_low`` limits.
+        Sensors and their ``alarm_high`` / ``alarm_low`` limits.
     config : DetectorConfig
         ``history_s``, ``trend_window_s``, ``trend_short_window_s``, ``trend_horizon_s``,
         ``trend_eval_s``, ``level_shift_*``, ``face_return_tolerance``.
 
     Notes
     -----
-    Cost per batch: the history append (O(n)) and, per sensor due for judging (once per
-    ``trend_eval_s`` of its feed), 2 × 120 pairwise slopes and a few small sorts; the level-shift
-    reference (60 readings) once per tenth of its window. Adds no status bits. ``now`` is not
-    used: every decision is on the readings' own times.
+    Cost per batch: the history append (O(n)) and, per instant (a bin's first reading: once per
+    ``trend_eval_s`` of each sensor's feed), 2 × 120 pairwise slopes and a few small sorts; the
+    level-shift reference (60 readings) once per tenth of its window. Memory: 12 bytes per bin,
+    4.3 KB per sensor-hour whatever the cadence. Adds no status bits. ``now`` is not used: every
+    decision is on the readings' own times.
 
     Examples
     --------
