@@ -76,8 +76,12 @@ def main() -> None:
     print(f"all detectors, {args.sensors} sensors × {args.rounds} readings a batch: "
           f"median {median * 1000:.1f} ms a batch = {n / median / 1e6:.2f} M readings/s "
           f"(min {n / max(seconds) / 1e6:.2f}, max {n / min(seconds) / 1e6:.2f})")
-    print(f"history held: {int(suite.members[2].history.count.sum()):,} readings "  # type: ignore[attr-defined]
-          f"({args.sensors} sensors × 1 h at 1 Hz); peak RSS {rss_mib:.0f} MiB")
+    history = suite.members[2].history  # type: ignore[attr-defined]
+    held = int((history.ts > 0).sum())
+    print(f"history held: {held:,} bins of {history.bin_ms / 1000:g} s "
+          f"({args.sensors} sensors × 1 h at 1 Hz), {history.ts.nbytes + history.value.nbytes:,}"
+          f" bytes = {(history.ts.nbytes + history.value.nbytes) / args.sensors:,.0f} bytes a "
+          f"sensor; peak RSS {rss_mib:.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ class History:
         n = len(self.phase_ms)
         self.ts = np.zeros((n, self.length), dtype=np.int64)  # 0: an empty slot
         self.value = np.zeros((n, self.length), dtype=np.float32)
+        self._ts_flat, self._value_flat = self.ts.ravel(), self.value.ravel()  # views
         self.newest = np.zeros(n, dtype=np.int64)  # newest reading taken, binned or not; 0: none
 
     def bin_of(self, sensors: np.ndarray, ts: np.ndarray) -> np.ndarray:
@@ -96,23 +97,30 @@ class History:
         hi = np.asarray(end, dtype=np.int64) - int(skip_s * 1000)
         lo = hi - int(span_s * 1000)
         bins = math.ceil(span_s * 1000 / self.bin_ms) + 1  # every bin that may hold (lo, hi]
-        k = self.bin_of(sensors, hi)[:, None] + np.arange(1 - bins, 1)
-        rows = sensors[:, None]
-        slots = k % self.length
-        ts = self.ts[rows, slots]
-        value = self.value[rows, slots]
+        # Flat index of each bin's slot: one gather from the raveled rings, no 2-D fancy index.
+        slot = (self.bin_of(sensors, hi) - (bins - 1)) % self.length
+        flat = slot[:, None] + np.arange(bins)
+        flat[flat >= self.length] -= self.length  # one wrap at most: bins <= length
+        flat += (sensors * self.length)[:, None]
+        ts = self._ts_flat[flat]
         valid = (ts > lo[:, None]) & (ts <= hi[:, None])
         if bins <= points:
-            return ts, value, valid
-        # Keep the valid columns in time order, then take `points` of them evenly spread.
-        order = np.argsort(~valid, axis=1, kind="stable")
+            return ts, self._value_flat[flat], valid
+        # Take `points` of the valid columns, evenly spread in time order. Where the valid
+        # columns are one run (a feed at or faster than the bins: nearly every row) the r-th
+        # is the run's start + r; rows with gaps (slower or irregular feeds) sort for theirs.
         held = valid.sum(axis=1)
+        first = valid.argmax(axis=1)
+        last = bins - 1 - valid[:, ::-1].argmax(axis=1)
         rank = np.rint(np.multiply.outer(np.maximum(held - 1, 0),
                                          np.linspace(0.0, 1.0, points))).astype(np.int64)
-        column = np.take_along_axis(order, rank, axis=1)
-        ts = np.take_along_axis(ts, column, axis=1)
-        value = np.take_along_axis(value, column, axis=1)
+        column = first[:, None] + rank
+        gaps = np.flatnonzero((held > 0) & (last - first + 1 != held))
+        if gaps.size:
+            order = np.argsort(~valid[gaps], axis=1, kind="stable")
+            column[gaps] = np.take_along_axis(order, rank[gaps], axis=1)
+        chosen_flat = np.take_along_axis(flat, column, axis=1)
         chosen = np.take_along_axis(valid, column, axis=1)
         # Columns repeat when fewer readings than points: keep each once.
         chosen[:, 1:] &= rank[:, 1:] != rank[:, :-1]
-        return ts, value, chosen
+        return self._ts_flat[chosen_flat], self._value_flat[chosen_flat], chosen
