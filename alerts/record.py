@@ -5,7 +5,8 @@ that alarm / power-off records be kept at least a year (domain.md §3): the reco
 durable answer to "what was raised, when, under which configuration". One table,
 ``alert_transition``: every field of :class:`~alerts.wire.Alert` plus ``config_hash`` (the
 configuration in force) and ``recorded_at`` (epoch ms, passed in as ``now_ms``), primary key
-(id, state, ts). Table ``alert_ack`` keeps who acknowledged which episode and when (the
+(id, state, ts). A file from before a column was added (``late``, 0 / 1) gains it, with its
+default, when opened. Table ``alert_ack`` keeps who acknowledged which episode and when (the
 ``acknowledged`` state of the lifecycle; first acknowledgement wins). Appends ignore a row
 whose key is already there (``ON CONFLICT DO NOTHING``, the key-only form of ``INSERT OR
 IGNORE``), so redelivering the same transitions is harmless.
@@ -51,6 +52,7 @@ CREATE TABLE IF NOT EXISTS alert_transition (
     scope       TEXT    NOT NULL DEFAULT '',
     ended_at    INTEGER,
     version     INTEGER NOT NULL,
+    late        INTEGER NOT NULL DEFAULT 0,
     config_hash TEXT    NOT NULL,
     recorded_at INTEGER NOT NULL,
     PRIMARY KEY (id, state, ts)
@@ -79,6 +81,7 @@ _FLOATS = frozenset({"value", "limit"})
 def _alert(row: tuple[object, ...]) -> Alert:
     fields = {name: (math.nan if cell is None and name in _FLOATS else cell)
               for name, cell in zip(_FIELDS, row, strict=True)}
+    fields["late"] = bool(fields["late"])  # SQLite keeps a bool as 0 / 1
     return msgspec.convert(fields, Alert)
 
 
@@ -92,6 +95,15 @@ class AlertRecord:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a file written by an older jinmei up to this schema: columns added since get
+        their default (an alert recorded before ``late`` existed was not late). Idempotent."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(alert_transition)")}
+        if "late" not in have:
+            self._db.execute(
+                "ALTER TABLE alert_transition ADD COLUMN late INTEGER NOT NULL DEFAULT 0")
 
     def append(self, alerts: Sequence[Alert], config_hash: str, now_ms: int) -> int:
         """Record these transitions in one transaction; returns how many were new."""

@@ -2,6 +2,12 @@
 
 The same JSON goes to every channel. Fields named by the contract are never renamed; new
 fields may be added. ``started_at`` and ``ts`` are epoch milliseconds, UTC.
+
+``late`` (added field, issue 18): true when the transition's reading (``ts``; for a firing
+transition that is ``started_at``) was already older than the service clock by more than
+60 s (``detectors.suite.LATE_AFTER_MS``) when jinmei judged it — a back-filled resend after an
+outage (断电续传) or a replayed old recording. The times stay the readings' own; the message
+says 补传 / late. Absent in records and payloads written before the field existed: false.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
     scope: str = ""  # what a grouped condition covers: a substation id, an area
     ended_at: int | None = None
     version: int = 1
+    late: bool = False
 
 
 _encoder = msgspec.json.Encoder()
