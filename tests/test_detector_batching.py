@@ -139,3 +139,51 @@ def test_the_random_feeds_raise_every_windowed_condition() -> None:
         found |= {e[2] for e in run(feed(seed), [])}
     assert {"trend_high", "level_shift", "face_return_mismatch", "drift", "stuck", "spike",
             "alarm_high", "power_off"} <= found, found
+
+
+def deliver(batch: ReadingBatch, held: tuple[int, int] | None) -> list[Event]:
+    """Live, a second of feed time a batch at its own time; readings stamped within ``held``
+    (ms, a substation's outage) come all at once at its end instead (断电续传)."""
+    detectors = suite()
+    events: list[Event] = []
+    second = (batch.ts - T0) // 1000
+    if held is not None:
+        inside = (batch.ts >= held[0]) & (batch.ts < held[1])
+        second = np.where(inside, (held[1] - T0) // 1000, second)
+    for s in np.unique(second):
+        rows = np.flatnonzero(second == s)
+        part = ReadingBatch(batch.sensor[rows], batch.ts[rows], batch.value[rows],
+                            batch.status[rows])
+        events += detectors.update(part, int(T0 + (s + 1) * 1000)).events
+    return events
+
+
+def test_a_substation_resending_ten_minutes_at_once_gives_the_live_alerts_marked_late() -> None:
+    batch = feed(3)
+    held = (T0 + 600_000, T0 + 1_200_000)
+    live, resent = deliver(batch, None), deliver(batch, held)
+
+    def key(e: Event) -> tuple[int, str, str, bool, int, float]:
+        return (e.sensor, e.rule, e.condition, e.firing, e.ts, e.value)
+
+    assert sorted(map(key, resent)) == sorted(map(key, live))
+    assert not any(e.late for e in live)
+    during = [e for e in resent if held[0] <= e.ts < held[1] - 60_000]
+    assert during and all(e.late for e in during)
+    assert not any(e.late for e in resent if e.ts >= held[1])
+
+
+def test_back_fill_after_newer_readings_is_judged_by_limits_but_stays_out_of_the_trend() -> None:
+    # The documented rule (detectors/trend.py): a reading older than its sensor's newest reaches
+    # the limit detector (a limit crossing is never dropped; late), not the windowed ones.
+    detectors = suite()
+    t1 = 0
+    steady = ReadingBatch(np.zeros(60, np.int32), T0 + np.arange(60) * 10_000,
+                          np.full(60, 0.3), np.zeros(60, np.uint16))
+    detectors.update(steady, int(steady.ts[-1]))
+    old = ReadingBatch(np.full(3, t1, np.int32), T0 + np.array([100_000, 110_000, 120_000]),
+                       np.array([1.2, 1.3, 1.4]), np.zeros(3, np.uint16))
+    now = int(steady.ts[-1]) + 1_000
+    found = detectors.update(old, now).events
+    assert [(e.condition, e.firing, e.late) for e in found] == [("alarm_high", True, True)]
+    assert detectors.members[2].history.newest[t1] == steady.ts[-1]  # type: ignore[attr-defined]
