@@ -7,10 +7,10 @@ The synthetic mine of ``bench/synthetic.py`` (working-face methane, 100 per subs
 1 s period; the trend history keeps one reading per 10 s bin (361 bins an hour per sensor).
 Batches are one patrol round of every sensor per second of mine time, ``--rounds`` rounds a
 batch (100 readings per sensor per batch, like the 100-reading payloads of the pipeline
-target); values wander around 0.3 % with 0.5 % of them above the 1.0 % alarm limit. First the rings are filled with an hour of
-readings (untimed), then ``--batches`` batches are timed one by one, in CPU time of this process
-(the box is shared: other processes' load must not count); the median is reported, and the
-process's peak RSS (``ru_maxrss``) at the end.
+target); values wander around 0.3 % with 0.5 % of them above the 1.0 % alarm limit. First the
+history is filled with an hour of readings (untimed), then ``--batches`` batches are timed one
+by one, in CPU time of this process (the box is shared: other processes' load must not count);
+the median is reported, and the process's peak RSS (``ru_maxrss``) at the end.
 
 ``--period 10`` feeds each sensor every 10 s instead (the history's memory is by time: it should
 not change). Run: ``python -m bench.bench_detectors [--sensors 10000] [--rounds 100]
