@@ -77,7 +77,7 @@ def delivery_errors(target: str) -> Iterator[None]:
 # One stored reading: (mine, sensor, kind, location, ts, value, status).
 StoredReading = tuple[str, str, str, str, int, float, int]
 
-_SQL_TYPES = {str: "TEXT", int: "INTEGER", float: "REAL"}
+_SQL_TYPES = {str: "TEXT", int: "INTEGER", float: "REAL", bool: "INTEGER"}
 _ALERT_COLUMNS: tuple[str, ...] = Alert.__struct_fields__
 
 
@@ -85,11 +85,14 @@ def _alert_column(name: str, hint: typing.Any) -> str:
     args = [a for a in typing.get_args(hint) if a is not type(None)]  # `int | None` → int
     # Floats stay nullable: SQLite stores NaN (a no_data alert has no value) as NULL.
     null = "" if args or hint is float else " NOT NULL"
-    return f'"{name}" {_SQL_TYPES[args[0] if args else hint]}{null}'
+    # A flag added to the contract later (``late``) defaults to false in rows from before it.
+    default = " DEFAULT 0" if hint is bool else ""
+    return f'"{name}" {_SQL_TYPES[args[0] if args else hint]}{null}{default}'
 
 
 _HINTS = typing.get_type_hints(Alert)
 _NAN_COLUMNS = frozenset(n for n in _ALERT_COLUMNS if _HINTS[n] is float)
+_BOOL_COLUMNS = frozenset(n for n in _ALERT_COLUMNS if _HINTS[n] is bool)
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS reading (
@@ -134,6 +137,12 @@ class SQLiteSink:
             # pages are copied, so durability does not change.
             self._conn.execute("PRAGMA wal_autocheckpoint = 10000")
             self._conn.executescript(_SCHEMA)
+            # A file from before an alert field was added gets its column, with its default.
+            have = {row[1] for row in self._conn.execute("PRAGMA table_info(alert)")}
+            for name in _ALERT_COLUMNS:
+                if name not in have:
+                    self._conn.execute(
+                        f"ALTER TABLE alert ADD COLUMN {_alert_column(name, _HINTS[name])}")
 
     def write(self, batch: ReadingBatch) -> None:
         """Store the batch in one transaction; on disk when this returns."""
@@ -175,7 +184,8 @@ class SQLiteSink:
             rows = self._conn.execute(
                 f"SELECT {_ALERT_COLUMN_LIST} FROM alert "
                 "WHERE ?1 IS NULL OR mine = ?1 ORDER BY ts, id, state", (mine,)).fetchall()
-        return [msgspec.convert({n: math.nan if v is None and n in _NAN_COLUMNS else v
+        return [msgspec.convert({n: math.nan if v is None and n in _NAN_COLUMNS
+                                 else bool(v) if n in _BOOL_COLUMNS else v
                                  for n, v in zip(_ALERT_COLUMNS, row, strict=True)}, Alert)
                 for row in rows]
 
