@@ -1,8 +1,9 @@
 """Same readings, same events: detection does not depend on how readings are batched (issue 18).
 
 A random feed of several mines — methane rising, spiking, stuck, drifting, shifting or just
-noisy, each sensor at 1 Hz, 2 s, 10 s or an irregular cadence — goes through every
-reading-driven detector of the suite (limits, faults, trend, drift, interlocks) in time order,
+noisy, feeds and local fans switching, each sensor at 1 Hz, 2 s, 10 s or an irregular cadence —
+goes through every reading-driven detector of the suite (limits, faults, trend, drift,
+interlocks) in time order,
 split into random batches; the events (sensor, rule, condition, firing, ts, value) must be the
 same for every split. The no-data detector is left out: it is driven by the service clock
 (``tick(now)``), not by the readings, and is owned by the episode work (detectors/silence.py).
@@ -45,6 +46,12 @@ def registry() -> Registry:
                                   0.0, 4.0, CH4))
         sensors.append(Sensor(mine, "CO", "co", "ppm", "longwall_face", "", "1101", "S01", 10.0,
                               0.0, 500.0, Limits(alarm_high=24.0)))
+        for id_, kind, location, area in (("KD1", "feed", "switchgear", "1101"),
+                                          ("JF1", "local_fan", "heading_fan", "1105"),
+                                          ("JF2", "local_fan", "heading_fan", "1105"),
+                                          ("KD2", "feed", "switchgear", "1105")):
+            sensors.append(Sensor(mine, id_, kind, "", location, "", area, "S01", 10.0, 0.0,
+                                  1.0, Limits()))
     return Registry.from_sensors(sensors)
 
 
@@ -67,6 +74,12 @@ def cadence(rng: np.random.Generator) -> np.ndarray:
     else:
         times = np.cumsum(rng.uniform(0.5, 15.0, DURATION_S))
     return np.round(times[times < DURATION_S], 3)
+
+
+def switching(rng: np.random.Generator, t: np.ndarray) -> np.ndarray:
+    """A feed or fan: on (1), switched off and on again at a few random times."""
+    flips = np.sort(rng.uniform(0, DURATION_S, rng.integers(0, 6)))
+    return (1.0 - np.searchsorted(flips, t) % 2).astype(float)
 
 
 def story(rng: np.random.Generator, t: np.ndarray, scale: float) -> np.ndarray:
@@ -94,7 +107,8 @@ def feed(seed: int) -> ReadingBatch:
     parts = []
     for i, s in enumerate(REGISTRY.sensors):
         t = cadence(rng)
-        v = story(rng, t, 20.0 if s.kind == "co" else 1.0)
+        v = (switching(rng, t) if s.is_switch
+             else story(rng, t, 20.0 if s.kind == "co" else 1.0))
         parts.append((np.full(len(t), i, np.int32), T0 + (t * 1000).astype(np.int64), v))
     sensor = np.concatenate([p[0] for p in parts])
     ts = np.concatenate([p[1] for p in parts])
@@ -138,7 +152,7 @@ def test_the_random_feeds_raise_every_windowed_condition() -> None:
     for seed in range(12):
         found |= {e[2] for e in run(feed(seed), [])}
     assert {"trend_high", "level_shift", "face_return_mismatch", "drift", "stuck", "spike",
-            "alarm_high", "power_off"} <= found, found
+            "alarm_high", "power_off", "feed_on_power_off", "feed_on_fan_stopped"} <= found, found
 
 
 def deliver(batch: ReadingBatch, held: tuple[int, int] | None) -> list[Event]:
