@@ -76,6 +76,7 @@ import numpy as np
 from config.model import DetectorConfig, Registry
 from config.readings import ReadingBatch, Status
 from detectors.base import ConditionRows, Detection, Event
+from detectors.history import stable_phase
 from detectors.robust import robust_median, theil_sen
 
 __all__ = ["AIR_PATH", "CONDITIONS", "DriftDetector"]
@@ -94,7 +95,6 @@ _FOLLOW = 1 / 3  # of the sensor's move: a neighbour moving the same way by more
 _OWN = 0.75  # of the drift amount: the sensor itself moved this far, the same way
 _CLEAR = 0.5  # of the drift amount: back within this of where it stood, the drift is over
 _SIGMAS = 4.0  # the move must stand this far out of the residuals' robust σ
-_GOLDEN = 0.6180339887  # spreads the air paths' bin grids evenly over a bin
 _DEVICE_BITS = np.uint16(Status.CALIBRATION | Status.OVER_RANGE | Status.SENSOR_FAULT)
 
 
@@ -172,10 +172,11 @@ class DriftDetector(ConditionRows):
         self._row = np.full(n, -1, dtype=np.int64)  # ring row of each watched sensor
         self._bin_ms = max(int(config.drift_window_s * 1000 / _BINS), 1)
         self._phase = np.zeros(n, dtype=np.int64)
-        for p, members in enumerate(paths.values()):
+        phases = stable_phase(["/".join(key) for key in paths])
+        for phase, members in zip(phases.tolist(), paths.values(), strict=True):
             for k, i in enumerate(members):
                 self._neighbours[i, :len(members) - 1] = members[:k] + members[k + 1:]
-            self._phase[members] = int((p * _GOLDEN) % 1.0 * self._bin_ms)
+            self._phase[members] = int(phase * self._bin_ms)
         watched = np.flatnonzero(self._neighbours[:, 0] >= 0) if width else np.zeros(0, int)
         self._row[watched] = np.arange(len(watched))
         self._base = np.where(self._row >= 0, self._row * _RING, -1)  # first slot of its ring

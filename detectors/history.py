@@ -24,12 +24,20 @@ fill have been judged already (detectors/trend.py states the rule and why).
 from __future__ import annotations
 
 import math
+import zlib
 
 import numpy as np
 
 from detectors.segments import Segments, running_max
 
-__all__ = ["History"]
+__all__ = ["History", "stable_phase"]
+
+
+def stable_phase(keys: list[str]) -> np.ndarray:
+    """A fraction in [0, 1) per key, from its CRC-32: spreads grids evenly over a bin, and a
+    sensor keeps its grid whatever else the registry holds (a replay into another deployment,
+    a sensor added to the configuration), so its instants and events stay the same."""
+    return np.array([zlib.crc32(k.encode()) / 2**32 for k in keys], dtype=np.float64)
 
 
 class History:

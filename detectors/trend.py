@@ -63,7 +63,7 @@ import numpy as np
 from config.model import DetectorConfig, Registry
 from config.readings import ReadingBatch, Status
 from detectors.base import ConditionRows, Detection, Event
-from detectors.history import History
+from detectors.history import History, stable_phase
 from detectors.robust import MAD_SIGMA, robust_median, theil_sen
 from detectors.segments import changes, hold, segment
 
@@ -80,7 +80,6 @@ _NOISE_SIGMAS = 4.0
 _SHORT_SIGMAS = 12.0  # of the steady σ: the short window must stand out far (tuned on clean feeds)
 _IQR_SIGMA = 1.349  # interquartile range / σ for normal noise
 _CLEAR_HORIZON = 2.0
-_GOLDEN = 0.6180339887  # spreads each sensor's judging instants evenly over the cadence
 _DEVICE_BITS = np.uint16(Status.CALIBRATION | Status.OVER_RANGE | Status.SENSOR_FAULT)
 _FACES = {"longwall_face": "longwall_return", "heading_face": "heading_return"}
 
@@ -159,7 +158,7 @@ class TrendDetector(ConditionRows):
         # One bin (one judging instant) per trend_eval_s of each sensor's feed, on grids
         # staggered across sensors so the work spreads evenly over batches.
         eval_ms = max(int(config.trend_eval_s * 1000), 1)
-        phase = ((np.arange(n) * _GOLDEN) % 1.0 * eval_ms).astype(np.int64)
+        phase = (stable_phase([s.key for s in registry.sensors]) * eval_ms).astype(np.int64)
         longest = max(config.trend_window_s, config.trend_short_window_s,
                       config.level_shift_recent_s + config.level_shift_reference_s)
         self.history = History(phase, config.trend_eval_s, max(config.history_s, longest))
