@@ -14,6 +14,7 @@ replayed 50× faster merges more; detection itself takes no time from the clock.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import time
 from collections.abc import Iterable, Sequence
@@ -21,8 +22,10 @@ from pathlib import Path
 
 from alerts.episodes import EpisodeBook, Names
 from alerts.record import AlertRecord
-from config.model import Deployment, Mine, Registry
+from config.model import Deployment, DetectorConfig, Mine, Registry
 from detectors.base import Event
+from detectors.suite import build_detectors
+from ingest.codec import TelemetryCodec
 from jinmei.service import Service
 from simulators.feed import Message
 from simulators.publisher import publish
@@ -40,9 +43,16 @@ def alert_set(alerts: Iterable[object]) -> set[AlertKey]:
             if a.state == "firing" and a.rule != "no_data"}  # type: ignore[attr-defined]
 
 
-def in_process(mine: Mine, events: Sequence[Event]) -> set[AlertKey]:
-    """The alert set the episode book makes of in-process detector events (hold 0)."""
-    book = EpisodeBook(Registry.build((mine,)), Names({}, {}))
+def in_process(mine: Mine, messages: Sequence[Message], config: DetectorConfig) -> set[AlertKey]:
+    """The alert set of the same feed through codec, detectors and episode book in-process, a
+    feed tick at a time (the evaluation's way; hold 0)."""
+    registry = Registry.build((mine,))
+    codec, suite = TelemetryCodec(registry), build_detectors(registry, config)
+    events: list[Event] = []
+    for at_ms, tick in itertools.groupby(messages, key=lambda m: m.at_ms):
+        batch = codec.decode_many([(m.topic, m.payload) for m in tick], at_ms).batch
+        events += suite.update(batch, at_ms).events
+    book = EpisodeBook(registry, Names({}, {}))
     return alert_set(book.apply([e for e in events if e.rule != "no_data"]))
 
 
