@@ -80,6 +80,7 @@ _NOISE_SIGMAS = 4.0
 _SHORT_SIGMAS = 12.0  # of the steady σ: the short window must stand out far (tuned on clean feeds)
 _IQR_SIGMA = 1.349  # interquartile range / σ for normal noise
 _CLEAR_HORIZON = 2.0
+_INSTANTS_AT_ONCE = 20_000  # bounds the windows' memory (~100 MB) however long a batch is
 _DEVICE_BITS = np.uint16(Status.CALIBRATION | Status.OVER_RANGE | Status.SENSOR_FAULT)
 _FACES = {"longwall_face": "longwall_return", "heading_face": "heading_return"}
 
@@ -196,8 +197,11 @@ class TrendDetector(ConditionRows):
                   & (when > self.history.newest[who] - self._reach_ms))
         who, when = who[judged], when[judged]
         events: list[Event] = []
-        if who.size:
-            events += self._decide(who, when, [0, 1, 2], self._trend(who, when))
+        # In slices, in order: a batch of a long replay holds millions of instants, and each
+        # takes a few hundred bytes of windows while it is judged (state carries across).
+        for lo in range(0, who.size, _INSTANTS_AT_ONCE):
+            at = slice(lo, lo + _INSTANTS_AT_ONCE)
+            events += self._decide(who[at], when[at], [0, 1, 2], self._trend(who[at], when[at]))
         reported = kept[np.r_[True, kept[1:] != kept[:-1]]]  # grouped by sensor: run heads
         # A face's instants are judged once its return airway's feed has reached them too.
         faces = self._faces[np.isin(self._faces, reported)
