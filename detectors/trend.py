@@ -165,15 +165,14 @@ class TrendDetector(ConditionRows):
         self.history = History(phase, config.trend_eval_s, max(config.history_s, longest))
         # An instant is judged only while every bin its windows read is still in the ring.
         self._reach_ms = (self.history.length - 1) * self.history.bin_ms - int(longest * 1000)
-        # Level-shift reference per sensor (median, robust σ, readings) as of the reference bin
-        # ``_reference_bin`` (bins whose index is a multiple of ``_refresh_bins``).
+        # Level-shift reference per sensor (rows: median, robust σ, steady σ, readings) as of
+        # the reference bin ``_reference_bin`` (a bin whose index is a multiple of
+        # ``_refresh_bins``).
         self._refresh_bins = max(round(_REFERENCE_REFRESH * config.level_shift_reference_s
                                        / config.trend_eval_s), 1)
         self._reference_bin = np.full(n, np.iinfo(np.int64).min)
-        self._baseline = np.full(n, np.nan)
-        self._spread = np.full(n, np.nan)
-        self._steady_sigma = np.full(n, np.inf)
-        self._reference_points = np.zeros(n, dtype=np.int64)
+        self._reference_cache = np.stack([np.full(n, np.nan), np.full(n, np.nan),
+                                          np.full(n, np.inf), np.zeros(n)])
         self._mismatch_done = np.zeros(n, dtype=np.int64)  # per face: judged up to this time
 
     def __repr__(self) -> str:
@@ -249,8 +248,8 @@ class TrendDetector(ConditionRows):
                       & (line.slope != 0))
         return _Fit(line.slope, line.intercept, stands_out)
 
-    def _reference(self, sensors: np.ndarray, when: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Level-shift reference per instant: (median, robust σ, steady σ, readings).
+    def _reference(self, sensors: np.ndarray, when: np.ndarray) -> np.ndarray:
+        """Level-shift reference per instant: rows median, robust σ, steady σ, readings.
 
         It moves slowly, and its 60 readings are the dearest pick and sort: it is worked out
         as of the latest reference bin (a multiple of ``_refresh_bins``) at or before each
@@ -267,6 +266,7 @@ class TrendDetector(ConditionRows):
         previous[first] = self._reference_bin[sensors[first]]
         fresh = ref_bin != previous
         at = np.flatnonzero(fresh)
+        value = self._reference_cache[:, sensors]
         if at.size:
             s = sensors[at]
             end = history.phase_ms[s] + ref_bin[at] * history.bin_ms
@@ -282,27 +282,15 @@ class TrendDetector(ConditionRows):
             # weighs its rise against the interquartile σ, which sees the wander too.
             iqr = ordered[rows, (3 * last + 2) // 4] - ordered[rows, last // 4]
             steady = np.where(points >= _REFERENCE_POINTS // 2, iqr / _IQR_SIGMA, np.inf)
-        # Each instant takes the latest fresh reference of its sensor, else the cached one.
-        latest = np.maximum.accumulate(np.where(fresh, np.arange(len(k)), -1))
-        start = np.maximum.accumulate(np.where(first, np.arange(len(k)), 0))
-        own = latest >= start
-        pick = np.cumsum(fresh) - 1
-        out = []
-        for cache, new in ((self._baseline, baseline if at.size else None),
-                           (self._spread, spread if at.size else None),
-                           (self._steady_sigma, steady if at.size else None),
-                           (self._reference_points, points if at.size else None)):
-            value = cache[sensors].astype(np.float64)
-            if new is not None:
-                value = np.where(own, new[np.maximum(pick, 0)], value)
-            out.append(value)
+            fresh_values = np.stack([baseline, spread, steady, points])
+            # Each instant takes the latest fresh reference of its sensor, else the cached one.
+            latest = np.maximum.accumulate(np.where(fresh, np.arange(len(k)), -1))
+            start = np.maximum.accumulate(np.where(first, np.arange(len(k)), 0))
+            value = np.where(latest >= start, fresh_values[:, np.cumsum(fresh) - 1], value)
         last_of = np.r_[sensors[1:] != sensors[:-1], True]
-        tail = sensors[last_of]
-        self._reference_bin[tail] = ref_bin[last_of]
-        self._baseline[tail], self._spread[tail] = out[0][last_of], out[1][last_of]
-        self._steady_sigma[tail] = out[2][last_of]
-        self._reference_points[tail] = out[3][last_of]
-        return tuple(out)
+        self._reference_bin[sensors[last_of]] = ref_bin[last_of]
+        self._reference_cache[:, sensors[last_of]] = value[:, last_of]
+        return value
 
     def _trend(self, sensors: np.ndarray, when: np.ndarray) -> _Verdict:
         cfg = self.config
