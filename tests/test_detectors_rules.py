@@ -152,6 +152,7 @@ def test_the_short_window_does_not_fire_on_a_bump_within_twelve_steady_sigmas() 
 
 CADENCES = {"1 Hz": np.arange(0, 2400, 1.0), "2 s": np.arange(0, 2400, 2.0),
             "10 s": np.arange(0, 2400, 10.0),
+            "30 s": np.arange(0, 2400, 30.0),  # slower than the bins: windows with gaps
             "irregular": np.cumsum(np.random.default_rng(4).uniform(0.5, 15.0, 400))}
 
 
@@ -167,7 +168,7 @@ def slow_rise(times: np.ndarray, seed: int) -> list[tuple[str, float, float, int
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("cadence", list(CADENCES))
 def test_a_rise_warns_the_same_on_any_cadence(cadence: str, seed: int) -> None:
-    # A 10 s methane point (its configured period) fed at 1 Hz, 2 s, 10 s or irregularly
+    # A 10 s methane point (its configured period) fed at 1 Hz, 2 s, 10 s, 30 s or irregularly
     # (0.5-15 s): the history keeps one reading per trend_eval_s bin, so each feed warns, and
     # within a bin and a few noise steps of the 10 s feed (the slope reaches 1.0 % within the
     # 600 s horizon at ~0.70 %, ~1,400 s). Measured: 1,370-1,436 s over these seeds.
