@@ -95,7 +95,7 @@ class EpisodeBook:
                 message="", condition=event.condition, unit=sensor.unit,
                 location=sensor.location, place=sensor.place, scope=event.scope,
                 source=RULE_SOURCES.get(event.rule, sensor.limits.source),
-                ended_at=None if event.firing else ts, version=1)
+                ended_at=None if event.firing else ts, version=1, late=event.late)
             mine = self.registry.mine(sensor.mine)
             message = render(
                 alert, names=self.names, inclusive=sensor.limits.inclusive,

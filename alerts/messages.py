@@ -9,7 +9,9 @@ time (``Mine.timezone``, Asia/Shanghai for the pilots) as ``YYYY-MM-DD HH:MM:SS`
     (2026-11-25 22:15:03 CST)
 
 (the English line is wrapped here only). Resolved transitions say 解除 / RESOLVED, or 复电 /
-RESTORED for power-off, with the release or restore limit the value went back past.
+RESTORED for power-off, with the release or restore limit the value went back past. A ``late``
+transition (its reading reached jinmei more than a minute after its own time: back-fill, 补传)
+says so after the time: ``（2026-11-25 22:15:03，补传）`` / ``(2026-11-25 22:15:03 CST, late)``.
 
 Conditions of the other rules (trend, no data, sensor faults, interlocks) are not limit
 crossings, so they are worded by what their ``value`` and ``limit`` mean — a rate against the
@@ -257,7 +259,7 @@ def render(alert: Alert, *, mine_name: tuple[str, str], timezone: str, names: Na
     where_zh, where_en = names.location.get(alert.location, (alert.location, alert.location))
     local = datetime.fromtimestamp(alert.ts / 1000, UTC).astimezone(ZoneInfo(timezone))
     when = local.strftime("%Y-%m-%d %H:%M:%S")
-    unknown_zh, unknown_en = ("", "") if start_known else ("，开始时间未知", ", start unknown")
+    unknown_zh, unknown_en = _notes(alert, start_known)
     zh = (f"【{tag[0]}】{mine_name[0]} {alert.sensor} {alert.place or where_zh} {kind_zh} "
           f"{_quantity(alert.value, alert.unit, '')} {relation} {limit_name[0]} "
           f"{_quantity(alert.limit, alert.unit, '')}"
@@ -267,6 +269,13 @@ def render(alert: Alert, *, mine_name: tuple[str, str], timezone: str, names: Na
           f"{_quantity(alert.limit, alert.unit, ' ')} "
           f"({when} {local.strftime('%Z')}{unknown_en})")
     return f"{zh}\n{en}"
+
+
+def _notes(alert: Alert, start_known: bool) -> tuple[str, str]:
+    """(Chinese, English) notes after the time: start unknown, and late (补传: a reading that
+    reached jinmei long after its own time, e.g. resent after an outage)."""
+    zh, en = ("", "") if start_known else ("，开始时间未知", ", start unknown")
+    return (zh + "，补传", en + ", late") if alert.late else (zh, en)
 
 
 def _when(alert: Alert, timezone: str) -> tuple[str, str]:
@@ -291,7 +300,7 @@ def _render_described(alert: Alert, tag: tuple[str, str], sentence: tuple[str, s
     lasted = 0 if alert.ended_at is None else (alert.ended_at - alert.started_at) / 1000
     fields = {"sl": f"{alert.limit:.0f}", "d": f"{lasted:.0f}",
               "scope": alert.scope or alert.sensor}
-    unknown_zh, unknown_en = ("", "") if start_known else ("，开始时间未知", ", start unknown")
+    unknown_zh, unknown_en = _notes(alert, start_known)
     zh = sentence[0].format(v=_quantity(alert.value, alert.unit, ""),
                             l=_quantity(alert.limit, alert.unit, ""), **fields)
     en = sentence[1].format(v=_quantity(alert.value, alert.unit, " "),

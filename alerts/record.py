@@ -5,7 +5,8 @@ that alarm / power-off records be kept at least a year (domain.md §3): the reco
 durable answer to "what was raised, when, under which configuration". One table,
 ``alert_transition``: every field of :class:`~alerts.wire.Alert` plus ``config_hash`` (the
 configuration in force) and ``recorded_at`` (epoch ms, passed in as ``now_ms``), primary key
-(id, state, ts). Table ``alert_ack`` keeps who acknowledged which episode and when (the
+(id, state, ts). A file from before a column was added (``late``, 0 / 1) gains it, with its
+default, when opened. Table ``alert_ack`` keeps who acknowledged which episode and when (the
 ``acknowledged`` state of the lifecycle; first acknowledgement wins). Appends ignore a row
 whose key is already there (``ON CONFLICT DO NOTHING``, the key-only form of ``INSERT OR
 IGNORE``), so redelivering the same transitions is harmless. A file written before a field was
@@ -55,6 +56,7 @@ CREATE TABLE IF NOT EXISTS alert_transition (
     version     INTEGER NOT NULL,
     reason      TEXT    NOT NULL DEFAULT '',
     inhibited_by TEXT   NOT NULL DEFAULT '',
+    late        INTEGER NOT NULL DEFAULT 0,
     config_hash TEXT    NOT NULL,
     recorded_at INTEGER NOT NULL,
     PRIMARY KEY (id, state, ts)
@@ -78,7 +80,8 @@ _INSERT = (f"INSERT INTO alert_transition ({_COLUMNS}, config_hash, recorded_at)
 _SELECT = f"SELECT {_COLUMNS} FROM alert_transition"
 # Columns of fields added to the alert after the first record files were written.
 _ADDED_COLUMNS = {"reason": "TEXT NOT NULL DEFAULT ''",
-                  "inhibited_by": "TEXT NOT NULL DEFAULT ''"}
+                  "inhibited_by": "TEXT NOT NULL DEFAULT ''",
+                  "late": "INTEGER NOT NULL DEFAULT 0"}  # an alert from before it: not late
 # SQLite stores a NaN REAL as NULL; these read back as NaN so the Alert stays a float.
 _FLOATS = frozenset({"value", "limit"})
 
@@ -86,6 +89,7 @@ _FLOATS = frozenset({"value", "limit"})
 def _alert(row: tuple[object, ...]) -> Alert:
     fields = {name: (math.nan if cell is None and name in _FLOATS else cell)
               for name, cell in zip(_FIELDS, row, strict=True)}
+    fields["late"] = bool(fields["late"])  # SQLite keeps a bool as 0 / 1
     return msgspec.convert(fields, Alert)
 
 

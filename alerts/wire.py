@@ -14,6 +14,12 @@ Added for alert quality (issue 17), both empty on every other transition:
 - ``inhibited_by``: on a firing warning, the id of the open alarm or power-off episode in the
   same area whose notification covers it; the warning is recorded and published, receivers are
   not notified of it while that episode is open (``alerts.inhibit``).
+
+``late`` (added field, issue 18): true when the transition's reading (``ts``; for a firing
+transition that is ``started_at``) was already older than the service clock by more than
+60 s (``detectors.suite.LATE_AFTER_MS``) when jinmei judged it — a back-filled resend after an
+outage (断电续传) or a replayed old recording. The times stay the readings' own; the message
+says 补传 / late. Absent in records and payloads written before the field existed: false.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
     version: int = 1
     reason: str = ""
     inhibited_by: str = ""
+    late: bool = False
 
 
 _encoder = msgspec.json.Encoder()

@@ -19,7 +19,14 @@ Targets (issue 4): recall 100 % on statutory limits with no delay beyond one sam
 limit alarms; trend warnings at least 5 minutes before the alarm limit (the truth's ``by_ms``
 for ``trend``). The exit status is 1 when a statutory-limit target is missed.
 
-Run: ``python bench/evaluate_scenarios.py [--scenario S ...] [--seed 0] [--duration S]``
+``--through-service`` (issue 18) instead replays each scenario's feed through a fresh Mosquitto
+and a fresh ``jinmei`` service twice — as fast as possible, and paced at ``--speed`` × the feed's
+own pace (1 = live; default 50: the whole set is ~14 h of feed per mine) — and requires both to
+give the alert set of the in-process run (``bench/through_service.py``: firing transitions by
+id, rule, condition and started_at, ``no_data`` left out). Exit status 1 on any difference.
+
+Run: ``python -m bench.evaluate_scenarios [--scenario S ...] [--seed 0] [--duration S]
+[--through-service [--speed 50]]``
 """
 
 from __future__ import annotations
@@ -28,12 +35,14 @@ import argparse
 import itertools
 import statistics
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from config.loader import load_deployment
-from config.model import DetectorConfig, Mine, Registry
+from config.model import Deployment, DetectorConfig, Mine, Registry
 from detectors.base import Event
 from detectors.suite import build_detectors
 from ingest.codec import TelemetryCodec
@@ -234,8 +243,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="evaluate only this scenario (repeatable; default: all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--duration", type=float, help="seconds (default: each scenario's)")
+    parser.add_argument("--through-service", action="store_true",
+                        help="replay through Mosquitto and the service, asap and paced, and "
+                             "require the in-process alert set")
+    parser.add_argument("--speed", type=float, default=50.0,
+                        help="pace of the paced replay (× the feed's own; 1 = live)")
     args = parser.parse_args(argv)
     deployment = load_deployment(None)
+    if args.through_service:
+        return _through_service(deployment, args.scenario or list(SCENARIOS), args.duration,
+                                args.seed, args.speed)
     runs = []
     for scenario in args.scenario or list(SCENARIOS):
         for mine in deployment.mines:
@@ -270,6 +287,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in failures:
         print("  " + line)
     return 1 if failures else 0
+
+
+def _through_service(deployment: Deployment, scenarios: Sequence[str], duration_s: float | None,
+                     seed: int, speed: float) -> int:
+    """The ``--through-service`` mode (module docstring): one line per scenario and mine."""
+    from bench.through_service import in_process, through_service  # starts servers: only here
+
+    differ = 0
+    print(f"{'scenario':<24}{'mine':<11}{'alerts':>7}  {'asap':<6}{f'x{speed:g}':<6}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for scenario in scenarios:
+            for mine in deployment.mines:
+                try:
+                    messages = list(generate(mine, scenario, start_ms=START_MS,
+                                             duration_s=duration_s, seed=seed))
+                except ValueError as error:
+                    print(f"{scenario:<24}{mine.id:<11}skipped: {error}")
+                    continue
+                expected = in_process(mine, messages, deployment.detectors)
+                work = Path(tmp) / f"{scenario}-{mine.id}"
+                found = [through_service(deployment, messages, work / "asap", speed=None),
+                         through_service(deployment, messages, work / "paced", speed=speed)]
+                verdicts = ["same" if f == expected else "DIFF" for f in found]
+                differ += verdicts.count("DIFF")
+                print(f"{scenario:<24}{mine.id:<11}{len(expected):>7}  "
+                      f"{verdicts[0]:<6}{verdicts[1]:<6}")
+                for f in found:
+                    for key in sorted(f ^ expected):
+                        print(f"    {'extra' if key in f else 'missing'}: {key}")
+    print("\nthrough the service: " + ("the in-process alert set every time" if not differ
+                                       else f"{differ} replays differ"))
+    return 1 if differ else 0
 
 
 if __name__ == "__main__":

@@ -28,7 +28,11 @@ class Event:
     can be too slow or too fast: ``alarm_low`` / ``alarm_high``). ``ts`` and ``value`` are the
     reading that caused the transition; ``limit`` the threshold it crossed. ``scope`` names
     what a grouped condition covers beyond its one (representative) sensor: the substation id
-    of ``substation_silent``, the area of an interlock; empty otherwise.
+    of ``substation_silent``, the area of an interlock; empty otherwise. ``late``: the reading
+    at ``ts`` was already older than the service clock by more than
+    :data:`~detectors.suite.LATE_AFTER_MS` when it was judged (back-fill, a resend after an
+    outage 断电续传, a replay of an old recording): the event is about the past. Set by
+    :class:`~detectors.suite.DetectorSuite`, which knows ``now``; detectors leave it False.
     """
 
     sensor: int
@@ -40,6 +44,7 @@ class Event:
     value: float
     limit: float
     scope: str = ""
+    late: bool = False
 
 
 @dataclass(frozen=True, slots=True)

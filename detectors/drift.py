@@ -15,12 +15,14 @@ given gas to, so they are not neighbours. A sensor without a neighbour cannot be
 never fires (a main return, a chamber, a lone intake); neither can a kind with no drift amount.
 
 How it decides, per sensor, once per bin of ``drift_window_s / 12`` (7.5 min of the default
-90 min window):
+90 min window) — at the bin's first reading, on the 12 complete bins before it, every bin a
+batch begins judged in turn (event time: any split of a time-ordered feed into batches gives the
+same events; the event's ``ts`` is that first reading):
 
 - Its clean readings (calibrating 标校, faulty and over-range readings never enter; a reading
   below the range does — that is the negative drift itself) are averaged per bin; bins share
-  one grid per air path, so neighbours' bins line up. State is a ring of 14 bin sums per
-  watched sensor: no reading history, a few hundred bytes a sensor.
+  one grid per air path, so neighbours' bins line up. State is a ring of 24 bin sums per
+  watched sensor: no reading history, under 1 KB a sensor whatever its cadence.
 - Over the last 12 complete bins, each sensor's own change is the Theil–Sen slope × the span
   of its bins. A neighbour is *steady* when it changed by at most half the kind's drift amount.
 - The reference is the median, bin by bin, of the steady neighbours; the *deviation* is the
@@ -57,6 +59,12 @@ range's bottom also raises ``out_of_range``. A lone real gas source (gas trapped
 corner, rising slowly there only) looks the same as an upward drift; the warning then still
 sends someone to look, which is right. No status bits are added; ``now`` is not used (every
 decision is on the readings' own times).
+
+Back-fill (readings older than the sensor's newest, a resend after an outage 断电续传): they
+are added to their bin while the ring still holds it (a bin's mean does not depend on the order
+its readings came in), so later judgements see them; a bin already judged is not judged again.
+A batch carrying more than 10 bins (75 min) of one feed has its earliest bins judged on what
+the ring still holds.
 """
 
 from __future__ import annotations
@@ -68,6 +76,7 @@ import numpy as np
 from config.model import DetectorConfig, Registry
 from config.readings import ReadingBatch, Status
 from detectors.base import ConditionRows, Detection, Event
+from detectors.history import stable_phase
 from detectors.robust import robust_median, theil_sen
 
 __all__ = ["AIR_PATH", "CONDITIONS", "DriftDetector"]
@@ -77,14 +86,15 @@ CONDITIONS = ("drift",)
 AIR_PATH = frozenset({"longwall_face", "shearer", "longwall_upper_corner", "longwall_return",
                       "heading_face", "heading_return"})
 _BINS = 12  # complete bins per window: 66 pairwise slopes each
-_RING = _BINS + 2  # plus the bin being filled and one a neighbour may already have begun
+# Plus the bin being filled, one a neighbour may already have begun, and 10 more (75 min) so
+# that a batch carrying that much of a feed is still judged bin by bin (event time).
+_RING = _BINS + 12
 _MIN_BINS = _BINS // 2
 _STEADY = 0.5  # of the drift amount: a neighbour that changed less is steady
 _FOLLOW = 1 / 3  # of the sensor's move: a neighbour moving the same way by more followed it
 _OWN = 0.75  # of the drift amount: the sensor itself moved this far, the same way
 _CLEAR = 0.5  # of the drift amount: back within this of where it stood, the drift is over
 _SIGMAS = 4.0  # the move must stand this far out of the residuals' robust σ
-_GOLDEN = 0.6180339887  # spreads the air paths' bin grids evenly over a bin
 _DEVICE_BITS = np.uint16(Status.CALIBRATION | Status.OVER_RANGE | Status.SENSOR_FAULT)
 
 
@@ -126,7 +136,7 @@ class DriftDetector(ConditionRows):
     -----
     Cost per batch: a division and a few gathers per reading and two ``bincount`` into the
     rings; once per bin per air path, 66 pairwise slopes for each sensor (as a neighbour, as
-    itself) and for its deviation, and a few small sorts. Memory: 14 bins × 24 bytes per
+    itself) and for its deviation, and a few small sorts. Memory: 24 bins × 32 bytes per
     watched sensor.
 
     Examples
@@ -162,10 +172,11 @@ class DriftDetector(ConditionRows):
         self._row = np.full(n, -1, dtype=np.int64)  # ring row of each watched sensor
         self._bin_ms = max(int(config.drift_window_s * 1000 / _BINS), 1)
         self._phase = np.zeros(n, dtype=np.int64)
-        for p, members in enumerate(paths.values()):
+        phases = stable_phase(["/".join(key) for key in paths])
+        for phase, members in zip(phases.tolist(), paths.values(), strict=True):
             for k, i in enumerate(members):
                 self._neighbours[i, :len(members) - 1] = members[:k] + members[k + 1:]
-            self._phase[members] = int((p * _GOLDEN) % 1.0 * self._bin_ms)
+            self._phase[members] = int(phase * self._bin_ms)
         watched = np.flatnonzero(self._neighbours[:, 0] >= 0) if width else np.zeros(0, int)
         self._row[watched] = np.arange(len(watched))
         self._base = np.where(self._row >= 0, self._row * _RING, -1)  # first slot of its ring
@@ -173,8 +184,8 @@ class DriftDetector(ConditionRows):
         self._sum = np.zeros(rows)
         self._count = np.zeros(rows)
         self._bin = np.full(rows, -1, dtype=np.int64)  # which bin each slot holds
+        self._first = np.zeros(rows, dtype=np.int64)  # its first reading: the judging instant
         self._judged_bin = np.full(n, -1, dtype=np.int64)  # the newest bin when last judged
-        self._newest_ts = np.zeros(n, dtype=np.int64)
         self._anchor = np.full(n, np.nan)  # the deviation when the drift started
         self._state = np.zeros((len(CONDITIONS), n), dtype=bool)
 
@@ -200,24 +211,27 @@ class DriftDetector(ConditionRows):
             np.maximum.at(self._bin, slot[newer], bin_[newer])
             self._sum[slot[newer]] = 0.0
             self._count[slot[newer]] = 0.0
+            self._first[slot[newer]] = np.iinfo(np.int64).max
         keep = bin_ == self._bin[slot]
         size = len(self._sum)
         self._sum += np.bincount(slot[keep], weights=value[keep], minlength=size)
         self._count += np.bincount(slot[keep], minlength=size)
+        np.minimum.at(self._first, slot[keep], ts[keep])
         if not newer.any():
             return Detection([], bits)  # no bin began: nothing new to judge
+        # Every bin begun since a sensor was last judged is judged, oldest first, as if its
+        # readings had come alone: bin b on the 12 complete bins before it.
         begun = np.unique(sensor[newer])
-        np.maximum.at(self._newest_ts, sensor, ts)
-        newest = self._newest_bin(begun)
-        due = begun[newest > self._judged_bin[begun]]
-        if due.size == 0:
-            return Detection([], bits)
-        self._judged_bin[due] = self._newest_bin(due)
-        return Detection(self._judge(due), bits)
-
-    def _newest_bin(self, sensors: np.ndarray) -> np.ndarray:
-        slots = self._row[sensors][:, None] * _RING + np.arange(_RING)
-        return self._bin[slots].max(axis=1)
+        slots = self._row[begun][:, None] * _RING + np.arange(_RING)
+        held = self._bin[slots]
+        pending = np.sort(np.where(held > self._judged_bin[begun][:, None], held,
+                                   np.iinfo(np.int64).max), axis=1)
+        rounds = (pending < np.iinfo(np.int64).max).sum(axis=1)
+        events = []
+        for j in range(int(rounds.max())):  # one round per bin: one in live operation
+            due = rounds > j
+            events += self._judge(begun[due], pending[due, j])
+        return Detection(events, bits)
 
     def _levels(self, sensors: np.ndarray, newest: np.ndarray) -> np.ndarray:
         """Mean of each sensor's readings in the 12 complete bins before ``newest`` (NaN: none)."""
@@ -227,9 +241,10 @@ class DriftDetector(ConditionRows):
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(held, self._sum[slots] / self._count[slots], np.nan)
 
-    def _judge(self, due: np.ndarray) -> list[Event]:
+    def _judge(self, due: np.ndarray, newest: np.ndarray) -> list[Event]:
+        """Judge each sensor of ``due`` at its bin ``newest`` (the 12 bins before it)."""
+        self._judged_bin[due] = newest
         neighbours = self._neighbours[due]
-        newest = self._judged_bin[due]
         amount = self._amount[due]
         # Each neighbour over the same 12 bins as the sensor judged; one air path shares one
         # grid, so a neighbour's line is worked out once however many sensors it neighbours.
@@ -272,7 +287,7 @@ class DriftDetector(ConditionRows):
         for k in np.flatnonzero(after != before).tolist():  # the few transitions only
             i, firing = int(due[k]), bool(after[k])
             events.append(Event(i, "sensor_fault", "drift", "warning", firing,
-                                int(self._newest_ts[i]),
+                                int(self._first[self._base[i] + newest[k] % _RING]),
                                 float(deviation.moved[k] if firing else offset[k]),
                                 float(amount[k] if firing else _CLEAR * amount[k])))
         return events

@@ -18,8 +18,15 @@ feed_on_fan_stopped  while every local fan of the area is stopped (main and     
 ===================  ===========================================================  ========
 
 Both clear at a feed reading showing no power, or when the cause ends (power restored, a fan
-running again). Only feed readings decide: a feed sensor reporting before the response time
-is up may legitimately still show power. The event is on the feed sensor, ``scope`` the area,
+running again: the event is at that time). Only feed readings set: a feed sensor reporting
+before the response time is up may legitimately still show power. A power-off demand is timed
+from when the area's methane first demanded it (several points in power-off: the first).
+
+Event time: each feed reading is judged against the causes as they stood at its own time —
+the area's power-off demand replayed from the limit detector's transitions of the batch, the
+fans' state replayed from their readings in time order — so any split of the same readings into
+batches gives the same events. A reading older than its sensor's newest is judged the same way
+against the causes as this batch knows them. The event is on the feed sensor, ``scope`` the area,
 ``value`` the feed value and ``limit`` 0 (power expected off). Calibrating and faulty readings
 of fans and feeds decide nothing; a silent feed sensor is the no-data detector's. Sources:
 煤矿安全规程 (local fan wind-electric lockout), AQ 6201-2019 (lockout execution ≤ 2 s),
@@ -28,18 +35,63 @@ domain.md §4.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from config.model import DetectorConfig, Registry
 from config.readings import ReadingBatch, Status
 from detectors.base import ConditionRows, Detection, Event
 from detectors.limits import LimitDetector
-from detectors.segments import segment
+from detectors.segments import changes, hold, segment
 
 __all__ = ["CONDITIONS", "InterlockDetector"]
 
 CONDITIONS = ("feed_on_power_off", "feed_on_fan_stopped")
 _UNTRUSTED = np.uint16(Status.CALIBRATION | Status.SENSOR_FAULT)
+
+
+def _within(total: np.ndarray, step: np.ndarray, head: np.ndarray) -> np.ndarray:
+    """A running sum restarted at each group's head (``total``: the running sum of ``step``)."""
+    return total - total[head] + step[head]
+
+
+@dataclass(frozen=True, slots=True)
+class _Timeline:
+    """One cause per area through a batch: its state before the batch (``before_on``,
+    ``before_since`` per area) and each change (``area``, ``ts``, ``on``, ``since``: when the
+    cause began, for a change to on), sorted by area then time."""
+
+    before_on: np.ndarray
+    before_since: np.ndarray
+    area: np.ndarray
+    ts: np.ndarray
+    on: np.ndarray
+    since: np.ndarray
+
+    @classmethod
+    def empty(cls, before_on: np.ndarray, before_since: np.ndarray) -> _Timeline:
+        none = np.zeros(0, dtype=np.int64)
+        return cls(before_on, before_since, none, none, np.zeros(0, bool), none)
+
+    def with_changes(self, area: np.ndarray, ts: np.ndarray, on: np.ndarray,
+                     since: np.ndarray) -> _Timeline:
+        by = np.lexsort((ts, area))  # stable: changes at one time keep their order
+        return _Timeline(self.before_on, self.before_since, area[by], ts[by], on[by], since[by])
+
+    def at(self, area: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per (area, time): is the cause on, and since when — after every change at or
+        before that time (a reading and a change at one instant: the change counts)."""
+        on, since = self.before_on[area], self.before_since[area]
+        if self.area.size == 0 or area.size == 0:
+            return on, since
+        low = min(int(self.ts.min()), int(ts.min()))
+        span = max(int(self.ts.max()), int(ts.max())) - low + 1
+        keys = self.area * span + (self.ts - low)
+        latest = np.searchsorted(keys, area * span + (ts - low), side="right") - 1
+        hit = (latest >= 0) & (self.area[np.maximum(latest, 0)] == area)
+        pick = np.maximum(latest, 0)
+        return np.where(hit, self.on[pick], on), np.where(hit, self.since[pick], since)
 
 
 class InterlockDetector(ConditionRows):
@@ -57,8 +109,10 @@ class InterlockDetector(ConditionRows):
 
     Notes
     -----
-    Cost per batch: one pass over the batch to pick fan and feed readings, then per-area
-    reductions with ``bincount`` — nothing per reading in Python. Adds no status bits.
+    Cost per batch: one pass over the batch to pick fan and feed readings, a sort of those,
+    per-area running counts and one ``searchsorted`` of each feed reading into the causes'
+    changes; a Python loop only over the batch's power-off transitions and cause ends (a
+    handful). Nothing per reading in Python. Adds no status bits.
 
     Examples
     --------
@@ -102,6 +156,10 @@ class InterlockDetector(ConditionRows):
         self._switch = np.zeros(n, dtype=bool)  # last trusted value of fans and feeds: on?
         self._seen = np.zeros(n, dtype=bool)
         self._stopped_since = np.zeros(self._n_areas, dtype=np.int64)  # 0 = fans running
+        self._demand_since = np.full(self._n_areas, -1, dtype=np.int64)  # −1: no power-off
+        feeds = np.flatnonzero(self._is_feed)
+        self._feeds_of_area = [feeds[self._area[feeds] == a].tolist()
+                               for a in range(self._n_areas)]
         self._state = np.zeros((len(CONDITIONS), n), dtype=bool)
 
     def __repr__(self) -> str:
@@ -111,58 +169,119 @@ class InterlockDetector(ConditionRows):
         bits = np.zeros(len(batch), dtype=np.uint16)
         switch = np.flatnonzero((self._is_feed | self._is_fan)[batch.sensor]
                                 & ((batch.status & _UNTRUSTED) == 0))
-        if switch.size == 0 and not self._state.any():
+        power_off = self.limits.power_off_changes()
+        if switch.size == 0 and not power_off:
             return Detection([], bits)
-        seg = segment(batch.sensor, switch)
-        latest = seg.order[seg.ends]  # batch row of each switch sensor's latest reading
-        who = batch.sensor[latest]
-        self._switch[who] = batch.value[latest] >= 0.5
-        self._seen[who] = True
-        fans = who[self._is_fan[who]]
-        if fans.size:
-            self._fans_moved(fans, batch.ts[latest][self._is_fan[who]])
-
-        # What each area demands, after this batch.
-        powered_off, since = self.limits.powered_off()
-        demand = self._methane & powered_off
-        demand_area = np.bincount(self._area[demand], minlength=self._n_areas) > 0
-        demand_since = np.zeros(self._n_areas, dtype=np.int64)
-        np.maximum.at(demand_since, self._area[demand], since[demand])
-        causes = np.stack([
-            np.where(demand_area, demand_since, -1),
-            np.where(self._stopped_since > 0, self._stopped_since, -1)])
-
-        feeds = np.flatnonzero(self._is_feed & self._seen)
-        feed_row = np.full(len(self.registry), -1, dtype=np.int64)
-        feed_row[who] = latest
-        reading = feed_row[feeds]
-        started = causes[:, self._area[feeds]]
-        reported = reading >= 0
-        reading_ts = np.append(batch.ts, 0)[reading]  # −1 (no reading) picks the 0
-        live = self._switch[feeds]
-        cause_on = started >= 0
-        sets = cause_on & reported & live & (reading_ts >= started + self._response_ms)
-        clears = ~cause_on | (reported & ~live)
-        before = self._state[:, feeds]
-        after = (before | sets) & ~clears
-        self._state[:, feeds] = after
+        # Fan and feed readings in event time: by sensor, then time.
+        order = switch[np.lexsort((batch.ts[switch], batch.sensor[switch]))]
+        sensor, ts, live = batch.sensor[order], batch.ts[order], batch.value[order] >= 0.5
+        fan = self._is_fan[sensor]
+        causes = (self._demand_timeline(power_off),
+                  self._stopped_timeline(sensor[fan], ts[fan], live[fan]))
+        if sensor.size:
+            last = np.r_[sensor[1:] != sensor[:-1], True]
+            self._switch[sensor[last]] = live[last]
+            self._seen[sensor[last]] = True
+        # Each feed reading is judged at its time; where a cause ends, the feeds of its area
+        # are judged there too (the fault ends with its cause, a reading or not).
+        feed, feed_ts, feed_live = sensor[~fan], ts[~fan], live[~fan]
+        ended = [(self._feeds_of_area[a], t) for timeline in causes
+                 for a, t, on in zip(timeline.area.tolist(), timeline.ts.tolist(),
+                                     timeline.on.tolist(), strict=True) if not on]
+        extra = [f for feeds, _ in ended for f in feeds]
+        rows_sensor = np.concatenate([feed, np.array(extra, dtype=feed.dtype)])
+        rows_ts = np.concatenate([feed_ts, np.array([t for feeds, t in ended for _ in feeds],
+                                                    dtype=np.int64)])
+        reported = np.r_[np.ones(feed.size, bool), np.zeros(len(extra), bool)]
+        rows_live = np.r_[feed_live, np.zeros(len(extra), bool)]
+        if rows_sensor.size == 0:
+            return Detection([], bits)
+        by = np.lexsort((~reported, rows_ts, rows_sensor))
+        seg = segment(rows_sensor[by])
+        rows_ts, reported, rows_live = rows_ts[by], reported[by], rows_live[by]
+        # A row without a reading shows the feed as its last reading did.
+        latest = np.maximum.accumulate(np.where(reported, np.arange(len(by)), -1))
+        carried_live = self._switch[seg.sensor]
+        rows_live = np.where(reported, rows_live,
+                             np.where(latest >= seg.segment_start,
+                                      rows_live[np.maximum(latest, 0)], carried_live))
+        area = self._area[seg.sensor]
+        on, since = zip(*(timeline.at(area, rows_ts) for timeline in causes), strict=True)
+        cause_on, started = np.stack(on), np.stack(since)
+        sets = cause_on & reported & rows_live & (rows_ts >= started + self._response_ms)
+        clears = ~cause_on | (reported & ~rows_live)
+        state, before = hold(sets, sets | clears, self._state[:, seg.segment_sensor], seg)
+        self._state[:, seg.segment_sensor] = state[:, seg.ends]
         events = []
-        for c, k in zip(*np.nonzero(after != before), strict=True):
-            i = int(feeds[k])
-            row = int(reading[k])
-            ts = int(batch.ts[row]) if row >= 0 else int(now)
-            events.append(Event(i, "feed_fault", CONDITIONS[c], "critical", bool(after[c, k]),
-                                ts, float(live[k]), 0.0, self.registry.sensors[i].area))
+        channel, position, _ = changes(state, before, seg)
+        for c, p in zip(channel.tolist(), position.tolist(), strict=True):
+            i = int(seg.sensor[p])
+            events.append(Event(i, "feed_fault", CONDITIONS[c], "critical", bool(state[c, p]),
+                                int(rows_ts[p]), float(rows_live[p]), 0.0,
+                                self.registry.sensors[i].area))
+        events.sort(key=lambda e: e.ts)  # stable: one feed's transitions stay in order
         return Detection(events, bits)
 
-    def _fans_moved(self, fans: np.ndarray, ts: np.ndarray) -> None:
-        """Start or end each area's all-fans-stopped time after new fan readings."""
-        running = np.bincount(self._area[self._is_fan & self._switch & self._seen],
-                              minlength=self._n_areas) > 0
-        known = np.bincount(self._area[self._is_fan & self._seen], minlength=self._n_areas)
-        areas = self._area[fans]
-        stopped_now = ~running[areas] & (known[areas] == self._fans_in_area[areas])
-        newly = stopped_now & (self._stopped_since[areas] == 0)
-        np.maximum.at(self._stopped_since, areas[newly], ts[newly])
-        self._stopped_since[areas[~stopped_now]] = 0
+    def _demand_timeline(self, power_off: list[tuple[int, int, bool]]) -> _Timeline:
+        """When each area's methane power-off demand began and ended in this batch, from the
+        limit detector's transitions (a handful: a loop over them, not over readings)."""
+        powered, _ = self.limits.powered_off()
+        before = powered.copy()
+        for sensor, _, firing in reversed(power_off):  # each sensor's first transition wins
+            before[sensor] = not firing
+        count = np.bincount(self._area[self._methane & before], minlength=self._n_areas)
+        # 0: a demand carried over a restart, begun long ago.
+        since = np.where(count > 0, np.maximum(self._demand_since, 0), -1)
+        timeline = _Timeline.empty(count > 0, since.copy())
+        area, at, on, began = [], [], [], []
+        for sensor, t, firing in sorted(power_off, key=lambda change: change[1]):
+            if not self._methane[sensor]:
+                continue
+            a = int(self._area[sensor])
+            was = count[a] > 0
+            count[a] += 1 if firing else -1
+            if (count[a] > 0) != was:
+                since[a] = t if not was else -1
+                area.append(a)
+                at.append(t)
+                on.append(not was)
+                began.append(since[a])
+        self._demand_since = np.where(count > 0, since, -1)
+        return timeline.with_changes(np.array(area, np.int64), np.array(at, np.int64),
+                                     np.array(on, bool), np.array(began, np.int64))
 
+    def _stopped_timeline(self, fan: np.ndarray, ts: np.ndarray, live: np.ndarray) -> _Timeline:
+        """When each area's local fans all stopped and when one ran again, from its fans'
+        readings (by fan, then time), vectorized: running and known fans counted per area
+        through the readings in time order."""
+        stopped_before = self._stopped_since > 0
+        timeline = _Timeline.empty(stopped_before, self._stopped_since.copy())
+        if fan.size == 0:
+            return timeline
+        n = fan.size
+        first = np.r_[True, fan[1:] != fan[:-1]]
+        was_live = np.empty(n, dtype=bool)
+        was_live[1:] = live[:-1]
+        was_live[first] = self._switch[fan[first]] & self._seen[fan[first]]
+        d_running = live.astype(np.int64) - was_live
+        d_known = np.zeros(n, dtype=np.int64)
+        d_known[first] = ~self._seen[fan[first]]
+        area = self._area[fan]
+        by = np.lexsort((ts, area))
+        area, ts, d_running, d_known = area[by], ts[by], d_running[by], d_known[by]
+        start = np.r_[True, area[1:] != area[:-1]]
+        head = np.maximum.accumulate(np.where(start, np.arange(n), 0))
+        known_fans = self._is_fan & self._seen
+        running = (np.bincount(self._area[known_fans & self._switch], minlength=self._n_areas)
+                   [area] + _within(np.cumsum(d_running), d_running, head))
+        known = (np.bincount(self._area[known_fans], minlength=self._n_areas)[area]
+                 + _within(np.cumsum(d_known), d_known, head))
+        stopped = (known == self._fans_in_area[area]) & (running == 0)
+        previous = np.empty(n, dtype=bool)
+        previous[1:] = stopped[:-1]
+        previous[start] = stopped_before[area[start]]
+        moved = np.flatnonzero(stopped != previous)
+        began = np.where(stopped[moved], ts[moved], 0)
+        # The state each area is left in: its last change in the batch, if any.
+        self._stopped_since[area[moved]] = began  # ascending per area: the last one stays
+        return timeline.with_changes(area[moved], ts[moved], stopped[moved], began)

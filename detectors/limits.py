@@ -165,12 +165,14 @@ class LimitDetector(ConditionRows):
         self._state = np.zeros((len(_CHANNELS), len(registry)), dtype=bool)
         # 0 until set by a reading: a power-off carried over a restart started long ago.
         self._power_off_since = np.zeros(len(registry), dtype=np.int64)
+        self._power_off_changes: list[tuple[int, int, bool]] = []
 
     def __repr__(self) -> str:
         return f"LimitDetector(sensors={len(self.registry)}, active={int(self._state.sum())})"
 
     def update(self, batch: ReadingBatch, now: int) -> Detection:
         status_bits = np.zeros(len(batch), dtype=np.uint16)
+        self._power_off_changes = []
         if len(batch) == 0:
             return Detection([], status_bits)
         involved = self._involved(batch)
@@ -189,6 +191,11 @@ class LimitDetector(ConditionRows):
             np.bitwise_or(bits, bit, out=bits, where=state[channel])
         status_bits[seg.order] = bits
         return Detection(self._events(state, before, seg, value, batch.ts), status_bits)
+
+    def power_off_changes(self) -> list[tuple[int, int, bool]]:
+        """(sensor, ts, firing) of each power-off transition the last ``update`` found, in the
+        order found (each sensor's in time order): the interlocks replay them in event time."""
+        return list(self._power_off_changes)
 
     def powered_off(self) -> tuple[np.ndarray, np.ndarray]:
         """Per sensor: is its power-off (断电) condition active, and since when (epoch ms of the
@@ -239,8 +246,10 @@ class LimitDetector(ConditionRows):
             firing = bool(state[c, p])
             i = int(seg.sensor[p])
             limit = (self._fire_limit if firing else self._clear_limit)[c, i]
-            if c == _POWER_OFF and firing:
-                self._power_off_since[i] = ts[a]
+            if c == _POWER_OFF:
+                self._power_off_changes.append((i, int(ts[a]), firing))
+                if firing:
+                    self._power_off_since[i] = ts[a]
             events.append(Event(i, spec.rule, spec.condition, spec.severity, firing,
                                 int(ts[a]), float(value[p]), float(limit)))
         return events

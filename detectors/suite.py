@@ -20,11 +20,21 @@ The members (each module's docstring says what it flags, why, and the source of 
   every local fan of a heading stopped.
 
 Calibrating readings (标校) never raise anything in any of them.
+
+Event time (issue 18): every reading-driven member judges readings on their own times, as if
+each had arrived alone and in time order, so any split of the same readings into messages and
+batches gives the same events with the same ``ts`` (``tests/test_detector_batching.py``). Only
+``no_data`` depends on the service clock (``tick(now)``), by its nature.
+
+Late events: ``update(batch, now)`` marks an event ``late`` when its reading (``ts``) is older
+than ``now`` by more than :data:`LATE_AFTER_MS` — the alert then says it is about the past
+(补传 / late) and still carries the reading's own time as ``started_at``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -38,7 +48,12 @@ from detectors.limits import LimitDetector
 from detectors.silence import NoDataDetector
 from detectors.trend import TrendDetector
 
-__all__ = ["DetectorSuite", "build_detectors"]
+__all__ = ["LATE_AFTER_MS", "DetectorSuite", "build_detectors"]
+
+# A reading judged more than this after its own time makes a late event. jinmei's own: twice the
+# longest patrol period AQ 6201-2019 allows (30 s), far above a live feed's delay (batching and
+# network, about a second), so only buffered, resent or replayed readings are late.
+LATE_AFTER_MS = 60_000
 
 
 class DetectorSuite:
@@ -72,7 +87,11 @@ class DetectorSuite:
             raise ValueError(f"two detectors claim one condition name: {self.conditions}")
 
     def update(self, batch: ReadingBatch, now: int) -> Detection:
-        return _merge([d.update(batch, now) for d in self.members], len(batch))
+        found = _merge([d.update(batch, now) for d in self.members], len(batch))
+        if any(now - e.ts > LATE_AFTER_MS for e in found.events):
+            found = Detection([replace(e, late=True) if now - e.ts > LATE_AFTER_MS else e
+                               for e in found.events], found.status_bits)
+        return found
 
     def tick(self, now: int) -> Detection:
         """Clock-driven findings (no readings involved): events only, no status bits."""

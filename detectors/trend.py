@@ -2,13 +2,25 @@
 
 No regulation prescribes an algorithm (domain.md §5): these are jinmei's own, measured on
 labelled scenarios by ``bench/evaluate_detectors.py``. All three look at each sensor's recent
-history (:class:`~detectors.history.History`, clean in-order readings only: calibrating,
-faulty and over-range readings never enter it) and are evaluated, vectorized over every sensor
-that reported, at that sensor's newest reading — trend and level shift at most once per
-``trend_eval_s`` (10 s) of the sensor's own feed time, on instants staggered across sensors so
-the work spreads evenly over batches. A 10 s point is thus judged at every reading; a faster
-feed is not, and a warning comes at most ``trend_eval_s`` late: under 2 % of the 600 s horizon
-it forecasts over (measured: ``tests/test_detectors_rules.py``).
+history by time (:class:`~detectors.history.History`: clean in-order readings only —
+calibrating, faulty and over-range readings never enter it — one kept per ``trend_eval_s``
+(10 s) bin of the sensor's own feed time, the first in the bin).
+
+Event time: a sensor is judged at every bin's first reading, on the history up to that reading
+and no further, and the conditions are carried through those instants in time order — every
+instant a batch covers, vectorized over all sensors and instants at once. A 10 s point is judged
+at every reading, a 1 Hz point at one reading in ten; any split of the same readings into
+messages and batches gives the same events with the same ``ts`` (the instant's reading), and a
+point warns the same way on the same rise at 1 Hz, 2 s, 10 s or an irregular cadence
+(``tests/test_detectors_rules.py``, ``tests/test_detector_batching.py``). Face/return mismatch
+is judged at the face's instants once the return airway's feed has reached them too.
+
+Back-fill (a reading older than its sensor's newest: a resend after an outage, 断电续传) never
+enters the history: the instants it belongs to have been judged already, and a trend about a
+past the limit detector has already spoken for would only be noise. A substation that resends
+its buffer *before* new readings (the usual 断电续传 order) is in order and judged in full,
+alerts carrying the readings' own times. A batch carrying more than ``history_s`` minus the
+longest window (49 min by default) of one feed has its earliest instants skipped.
 
 =====================  ===================================================  =====  =======
 condition              fires when                                           rule   severity
@@ -28,7 +40,7 @@ face_return_mismatch   a working face's and its return airway's methane     tren
 =====================  ===================================================  =====  =======
 
 Trend: Theil–Sen slope (median of pairwise slopes) over up to 16 readings spread across
-``trend_window_s`` (300 s), the level at the newest reading as the median of the residual-
+``trend_window_s`` (300 s), the level at the instant as the median of the residual-
 corrected values, and the time to the limit = gap / slope. It needs 5 readings spanning half
 the window (a sensor just added stays quiet) and a rise over the window of at least 4 robust σ
 of the residuals (noise never trends). A second, short window (``trend_short_window_s``, 90 s,
@@ -37,8 +49,8 @@ pairs are on the rise; it may warn only when its rise also reaches 12 × the sen
 (interquartile σ of the level-shift reference window, known once that holds 30 readings) —
 tuned on the evaluation's clean feeds to add no false warnings. It clears once both forecasts
 are beyond 2 × the horizon or the slope turns. Level shift clears below half its threshold;
-its reference median and σ are cached and refreshed once the window has moved a tenth of its
-length (60 s of 600). Mismatch clears below the tolerance.
+its reference median and σ are taken as of the latest bin whose index is a multiple of a tenth
+of its window (60 s of 600), once per sensor and such bin. Mismatch clears below the tolerance.
 Only sensors with the relevant limit are watched (switches never are).
 """
 
@@ -51,9 +63,9 @@ import numpy as np
 from config.model import DetectorConfig, Registry
 from config.readings import ReadingBatch, Status
 from detectors.base import ConditionRows, Detection, Event
-from detectors.history import History
+from detectors.history import History, stable_phase
 from detectors.robust import MAD_SIGMA, robust_median, theil_sen
-from detectors.segments import segment
+from detectors.segments import changes, hold, segment
 
 __all__ = ["CONDITIONS", "TrendDetector"]
 
@@ -68,14 +80,9 @@ _NOISE_SIGMAS = 4.0
 _SHORT_SIGMAS = 12.0  # of the steady σ: the short window must stand out far (tuned on clean feeds)
 _IQR_SIGMA = 1.349  # interquartile range / σ for normal noise
 _CLEAR_HORIZON = 2.0
-_GOLDEN = 0.6180339887  # spreads each sensor's judging instants evenly over the cadence
+_INSTANTS_AT_ONCE = 20_000  # bounds the windows' memory (~100 MB) however long a batch is
 _DEVICE_BITS = np.uint16(Status.CALIBRATION | Status.OVER_RANGE | Status.SENSOR_FAULT)
 _FACES = {"longwall_face": "longwall_return", "heading_face": "heading_return"}
-
-
-def _next_instant(newest: np.ndarray, phase: np.ndarray, every_ms: int) -> np.ndarray:
-    """The first instant after ``newest`` on each sensor's grid ``phase + k × every_ms``."""
-    return newest - (newest - phase) % every_ms + every_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,17 +110,18 @@ class TrendDetector(ConditionRows):
     Parameters
     ----------
     registry : Registry
-        Sensors, their periods (ring sizes) and ``alarm_high`` / ``alarm_low`` limits.
+        Sensors and their ``alarm_high`` / ``alarm_low`` limits.
     config : DetectorConfig
         ``history_s``, ``trend_window_s``, ``trend_short_window_s``, ``trend_horizon_s``,
         ``trend_eval_s``, ``level_shift_*``, ``face_return_tolerance``.
 
     Notes
     -----
-    Cost per batch: the history append (O(n)) and, per sensor due for judging (once per
-    ``trend_eval_s`` of its feed), 2 × 120 pairwise slopes and a few small sorts; the level-shift
-    reference (60 readings) once per tenth of its window. Adds no status bits. ``now`` is not
-    used: every decision is on the readings' own times.
+    Cost per batch: the history append (O(n)) and, per instant (a bin's first reading: once per
+    ``trend_eval_s`` of each sensor's feed), 2 × 120 pairwise slopes and a few small sorts; the
+    level-shift reference (60 readings) once per tenth of its window. Memory: 12 bytes per bin,
+    4.3 KB per sensor-hour whatever the cadence. Adds no status bits. ``now`` is not used: every
+    decision is on the readings' own times.
 
     Examples
     --------
@@ -133,7 +141,6 @@ class TrendDetector(ConditionRows):
     def __init__(self, registry: Registry, config: DetectorConfig) -> None:
         self.registry = registry
         self.config = config
-        self.history = History(registry.period_s, config.history_s)
         n = len(registry)
         analog = np.array([not s.is_switch for s in registry.sensors], dtype=bool)
         self._watch_high = analog & ~np.isnan(registry.alarm_high)
@@ -146,18 +153,27 @@ class TrendDetector(ConditionRows):
         self._partner = np.array([
             returns.get((s.mine, s.area, _FACES.get(s.location, "")), -1)
             if s.kind == "ch4" else -1 for s in registry.sensors], dtype=np.int64)
-        self._faces = np.flatnonzero(self._partner >= 0)
+        self._is_face = self._partner >= 0
+        self._faces = np.flatnonzero(self._is_face)
         self._state = np.zeros((len(CONDITIONS), n), dtype=bool)
-        self._phase = (np.arange(n) * _GOLDEN) % 1.0
-        self._eval_ms = max(int(config.trend_eval_s * 1000), 1)
-        self._due = np.zeros(n, dtype=np.int64)  # judge a sensor once its feed reaches this
-        # Level-shift reference per sensor (median, robust σ, readings) and when to refresh it.
-        self._refresh_ms = max(int(_REFERENCE_REFRESH * config.level_shift_reference_s * 1000), 1)
-        self._baseline = np.full(n, np.nan)
-        self._spread = np.full(n, np.nan)
-        self._steady_sigma = np.full(n, np.inf)
-        self._reference_points = np.zeros(n, dtype=np.int64)
-        self._reference_due = np.zeros(n, dtype=np.int64)
+        # One bin (one judging instant) per trend_eval_s of each sensor's feed, on grids
+        # staggered across sensors so the work spreads evenly over batches.
+        eval_ms = max(int(config.trend_eval_s * 1000), 1)
+        phase = (stable_phase([s.key for s in registry.sensors]) * eval_ms).astype(np.int64)
+        longest = max(config.trend_window_s, config.trend_short_window_s,
+                      config.level_shift_recent_s + config.level_shift_reference_s)
+        self.history = History(phase, config.trend_eval_s, max(config.history_s, longest))
+        # An instant is judged only while every bin its windows read is still in the ring.
+        self._reach_ms = (self.history.length - 1) * self.history.bin_ms - int(longest * 1000)
+        # Level-shift reference per sensor (rows: median, robust σ, steady σ, readings) as of
+        # the reference bin ``_reference_bin`` (a bin whose index is a multiple of
+        # ``_refresh_bins``).
+        self._refresh_bins = max(round(_REFERENCE_REFRESH * config.level_shift_reference_s
+                                       / config.trend_eval_s), 1)
+        self._reference_bin = np.full(n, np.iinfo(np.int64).min)
+        self._reference_cache = np.stack([np.full(n, np.nan), np.full(n, np.nan),
+                                          np.full(n, np.inf), np.zeros(n)])
+        self._mismatch_done = np.zeros(n, dtype=np.int64)  # per face: judged up to this time
 
     def __repr__(self) -> str:
         return f"TrendDetector(sensors={len(self.registry)}, active={int(self._state.sum())})"
@@ -169,38 +185,61 @@ class TrendDetector(ConditionRows):
             return Detection([], bits)
         seg = segment(batch.sensor, clean)
         ts = batch.ts[seg.order]
-        keep = self.history.in_order(seg, ts)
-        kept = seg.sensor[keep]
-        self.history.append(kept, ts[keep], batch.value[seg.order][keep])
+        keep = self.history.in_order(seg, ts)  # back-fill stays out: see the module docstring
+        kept, kept_ts = seg.sensor[keep], ts[keep]
         if kept.size == 0:
             return Detection([], bits)
-        reported = kept[np.r_[True, kept[1:] != kept[:-1]]]  # grouped by sensor: run heads
-        # A face's mismatch is re-judged when its return airway reports too.
-        partners = self._faces[np.isin(self._partner[self._faces], reported)]
-        watched = reported[(self._watch_high | self._watch_low)[reported]]
-        newest = self.history.newest[watched]
-        due = newest >= self._due[watched]
-        watched, newest = watched[due], newest[due]
-        self._due[watched] = _next_instant(newest, self._phase[watched] * self._eval_ms,
-                                           self._eval_ms)
+        began = self.history.append(kept, kept_ts, batch.value[seg.order][keep])
+        # Every bin this batch began is an instant to judge, as if its reading came alone.
+        who, when = kept[began], kept_ts[began]
+        judged = ((self._watch_high | self._watch_low)[who]
+                  & (when > self.history.newest[who] - self._reach_ms))
+        who, when = who[judged], when[judged]
         events: list[Event] = []
-        if watched.size:
-            trend = self._trend(watched)
-            events += self._transitions(watched, [0, 1, 2], trend)
-        faces = np.union1d(reported[self._partner[reported] >= 0], partners)
+        # In slices, in order: a batch of a long replay holds millions of instants, and each
+        # takes a few hundred bytes of windows while it is judged (state carries across).
+        for lo in range(0, who.size, _INSTANTS_AT_ONCE):
+            at = slice(lo, lo + _INSTANTS_AT_ONCE)
+            events += self._decide(who[at], when[at], [0, 1, 2], self._trend(who[at], when[at]))
+        reported = kept[np.r_[True, kept[1:] != kept[:-1]]]  # grouped by sensor: run heads
+        # A face's instants are judged once its return airway's feed has reached them too.
+        faces = self._faces[np.isin(self._faces, reported)
+                            | np.isin(self._partner[self._faces], reported)]
         if faces.size:
-            events += self._transitions(faces, [3], self._mismatch(faces))
+            events += self._mismatch_instants(faces)
+        events.sort(key=lambda e: e.ts)  # stable: one sensor's transitions stay in order
         return Detection(events, bits)
 
-    def _fit(self, sensors: np.ndarray, window_s: float, points: int, sigmas: float,
-             noise_floor: np.ndarray) -> _Fit:
-        """Theil–Sen over up to ``points`` readings of the window; the rise over the readings'
-        span must reach ``sigmas`` × the larger of the residuals' robust σ and ``noise_floor``."""
-        ts, value, valid = self.history.pick(sensors, 0.0, window_s, points)
-        newest = self.history.newest[sensors]
-        # Age in seconds, 0 at the newest reading: the line's intercept is the level there.
+    def _mismatch_instants(self, faces: np.ndarray) -> list[Event]:
+        """Judge face/return mismatch at each face instant both feeds have now reached."""
+        history = self.history
+        reached = np.minimum(history.newest[faces], history.newest[self._partner[faces]])
+        since = np.maximum(self._mismatch_done[faces], reached - self._reach_ms)
+        due = reached > since
+        faces, reached, since = faces[due], reached[due], since[due]
+        if faces.size == 0:
+            return []
+        self._mismatch_done[faces] = reached
+        first = history.bin_of(faces, since)
+        count = history.bin_of(faces, reached) - first + 1
+        who = np.repeat(faces, count)
+        offset = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+        when = history.ts[who, (np.repeat(first, count) + offset) % history.length]
+        ok = (when > np.repeat(since, count)) & (when <= np.repeat(reached, count))
+        who, when = who[ok], when[ok]
+        if who.size == 0:
+            return []
+        return self._decide(who, when, [3], self._mismatch(who, when))
+
+    def _fit(self, sensors: np.ndarray, when: np.ndarray, window_s: float, points: int,
+             sigmas: float, noise_floor: np.ndarray) -> _Fit:
+        """Theil–Sen over up to ``points`` readings of the window ending at ``when``; the rise
+        over the readings' span must reach ``sigmas`` × the larger of the residuals' robust σ
+        and ``noise_floor``."""
+        ts, value, valid = self.history.pick(sensors, when, 0.0, window_s, points)
+        # Age in seconds, 0 at the instant: the line's intercept is the level there.
         # (Readings in a ring are strictly increasing in time.)
-        age = (ts - newest[:, None]) / 1000.0
+        age = (ts - when[:, None]) / 1000.0
         line = theil_sen(value, age, valid)
         span_s = -np.where(valid, age, 0.0).min(axis=1)
         stands_out = ((line.points >= _MIN_POINTS) & (span_s >= window_s / 2)
@@ -209,50 +248,66 @@ class TrendDetector(ConditionRows):
                       & (line.slope != 0))
         return _Fit(line.slope, line.intercept, stands_out)
 
-    def _reference(self, sensors: np.ndarray) -> None:
-        """Refresh the cached level-shift reference of the sensors whose copy is a tenth of its
-        window old: it moves slowly, and its 60 readings are the dearest pick and sort."""
-        cfg = self.config
-        newest = self.history.newest[sensors]
-        stale = newest >= self._reference_due[sensors]
-        sensors, newest = sensors[stale], newest[stale]
-        if sensors.size == 0:
-            return
-        _, ref, ref_ok = self.history.pick(sensors, cfg.level_shift_recent_s,
-                                           cfg.level_shift_reference_s, _REFERENCE_POINTS)
-        points = ref_ok.sum(axis=1)
-        ordered = np.sort(np.where(ref_ok, ref, np.nan), axis=1)  # NaN sorts last
-        rows, last = np.arange(len(sensors)), np.maximum(points - 1, 0)
-        baseline = 0.5 * (ordered[rows, last // 2] + ordered[rows, (last + 1) // 2])
-        self._baseline[sensors] = np.where(points > 0, baseline, np.nan)
-        self._spread[sensors] = MAD_SIGMA * robust_median(np.abs(ref - baseline[:, None]),
-                                                           ref_ok)
-        # The MAD of a slow, 0.01-quantized feed is often a single step: the short window
-        # weighs its rise against the interquartile σ, which sees the wander too.
-        iqr = ordered[rows, (3 * last + 2) // 4] - ordered[rows, last // 4]
-        self._steady_sigma[sensors] = np.where(points >= _REFERENCE_POINTS // 2, iqr / _IQR_SIGMA,
-                                               np.inf)
-        self._reference_points[sensors] = points
-        self._reference_due[sensors] = _next_instant(
-            newest, self._phase[sensors] * self._refresh_ms, self._refresh_ms)
+    def _reference(self, sensors: np.ndarray, when: np.ndarray) -> np.ndarray:
+        """Level-shift reference per instant: rows median, robust σ, steady σ, readings.
 
-    def _trend(self, sensors: np.ndarray) -> _Verdict:
+        It moves slowly, and its 60 readings are the dearest pick and sort: it is worked out
+        as of the latest reference bin (a multiple of ``_refresh_bins``) at or before each
+        instant — a tenth of its window stale at most, the same for any batching — once per
+        sensor and reference bin, and cached per sensor.
+        """
         cfg = self.config
-        self._reference(sensors)
-        baseline, spread = self._baseline[sensors], self._spread[sensors]
-        long = self._fit(sensors, cfg.trend_window_s, _TREND_POINTS, _NOISE_SIGMAS,
+        history = self.history
+        k = history.bin_of(sensors, when)
+        ref_bin = k - k % self._refresh_bins
+        first = np.r_[True, sensors[1:] != sensors[:-1]]
+        previous = np.empty_like(ref_bin)
+        previous[1:] = ref_bin[:-1]
+        previous[first] = self._reference_bin[sensors[first]]
+        fresh = ref_bin != previous
+        at = np.flatnonzero(fresh)
+        value = self._reference_cache[:, sensors]
+        if at.size:
+            s = sensors[at]
+            end = history.phase_ms[s] + ref_bin[at] * history.bin_ms
+            _, ref, ref_ok = history.pick(s, end, cfg.level_shift_recent_s,
+                                          cfg.level_shift_reference_s, _REFERENCE_POINTS)
+            points = ref_ok.sum(axis=1)
+            ordered = np.sort(np.where(ref_ok, ref, np.nan), axis=1)  # NaN sorts last
+            rows, last = np.arange(len(s)), np.maximum(points - 1, 0)
+            baseline = 0.5 * (ordered[rows, last // 2] + ordered[rows, (last + 1) // 2])
+            baseline = np.where(points > 0, baseline, np.nan)
+            spread = MAD_SIGMA * robust_median(np.abs(ref - baseline[:, None]), ref_ok)
+            # The MAD of a slow, 0.01-quantized feed is often a single step: the short window
+            # weighs its rise against the interquartile σ, which sees the wander too.
+            iqr = ordered[rows, (3 * last + 2) // 4] - ordered[rows, last // 4]
+            steady = np.where(points >= _REFERENCE_POINTS // 2, iqr / _IQR_SIGMA, np.inf)
+            fresh_values = np.stack([baseline, spread, steady, points])
+            # Each instant takes the latest fresh reference of its sensor, else the cached one.
+            latest = np.maximum.accumulate(np.where(fresh, np.arange(len(k)), -1))
+            start = np.maximum.accumulate(np.where(first, np.arange(len(k)), 0))
+            value = np.where(latest >= start, fresh_values[:, np.cumsum(fresh) - 1], value)
+        last_of = np.r_[sensors[1:] != sensors[:-1], True]
+        self._reference_bin[sensors[last_of]] = ref_bin[last_of]
+        self._reference_cache[:, sensors[last_of]] = value[:, last_of]
+        return value
+
+    def _trend(self, sensors: np.ndarray, when: np.ndarray) -> _Verdict:
+        cfg = self.config
+        baseline, spread, steady_sigma, reference_points = self._reference(sensors, when)
+        long = self._fit(sensors, when, cfg.trend_window_s, _TREND_POINTS, _NOISE_SIGMAS,
                          np.zeros(len(sensors)))
         # The short window sees a fresh rise sooner; it may fire only where its rise also stands
         # out against the sensor's steady noise (the reference window's σ).
-        short = self._fit(sensors, cfg.trend_short_window_s, _SHORT_POINTS, _SHORT_SIGMAS,
-                          self._steady_sigma[sensors])
+        short = self._fit(sensors, when, cfg.trend_short_window_s, _SHORT_POINTS, _SHORT_SIGMAS,
+                          steady_sigma)
         high, low = self.registry.alarm_high[sensors], self.registry.alarm_low[sensors]
         horizon = cfg.trend_horizon_s
         watch_high, watch_low = self._watch_high[sensors], self._watch_low[sensors]
         sets_high, sets_low = np.zeros(len(sensors), bool), np.zeros(len(sensors), bool)
         eta_high, eta_low = np.full(len(sensors), np.inf), np.full(len(sensors), np.inf)
         report = np.full(len(sensors), np.nan)
-        # Two windows, each vectorized over every sensor; the short one's forecast also holds a
+        # Two windows, each vectorized over every instant; the short one's forecast also holds a
         # warning only while its rise stands out.
         for fit, counts in ((long, True), (short, short.stands_out)):
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -271,11 +326,11 @@ class TrendDetector(ConditionRows):
             eta_low = np.fmin(eta_low, np.where(counts, down, np.inf))
         report = np.where(np.isnan(report), long.level, report)
 
-        _, recent, recent_ok = self.history.pick(sensors, 0.0, cfg.level_shift_recent_s,
+        _, recent, recent_ok = self.history.pick(sensors, when, 0.0, cfg.level_shift_recent_s,
                                                  _RECENT_POINTS)
         shift = robust_median(recent, recent_ok) - baseline
         needed = np.maximum(cfg.level_shift_sigmas * spread, cfg.level_shift_min_fraction * high)
-        judged = (self._gas[sensors] & (self._reference_points[sensors] >= 2 * _MIN_POINTS)
+        judged = (self._gas[sensors] & (reference_points >= 2 * _MIN_POINTS)
                   & (recent_ok.sum(axis=1) >= 2))
         sets = np.stack([sets_high, sets_low, judged & (shift >= needed)])
         clears = np.stack([~watch_high | ~(eta_high <= _CLEAR_HORIZON * horizon),
@@ -284,27 +339,31 @@ class TrendDetector(ConditionRows):
         return _Verdict(sets, clears, np.stack([report, report, baseline + shift]),
                         np.stack([high, low, baseline + needed]))
 
-    def _mismatch(self, faces: np.ndarray) -> _Verdict:
+    def _mismatch(self, faces: np.ndarray, when: np.ndarray) -> _Verdict:
         window = self.config.level_shift_recent_s
         partner = self._partner[faces]
-        _, face, face_ok = self.history.pick(faces, 0.0, window, _RECENT_POINTS)
-        _, ret, ret_ok = self.history.pick(partner, 0.0, window, _RECENT_POINTS)
+        _, face, face_ok = self.history.pick(faces, when, 0.0, window, _RECENT_POINTS)
+        _, ret, ret_ok = self.history.pick(partner, when, 0.0, window, _RECENT_POINTS)
         judged = (face_ok.sum(axis=1) >= 2) & (ret_ok.sum(axis=1) >= 2)
         gap = np.abs(robust_median(face, face_ok) - robust_median(ret, ret_ok))
         tolerance = self.config.face_return_tolerance
         return _Verdict((judged & (gap > tolerance))[None], (judged & (gap <= tolerance))[None],
                         gap[None], np.full((1, len(faces)), tolerance))
 
-    def _transitions(self, sensors: np.ndarray, rows: list[int], v: _Verdict) -> list[Event]:
-        before = self._state[rows][:, sensors]
-        after = (before | v.sets) & ~(v.clears & ~v.sets)
-        self._state[np.ix_(np.asarray(rows), sensors)] = after
+    def _decide(self, sensors: np.ndarray, when: np.ndarray, rows: list[int],
+                v: _Verdict) -> list[Event]:
+        """Carry each condition through the instants (grouped by sensor, in time order) as one
+        reading at a time would: a set fires, a clear without a set ends, else it holds."""
+        seg = segment(sensors)
+        sets, clears = v.sets[:, seg.order], v.clears[:, seg.order]
+        index = np.ix_(np.asarray(rows), seg.segment_sensor)
+        state, before = hold(sets, sets | clears, self._state[index], seg)
+        self._state[index] = state[:, seg.ends]
         events = []
-        for r, k in zip(*np.nonzero(after != before), strict=True):
-            i, condition = int(sensors[k]), CONDITIONS[rows[r]]
+        channel, position, arrival = changes(state, before, seg)
+        for c, p, a in zip(channel.tolist(), position.tolist(), arrival.tolist(), strict=True):
+            i, condition = int(sensors[a]), CONDITIONS[rows[c]]
             scope = self.registry.sensors[i].area if condition == "face_return_mismatch" else ""
-            events.append(Event(i, "trend", condition, "warning", bool(after[r, k]),
-                                int(self.history.newest[i]), float(v.value[r, k]),
-                                float(v.limit[r, k]), scope))
+            events.append(Event(i, "trend", condition, "warning", bool(state[c, p]),
+                                int(when[a]), float(v.value[c, a]), float(v.limit[c, a]), scope))
         return events
-

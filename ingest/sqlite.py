@@ -53,7 +53,7 @@ __all__ = ["SQLiteSink", "StoredReading"]
 # One stored reading: (mine, sensor, kind, location, ts, value, status).
 StoredReading = tuple[str, str, str, str, int, float, int]
 
-_SQL_TYPES = {str: "TEXT", int: "INTEGER", float: "REAL"}
+_SQL_TYPES = {str: "TEXT", int: "INTEGER", float: "REAL", bool: "INTEGER"}
 _ALERT_COLUMNS: tuple[str, ...] = Alert.__struct_fields__
 
 
@@ -77,6 +77,7 @@ def _added_alert_column(name: str) -> str:
     return f"{_alert_column(name, _HINTS[name])} DEFAULT {literal}"
 
 _NAN_COLUMNS = frozenset(n for n in _ALERT_COLUMNS if _HINTS[n] is float)
+_BOOL_COLUMNS = frozenset(n for n in _ALERT_COLUMNS if _HINTS[n] is bool)
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS reading (
@@ -158,7 +159,8 @@ class SQLiteSink:
             rows = self._conn.execute(
                 f"SELECT {_ALERT_COLUMN_LIST} FROM alert "
                 "WHERE ?1 IS NULL OR mine = ?1 ORDER BY ts, id, state", (mine,)).fetchall()
-        return [msgspec.convert({n: math.nan if v is None and n in _NAN_COLUMNS else v
+        return [msgspec.convert({n: math.nan if v is None and n in _NAN_COLUMNS
+                                 else bool(v) if n in _BOOL_COLUMNS else v
                                  for n, v in zip(_ALERT_COLUMNS, row, strict=True)}, Alert)
                 for row in rows]
 

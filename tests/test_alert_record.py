@@ -18,6 +18,7 @@ from alerts.wire import Alert
 from config.model import Limits, Registry, Sensor
 from config.readings import ReadingBatch
 from detectors.limits import LimitDetector
+from detectors.suite import LATE_AFTER_MS, DetectorSuite
 
 
 def alert(id_: str = "a1", state: str = "firing", ts: int = 1_000, mine: str = "dayan",
@@ -179,3 +180,60 @@ def test_restart_keeps_episode_ids(tmp_path: Path) -> None:
     assert sorted(a.id for a in resolved) == sorted(a.id for a in fired)
     assert record.open_episodes() == []
     record.close()
+
+
+# The alert_transition table as jinmei wrote it before the ``late`` column (issue 18).
+_SCHEMA_BEFORE_LATE = """
+CREATE TABLE alert_transition (
+    id TEXT NOT NULL, mine TEXT NOT NULL, sensor TEXT NOT NULL, kind TEXT NOT NULL,
+    rule TEXT NOT NULL, severity TEXT NOT NULL, state TEXT NOT NULL, value REAL, "limit" REAL,
+    started_at INTEGER NOT NULL, ts INTEGER NOT NULL, message TEXT NOT NULL,
+    condition TEXT NOT NULL, unit TEXT NOT NULL, location TEXT NOT NULL, place TEXT NOT NULL,
+    source TEXT NOT NULL, scope TEXT NOT NULL DEFAULT '', ended_at INTEGER,
+    version INTEGER NOT NULL, config_hash TEXT NOT NULL, recorded_at INTEGER NOT NULL,
+    PRIMARY KEY (id, state, ts));
+INSERT INTO alert_transition VALUES ('old', 'dayan', 'T1-1101', 'ch4', 'limit_alarm', 'alarm',
+    'firing', 1.2, 1.0, 1000, 1000, 'm', 'alarm_high', '%', 'longwall_face', 'p', 's', '',
+    NULL, 1, 'h0', 1000);
+"""
+
+
+def test_a_file_from_before_the_late_field_is_migrated_and_keeps_its_alerts(
+        tmp_path: Path) -> None:
+    path = tmp_path / "alerts.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(_SCHEMA_BEFORE_LATE)
+    rec = AlertRecord(path)
+    try:
+        (old,) = rec.history()
+        assert old.id == "old" and old.late is False
+        late = msgspec.structs.replace(alert("new", ts=2_000), late=True)
+        assert rec.append([late], "h1", 3_000) == 1
+        assert rec.history() == [old, late]
+    finally:
+        rec.close()
+    AlertRecord(path).close()  # opening a migrated file again changes nothing
+    with sqlite3.connect(path) as db:
+        columns = [row[1] for row in db.execute("PRAGMA table_info(alert_transition)")]
+    assert columns.count("late") == 1
+
+
+def test_late_events_become_late_alerts_and_say_so() -> None:
+    registry = Registry.from_sensors([Sensor("dayan", "T1-1101", "ch4", "%", "longwall_face",
+                                             "", "1101", "S01", 10.0, 0.0, 4.0,
+                                             Limits(alarm_high=1.0, release_high=1.0))])
+    limits = LimitDetector(registry)
+    suite = DetectorSuite([limits])
+    now = 10_000_000
+    live = suite.update(ReadingBatch(np.array([0], np.int32), np.array([now - 1_000]),
+                                     np.array([1.2]), np.zeros(1, np.uint16)), now).events
+    resent = suite.update(ReadingBatch(np.array([0], np.int32),
+                                       np.array([now - LATE_AFTER_MS - 1]), np.array([0.4]),
+                                       np.zeros(1, np.uint16)), now).events
+    assert [e.late for e in live] == [False] and [e.late for e in resent] == [True]
+    book = EpisodeBook(registry, Names({}, {}))
+    fired, resolved = book.apply(live + resent)
+    assert not fired.late and "补传" not in fired.message
+    assert resolved.late and resolved.started_at == now - 1_000
+    assert "补传" in resolved.message and ", late)" in resolved.message
+    assert msgspec.json.decode(msgspec.json.encode(resolved))["late"] is True

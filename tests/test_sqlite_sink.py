@@ -256,3 +256,27 @@ def test_readings_are_stored_from_a_worker_while_another_thread_reads(
     seen = [c.get("dayan", 0) for c in counts]
     assert len(seen) == 50 and seen == sorted(seen)
     assert all(n % 20 == 0 for n in seen)  # a reader sees whole batches or nothing of one
+
+
+def test_an_alert_table_from_before_the_late_field_gains_it_and_keeps_its_rows(
+        tmp_path: Path, registry: Registry) -> None:
+    path = tmp_path / "readings.db"
+    with sqlite3.connect(path) as db:  # the alert table as written before ``late`` (issue 18)
+        db.execute('CREATE TABLE alert (id TEXT NOT NULL, mine TEXT NOT NULL, sensor TEXT NOT '
+                   'NULL, kind TEXT NOT NULL, rule TEXT NOT NULL, severity TEXT NOT NULL, state '
+                   'TEXT NOT NULL, value REAL, "limit" REAL, started_at INTEGER NOT NULL, ts '
+                   'INTEGER NOT NULL, message TEXT NOT NULL, condition TEXT NOT NULL, unit TEXT '
+                   'NOT NULL, location TEXT NOT NULL, place TEXT NOT NULL, source TEXT NOT NULL, '
+                   'scope TEXT NOT NULL, ended_at INTEGER, version INTEGER NOT NULL, '
+                   'PRIMARY KEY (id, state, ts)) WITHOUT ROWID')
+        db.execute("INSERT INTO alert VALUES ('old', 'dayan', 'T0-1101', 'ch4', 'limit_alarm', "
+                   "'alarm', 'firing', 1.2, 1.0, 1, 1, 'm', 'alarm_high', '%', 'l', 'p', 's', "
+                   "'', NULL, 1)")
+    store = SQLiteSink(path, registry)
+    try:
+        late = an_alert(late=True)
+        store.write_alerts([late])
+        old, new = store.read_alerts()
+        assert (old.id, old.late) == ("old", False) and new == late
+    finally:
+        store.close()
