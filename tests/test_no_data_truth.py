@@ -264,6 +264,39 @@ def test_calibrating_readings_change_no_event_of_any_detector_but_no_data(
     assert events(batches) == events(without)
 
 
+# The interlock clears when its cause ends at the reading that ended it, not at the service
+# clock ``now`` (which moves with any reading, a calibrating one too). A feed shows power at
+# 20 s: KD 10 s into T1's power-off, KD2 with both fans of 1105 stopped; then each story ends it.
+FEED_FAULT_AT_20 = [(10.0, [("KD", 0.0, 1, 0), ("T1", 10.0, 1.6, 0)]), (20.0, [("KD", 20.0, 1, 0)])]
+FAN_FAULT_AT_20 = [(10.0, [("JF", 0.0, 0, 0), ("JF2", 0.0, 0, 0), ("KD2", 0.0, 1, 0)]),
+                   (20.0, [("KD2", 20.0, 1, 0)])]
+
+
+@pytest.mark.parametrize(("story", "then", "cleared"), [
+    # Power restored (复电) at 30 s; a calibration at 35 s in the same batch moves no stamp.
+    (FEED_FAULT_AT_20, [(35.0, [("T1", 30.0, 0.0, 0), ("T1", 35.0, 1.8, CAL)])],
+     ("KD", "feed_on_power_off", 30.0)),
+    # The same restore handled late (a back-fill, a busy service): still at 30 s.
+    (FEED_FAULT_AT_20, [(90.0, [("T1", 30.0, 0.0, 0)])], ("KD", "feed_on_power_off", 30.0)),
+    # The feed shows no power at 25 s: at that reading.
+    (FEED_FAULT_AT_20, [(40.0, [("KD", 25.0, 0, 0), ("T1", 35.0, 1.8, CAL)])],
+     ("KD", "feed_on_power_off", 25.0)),
+    # A local fan runs again at 30 s; its calibrating sibling at 35 s moves no stamp.
+    (FAN_FAULT_AT_20, [(35.0, [("JF", 30.0, 1, 0), ("JF2", 35.0, 1, CAL)])],
+     ("KD2", "feed_on_fan_stopped", 30.0)),
+], ids=["power-restored", "power-restored-late", "feed-cut", "fan-running"])
+def test_an_interlock_clears_at_the_reading_that_ended_it(
+        story: list[tuple[float, list[Row]]], then: list[tuple[float, list[Row]]],
+        cleared: tuple[str, str, float]) -> None:
+    suite = build_detectors(REGISTRY, CONFIG)
+    found = [(REGISTRY.sensors[e.sensor].id, e.condition, e.firing, (e.ts - T0) / 1000)
+             for now, rows in story + then
+             for e in suite.update(batch(rows), T0 + round(now * 1000)).events
+             if e.rule == "feed_fault"]
+    sensor, condition, at = cleared
+    assert found == [(sensor, condition, True, 20.0), (sensor, condition, False, at)]
+
+
 # ── a calibration is no stuck sensor ───────────────────────────────────────────────────────
 
 def calibration_story(gas: float) -> list[Row]:
