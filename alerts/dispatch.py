@@ -36,6 +36,7 @@ so it is resolved once, when the hold runs out.
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Callable, Collection, Sequence
 
 import msgspec
@@ -57,6 +58,9 @@ from detectors.base import Event
 __all__ = ["AlertDispatcher", "alerts_topic"]
 
 log = logging.getLogger(__name__)
+
+
+_EVENT_TS = operator.attrgetter("ts")
 
 
 def alerts_topic(mine: str) -> str:
@@ -127,8 +131,11 @@ class AlertDispatcher:
     def apply(self, events: Sequence[Event], now_ms: int) -> list[Alert]:
         """Record and send the transitions these events make (and the clock's); returns the
         recorded transitions."""
-        due, forced = self.supersede.apply(self.debounce.apply(events, now_ms),
-                                           self.episodes.open)
+        # In the readings' time order (stable: one reading's events keep the detectors' order):
+        # a batch holding minutes of a feed must give what the readings one by one would — an
+        # alarm supersedes only the warnings after it, whatever else the batch brought.
+        due, forced = self.supersede.apply(
+            sorted(self.debounce.apply(events, now_ms), key=_EVENT_TS), self.episodes.open)
         return self._announce(self.supersede.mark(self.episodes.apply(due), forced), now_ms)
 
     def retire(self, sensors: Collection[str], now_ms: int, config_hash: str) -> list[Alert]:

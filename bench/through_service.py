@@ -16,14 +16,15 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from alerts.episodes import EpisodeBook, Names
+from alerts.dispatch import AlertDispatcher
+from alerts.episodes import Names
 from alerts.record import AlertRecord
-from config.model import Deployment, DetectorConfig, Mine, Registry
-from detectors.base import Event
+from config.model import AlertsConfig, Deployment, DetectorConfig, HttpConfig, Mine, Registry
 from detectors.suite import build_detectors
 from ingest.codec import TelemetryCodec
 from jinmei.service import Service
@@ -44,16 +45,25 @@ def alert_set(alerts: Iterable[object]) -> set[AlertKey]:
 
 
 def in_process(mine: Mine, messages: Sequence[Message], config: DetectorConfig) -> set[AlertKey]:
-    """The alert set of the same feed through codec, detectors and episode book in-process, a
-    feed tick at a time (the evaluation's way; hold 0)."""
+    """The alert set of the same feed through codec, detectors and the alert dispatcher
+    in-process (every alert stage the service runs, a warning superseded by its point's alarm
+    included), a feed tick at a time (the evaluation's way; hold 0)."""
     registry = Registry.build((mine,))
     codec, suite = TelemetryCodec(registry), build_detectors(registry, config)
-    events: list[Event] = []
-    for at_ms, tick in itertools.groupby(messages, key=lambda m: m.at_ms):
-        batch = codec.decode_many([(m.topic, m.payload) for m in tick], at_ms).batch
-        events += suite.update(batch, at_ms).events
-    book = EpisodeBook(registry, Names({}, {}))
-    return alert_set(book.apply([e for e in events if e.rule != "no_data"]))
+    with tempfile.TemporaryDirectory(prefix="jinmei-in-process-") as work:
+        record = AlertRecord(Path(work) / "alerts.db")
+        dispatcher = AlertDispatcher(registry, Names({}, {}), record, config_hash="",
+                                     publish=lambda topic, payload: None,
+                                     config=AlertsConfig(mqtt=False, resolve_hold_s=0.0))
+        try:
+            for at_ms, tick in itertools.groupby(messages, key=lambda m: m.at_ms):
+                batch = codec.decode_many([(m.topic, m.payload) for m in tick], at_ms).batch
+                events = [e for e in suite.update(batch, at_ms).events if e.rule != "no_data"]
+                dispatcher.apply(events, at_ms)
+            return alert_set(record.history())
+        finally:
+            dispatcher.close()
+            record.close()
 
 
 def one_reading_a_message(messages: Iterable[Message]) -> list[Message]:
@@ -87,6 +97,7 @@ def through_service(deployment: Deployment, messages: Sequence[Message], work: P
                                        client_id=f"jinmei-{work.name}"),
             store=dataclasses.replace(deployment.store, url=f"sqlite:///{work / 'readings.db'}"),
             ingest=dataclasses.replace(deployment.ingest, state_dir=str(work / "state")),
+            http=HttpConfig(listen=""),
             alerts=dataclasses.replace(deployment.alerts, resolve_hold_s=0.0,
                                        receivers=(), routes=()))
         service = Service(config)
