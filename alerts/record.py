@@ -6,7 +6,9 @@ durable answer to "what was raised, when, under which configuration". One table,
 ``alert_transition``: every field of :class:`~alerts.wire.Alert` plus ``config_hash`` (the
 configuration in force) and ``recorded_at`` (epoch ms, passed in as ``now_ms``), primary key
 (id, state, ts). Table ``alert_ack`` keeps who acknowledged which episode and when (the
-``acknowledged`` state of the lifecycle; first acknowledgement wins). Appends ignore a row
+``acknowledged`` state of the lifecycle; first acknowledgement wins). Table ``alert_cause`` keeps every cause (原因) and action
+taken (处理措施) entered for an episode, with who entered it and when (录入人, 录入时间;
+MT/T 1201.1's YCBJ fields): rows are only added, the latest is the episode's. Appends ignore a row
 whose key is already there (``ON CONFLICT DO NOTHING``, the key-only form of ``INSERT OR
 IGNORE``), so redelivering the same transitions is harmless. A file written before a field was
 added to the alert gets that column on open (``ALTER TABLE … ADD COLUMN`` with the field's
@@ -66,6 +68,14 @@ CREATE TABLE IF NOT EXISTS alert_ack (
     at     INTEGER NOT NULL,
     note   TEXT    NOT NULL
 );
+CREATE TABLE IF NOT EXISTS alert_cause (
+    id     TEXT    NOT NULL,
+    cause  TEXT    NOT NULL,
+    action TEXT    NOT NULL,
+    by     TEXT    NOT NULL,
+    at     INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alert_cause_id ON alert_cause (id, at);
 """
 
 _FIELDS: tuple[str, ...] = Alert.__struct_fields__
@@ -158,6 +168,34 @@ class AlertRecord:
             rows = self._db.execute("SELECT id, by, at, note FROM alert_ack").fetchall()
         wanted = None if episodes is None else set(episodes)
         return {i: (by, at, note) for i, by, at, note in rows if wanted is None or i in wanted}
+
+    def episode_mine(self, episode: str) -> str | None:
+        """The mine of an episode, None when there is no such episode."""
+        with self._lock:
+            row = self._db.execute("SELECT mine FROM alert_transition WHERE id = ? LIMIT 1",
+                                   (episode,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def enter_cause(self, episode: str, cause: str, action: str, by: str, now_ms: int) -> bool:
+        """Record the cause and the action taken for an episode; False if it is unknown."""
+        with self._lock:
+            known = self._db.execute("SELECT 1 FROM alert_transition WHERE id = ? LIMIT 1",
+                                     (episode,)).fetchone()
+            if known is None:
+                return False
+            self._db.execute("INSERT INTO alert_cause (id, cause, action, by, at)"
+                             " VALUES (?, ?, ?, ?, ?)", (episode, cause, action, by, now_ms))
+            return True
+
+    def causes(self, episodes: Sequence[str] | None = None
+               ) -> dict[str, tuple[str, str, str, int]]:
+        """The latest (cause, action, by, at) by episode id, of these episodes or of all."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, cause, action, by, at FROM alert_cause"
+                                    " ORDER BY at, rowid").fetchall()
+        wanted = None if episodes is None else set(episodes)
+        return {i: (cause, action, by, at) for i, cause, action, by, at in rows
+                if wanted is None or i in wanted}
 
     def config_hashes(self) -> dict[tuple[str, str, int], str]:
         """The configuration hash each transition was raised under, by (id, state, ts)."""

@@ -193,10 +193,11 @@ class NetworkingWorker:
         if not new:
             return
         acks = self.record.acknowledgements([a.id for a in new])
+        causes = self.record.causes([a.id for a in new])
         for mine in self.deployment.mines:
             mine_new = [a for a in new if a.mine == mine.id]
             events = [self._with_extremes(e) for e in
-                      files.events_from_alerts(mine_new, self._sensors, acks)]
+                      files.events_from_alerts(mine_new, self._sensors, acks, causes)]
             marks = [(a.id, a.state, a.ts) for a in mine_new]
             if events:
                 self._add(files.ycbj(mine, self.kinds, events, now_ms), now, marks)
