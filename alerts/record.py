@@ -6,9 +6,10 @@ durable answer to "what was raised, when, under which configuration". One table,
 ``alert_transition``: every field of :class:`~alerts.wire.Alert` plus ``config_hash`` (the
 configuration in force) and ``recorded_at`` (epoch ms, passed in as ``now_ms``), primary key
 (id, state, ts). Table ``alert_ack`` keeps who acknowledged which episode and when (the
-``acknowledged`` state of the lifecycle; first acknowledgement wins). Table ``alert_cause`` keeps every cause (原因) and action
-taken (处理措施) entered for an episode, with who entered it and when (录入人, 录入时间;
-MT/T 1201.1's YCBJ fields): rows are only added, the latest is the episode's. Appends ignore a row
+``acknowledged`` state of the lifecycle; first acknowledgement wins). Table ``alert_cause``
+keeps every cause (原因) and action taken (处理措施) entered for an episode, with who entered it
+and when (录入人, 录入时间; MT/T 1201.1's YCBJ fields): rows are only added, the latest is the
+episode's. Appends ignore a row
 whose key is already there (``ON CONFLICT DO NOTHING``, the key-only form of ``INSERT OR
 IGNORE``), so redelivering the same transitions is harmless. A file written before a field was
 added to the alert gets that column on open (``ALTER TABLE … ADD COLUMN`` with the field's
