@@ -1,0 +1,419 @@
+"""The dispatcher console: accounts and limits (fast), and the whole console in real Chromium.
+
+The browser tests run ``jinmei``'s service on a real Mosquitto with a deployment file that has
+console accounts, drive Debian's ``chromium`` through ``chromedriver`` with Selenium (pointed
+at /usr/bin/chromedriver explicitly: Selenium Manager never downloads anything), and check
+what a dispatcher and a regulator can and cannot do — at the test webhook (escalation), in the
+YCBJ closing record (networking) and in ``jinmei alerts history``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from http.cookiejar import CookieJar
+from pathlib import Path
+
+import pytest
+
+from config.errors import ConfigError
+from config.loader import CONFIG_DIR, load_deployment
+from config.model import ConsoleUser
+from ingest.codec import encode_telemetry
+from jinmei.cli import main
+from jinmei.console.accounts import (
+    FAIL_WINDOW_S,
+    USER_FAILS,
+    LoginLimiter,
+    authenticate,
+    hash_password,
+    verify_password,
+)
+from jinmei.service import Service
+from tests.servers import Mosquitto, scripted_http_server, wait_until
+from tests.test_service import send
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+PASSWORDS = {"wang": "wang-password-1", "zhao": "zhao-password-1"}
+QIPANJING, DAYAN = "jinmei/qipanjing/telemetry/S01", "jinmei/dayan/telemetry/S01"
+ESCALATE_AFTER_S = 12.0  # long enough to log in and ack in a browser on a busy machine
+
+
+# ── accounts, fast ───────────────────────────────────────────────────────────────────────────
+
+def test_password_hash_carries_its_parameters_and_only_its_password_matches() -> None:
+    stored = hash_password("correct horse")
+    assert stored.startswith("scrypt$n=16384,r=8,p=1$") and "correct horse" not in stored
+    assert verify_password("correct horse", stored)
+    assert not verify_password("correct horse ", stored)
+    assert hash_password("correct horse") != stored  # a new salt each time
+    assert not verify_password("x", "scrypt$n=16384$broken")  # malformed: never a match
+
+
+def test_failed_logins_are_limited_per_account_and_per_address() -> None:
+    now = [1000.0]
+    limiter = LoginLimiter(clock=lambda: now[0])
+    for _ in range(USER_FAILS):
+        assert limiter.blocked_for("wang", "10.0.0.1") == 0
+        limiter.failed("wang", "10.0.0.1")
+    assert limiter.blocked_for("wang", "10.0.0.2") == pytest.approx(FAIL_WINDOW_S)  # any address
+    assert limiter.blocked_for("li", "10.0.0.1") == 0  # another account from there: not yet
+    now[0] += FAIL_WINDOW_S
+    assert limiter.blocked_for("wang", "10.0.0.1") == 0  # the failures left the window
+    for i in range(20):  # a guesser trying many names from one address
+        limiter.failed(f"user{i}", "10.0.0.9")
+    assert limiter.blocked_for("newname", "10.0.0.9") > 0
+
+
+def test_authenticate_checks_the_password_and_unknown_names() -> None:
+    users = {"wang": ConsoleUser("wang", "dispatcher", hash_password("pw-wang-1"), ("dayan",))}
+    assert authenticate(users, "wang", "pw-wang-1") == users["wang"]
+    assert authenticate(users, "wang", "pw-wang-2") is None
+    assert authenticate(users, "nobody", "pw-wang-1") is None
+
+
+def _deployment_text(tmp_path: Path, users: str, extra: str = "") -> Path:
+    path = tmp_path / "jinmei.toml"
+    path.write_text(f'mines = ["{CONFIG_DIR}/mines/dayan.toml", "{CONFIG_DIR}/mines/'
+                    f'qipanjing.toml"]\nlimits = "{CONFIG_DIR}/limits.toml"\n{extra}\n{users}',
+                    encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(("users", "where", "says"), [
+    ('[[console.users]]\nname = "wang"\nrole = "dispatcher"\npassword_hash = "{h}"\n',
+     "mines", "a dispatcher needs the mines"),
+    ('[[console.users]]\nname = "wang"\nrole = "dispatcher"\nmines = ["nowhere"]\n'
+     'password_hash = "{h}"\n', "mines", "no mine 'nowhere'"),
+    ('[[console.users]]\nname = "wang"\nrole = "boss"\npassword_hash = "{h}"\n', "role",
+     "'boss' is not role"),
+    ('[[console.users]]\nname = "wang"\nrole = "admin"\npassword_hash = "secret"\n',
+     "password_hash", "scrypt$n="),
+    ('[[console.users]]\nname = "wang"\nrole = "admin"\npassword_hash = "{h}"\n'
+     '[[console.users]]\nname = "wang"\nrole = "regulator"\npassword_hash = "{h}"\n',
+     "name", "defined twice"),
+])
+def test_console_accounts_are_checked_at_load(tmp_path: Path, users: str, where: str,
+                                              says: str) -> None:
+    path = _deployment_text(tmp_path, users.replace("{h}", hash_password("pw-123456")))
+    with pytest.raises(ConfigError) as err:
+        load_deployment(path)
+    assert err.value.location.endswith(where) or where in str(err.value)
+    assert says in str(err.value)
+
+
+def test_users_add_prints_an_entry_the_loader_takes(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    config = _deployment_text(tmp_path, "")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("s3cret-pass\n"))
+    assert main(["users", "add", "wang", "--role", "dispatcher", "--mines", "qipanjing",
+                 "-c", str(config)]) == 0
+    entry = capsys.readouterr().out
+    assert "s3cret-pass" not in entry
+    with config.open("a", encoding="utf-8") as f:
+        f.write(entry)
+    (user,) = load_deployment(config).console.users
+    assert (user.name, user.role, user.mines) == ("wang", "dispatcher", ("qipanjing",))
+    assert verify_password("s3cret-pass", user.password_hash)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("another-pass\n"))
+    assert main(["users", "add", "wang", "--role", "admin", "-c", str(config)]) == 2
+    assert "already in" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "stdin", io.StringIO("short\n"))
+    assert main(["users", "add", "li", "--role", "regulator", "-c", str(config)]) == 2
+
+
+# ── the console in Chromium, on a running service ────────────────────────────────────────────
+
+needs_browser = pytest.mark.skipif(
+    not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
+    reason="Debian chromium and chromium-driver are not installed (scripts/test.sh installs "
+           "them)")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service as DriverService
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1400,1000", "--lang=zh-CN"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options,
+                              service=DriverService(executable_path=CHROMEDRIVER))
+    driver.implicitly_wait(0)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _write_deployment(tmp_path: Path, broker: Mosquitto, hook: str) -> Path:
+    users = (f'[[console.users]]\nname = "wang"\nrole = "dispatcher"\nmines = ["qipanjing"]\n'
+             f'password_hash = "{hash_password(PASSWORDS["wang"])}"\n'
+             f'[[console.users]]\nname = "zhao"\nrole = "regulator"\n'
+             f'password_hash = "{hash_password(PASSWORDS["zhao"])}"\n')
+    extra = (f'[broker]\nurl = "{broker.url}"\nclient_id = "jinmei-console-test"\n'
+             f'[store]\nurl = "sqlite:///{tmp_path}/readings.db"\n'
+             f'[ingest]\nstate_dir = "{tmp_path}/state"\n'
+             f'[alerts]\nresolve_hold_s = 0.0\ngroup_wait_s = 0.0\n'
+             f'[[alerts.receivers]]\nname = "desk"\nchannel = "webhook"\nurl = "{hook}/desk"\n'
+             f'[[alerts.receivers]]\nname = "regulator"\nchannel = "webhook"\n'
+             f'url = "{hook}/regulator"\n'
+             f'[[alerts.routes]]\nseverities = ["critical"]\nreceivers = ["desk"]\n'
+             f'escalate_after_s = {ESCALATE_AFTER_S}\nescalate_to = ["regulator"]\n'
+             f'[networking]\nenabled = true\n'
+             f'[http]\nlisten = "127.0.0.1:0"\n')
+    return _deployment_text(tmp_path, users, extra)
+
+
+def _login(driver: object, base: str, user: str, password: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    d = driver  # type: ignore[assignment]
+    d.delete_all_cookies()  # type: ignore[attr-defined]
+    d.get(f"{base}/console/login")  # type: ignore[attr-defined]
+    d.find_element(By.ID, "user").send_keys(user)  # type: ignore[attr-defined]
+    d.find_element(By.ID, "password").send_keys(password)  # type: ignore[attr-defined]
+    d.find_element(By.ID, "login").click()  # type: ignore[attr-defined]
+
+
+def _state_of(driver: object, sensor: str) -> str:
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        row = driver.find_element(By.ID, f"p-{sensor}")  # type: ignore[attr-defined]
+        return str(row.find_element(By.CSS_SELECTOR, ".state").get_attribute("data-state"))
+    except (NoSuchElementException, StaleElementReferenceException):
+        return ""
+
+
+class Session:
+    """A plain HTTP client with its own cookie jar (the forged requests)."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(CookieJar()), _NoRedirect())
+
+    def request(self, path: str, form: dict[str, str] | None = None) -> tuple[int, str]:
+        data = urllib.parse.urlencode(form).encode() if form is not None else None
+        try:
+            with self.opener.open(self.base + path, data=data, timeout=10) as reply:
+                return int(reply.status), reply.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def login(self, user: str, password: str) -> int:
+        _, page = self.request("/console/login")
+        csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        return self.request("/console/login", {"csrf": csrf, "user": user,
+                                                "password": password})[0]
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+def _csrf(page: str) -> str:
+    return page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+
+
+def _ycbj_records(state: Path) -> list[list[str]]:
+    folder = state / "networking"
+    texts = [p.read_text(encoding="utf-8") for p in sorted(folder.rglob("*_YCBJ_*"))]
+    return [r.split(";") for text in texts for r in text.removesuffix("~||").split("~")[1:]]
+
+
+@pytest.mark.integration
+@needs_browser
+def test_dispatcher_sees_a_power_off_live_acks_it_and_records_cause_and_action(
+        mosquitto: Mosquitto, tmp_path: Path, browser: object) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    d = browser
+    with scripted_http_server(lambda n, body: (200, {}, b"ok")) as hook:
+        config = _write_deployment(tmp_path, mosquitto, hook.url)
+        service = Service(load_deployment(config))
+        assert service.start(wait_subscribed_s=10)
+        assert service.http is not None
+        base = f"http://127.0.0.1:{service.http.port}"
+        try:
+            # a wrong password is refused, the right one lets in
+            _login(d, base, "wang", "not-the-password")
+            error = d.find_element(By.ID, "login-error").text  # type: ignore[attr-defined]
+            assert "Wrong user name or password" in error
+            _login(d, base, "wang", PASSWORDS["wang"])
+            WebDriverWait(d, 10).until(lambda d: "/console/" in d.current_url
+                                       and d.find_elements(By.ID, "mine-qipanjing"))
+            assert not d.find_elements(By.ID, "mine-dayan")  # type: ignore[attr-defined]
+            d.get(f"{base}/console/mine/qipanjing")  # type: ignore[attr-defined]
+            assert wait_until(lambda: _state_of(d, "T1-1101") == "no_data", 10)
+            time.sleep(0.5)  # the event stream is open (its first turn sent every point)
+
+            # a methane power-off at qipanjing (wang's) and one at dayan (nobody acks it)
+            now = int(time.time() * 1000)
+            published = time.monotonic()
+            send(mosquitto, [(QIPANJING, encode_telemetry(now, [("T1-1101", 1.62, "ok")])),
+                             (DAYAN, encode_telemetry(now, [("T1-1201", 1.62, "ok")]))])
+            assert wait_until(lambda: _state_of(d, "T1-1101") == "power_off", 2.0,
+                              interval_s=0.05), "the power-off did not show within 2 s"
+            seen_s = time.monotonic() - published
+            WebDriverWait(d, 5).until(lambda d: d.find_elements(
+                By.CSS_SELECTOR, 'tr.alert[data-rule="limit_power_off"]'))
+            d.save_screenshot(str(DOCS / "console-mine.png"))  # type: ignore[attr-defined]
+
+            # acknowledge it with a note
+            row = d.find_element(By.CSS_SELECTOR,  # type: ignore[attr-defined]
+                                 'tr.alert[data-rule="limit_power_off"]')
+            episode = row.get_attribute("data-episode")
+            row.find_element(By.NAME, "note").send_keys("已通知撤人 evacuated")
+            row.find_element(By.CSS_SELECTOR, "button.ack").click()
+            WebDriverWait(d, 10).until(lambda d: d.find_elements(By.ID, "flash"))
+            row = d.find_element(By.CSS_SELECTOR,  # type: ignore[attr-defined]
+                                 f'tr.alert[data-episode="{episode}"]')
+            assert "wang" in row.find_element(By.CSS_SELECTOR, ".acked").text
+
+            # cause and action
+            row.find_element(By.NAME, "cause").send_keys("回风流瓦斯涌出 gas outburst")
+            row.find_element(By.NAME, "action").send_keys("停电撤人，加强通风 power cut, vented")
+            row.find_element(By.CSS_SELECTOR, "button.save-cause").click()
+            WebDriverWait(d, 10).until(lambda d: "saved" in d.find_element(By.ID, "flash").text)
+
+            d.get(f"{base}/console/")  # type: ignore[attr-defined]
+            WebDriverWait(d, 5).until(lambda d: d.find_elements(By.ID, "mine-qipanjing"))
+            critical = d.find_element(  # type: ignore[attr-defined]
+                By.CSS_SELECTOR, '#mine-qipanjing [data-severity="critical"]').text
+            assert int(critical) >= 1
+            d.save_screenshot(str(DOCS / "console-overview.png"))  # type: ignore[attr-defined]
+
+            # escalation: the unacknowledged dayan power-off goes to the regulator, the
+            # acknowledged qipanjing one does not
+            def escalations() -> list[dict]:
+                found = []
+                for r in list(hook.requests):
+                    body = json.loads(r.body)
+                    if body.get("reason") == "escalation":
+                        found.append({"path": r.path, "mine": body["alerts"][0]["mine"],
+                                      "id": body["alerts"][0]["id"]})
+                return found
+            assert wait_until(lambda: any(e["mine"] == "dayan" and e["path"] == "/regulator"
+                                          for e in escalations()), ESCALATE_AFTER_S + 20)
+            time.sleep(3)  # the same tick would have escalated the other one too
+            assert not [e for e in escalations() if e["id"] == episode]
+
+            # the point back to normal: the closing YCBJ record carries cause and action
+            send(mosquitto, [(QIPANJING, encode_telemetry(int(time.time() * 1000),
+                                                          [("T1-1101", 0.40, "ok")]))])
+            state = tmp_path / "state"
+
+            def closing() -> list[str] | None:
+                for r in _ycbj_records(state):
+                    if r[0] == "001A02" and r[4] == "002" and r[6]:
+                        return r
+                return None
+            record = wait_until(closing, 20)
+            assert record is not None, "no closing YCBJ record of the power-off"
+            assert record[12:14] == ["回风流瓦斯涌出 gas outburst",
+                                     "停电撤人，加强通风 power cut, vented"]
+            assert record[15] == "wang" and record[14]  # 录入人, 录入时间
+        finally:
+            service.stop()
+    assert seen_s < 2.0
+    history = subprocess.run([sys.executable, "-m", "jinmei.cli", "alerts", "history",
+                              "--format", "json", "-c", str(config)],
+                             capture_output=True, text=True, timeout=60, check=True)
+    rows = [r for r in json.loads(history.stdout) if r["id"] == episode]
+    assert rows and all(r["cause"] == "回风流瓦斯涌出 gas outburst" and r["entered_by"] == "wang"
+                        and r["acknowledged_by"] == "wang"
+                        and r["acknowledged_note"] == "已通知撤人 evacuated" for r in rows)
+    assert rows[0]["entered_at"].endswith("+08:00")
+
+
+@pytest.mark.integration
+@needs_browser
+def test_regulator_reads_but_cannot_act_and_forged_or_tokenless_posts_are_refused(
+        mosquitto: Mosquitto, tmp_path: Path, browser: object) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    d = browser
+    with scripted_http_server(lambda n, body: (200, {}, b"ok")) as hook:
+        service = Service(load_deployment(_write_deployment(tmp_path, mosquitto, hook.url)))
+        assert service.start(wait_subscribed_s=10)
+        assert service.http is not None
+        base = f"http://127.0.0.1:{service.http.port}"
+        try:
+            send(mosquitto, [(QIPANJING, encode_telemetry(int(time.time() * 1000),
+                                                          [("T1-1101", 1.62, "ok")]))])
+            assert wait_until(lambda: any(a.rule == "limit_power_off"
+                                          for a in service.record.open_episodes()), 10)
+            episode = next(a.id for a in service.record.open_episodes()
+                           if a.rule == "limit_power_off")
+
+            # the regulator sees the mine and the alert, with no button to ack
+            _login(d, base, "zhao", PASSWORDS["zhao"])
+            WebDriverWait(d, 10).until(lambda d: d.find_elements(By.ID, "mine-qipanjing"))
+            assert d.find_elements(By.ID, "mine-dayan")  # type: ignore[attr-defined]
+            d.get(f"{base}/console/mine/qipanjing")  # type: ignore[attr-defined]
+            WebDriverWait(d, 10).until(lambda d: d.find_elements(
+                By.CSS_SELECTOR, f'tr.alert[data-episode="{episode}"]'))
+            assert not d.find_elements(By.CSS_SELECTOR, "button.ack")  # type: ignore
+            assert not d.find_elements(By.CSS_SELECTOR, "form.cause-form")  # type: ignore
+
+            # a forged POST with the regulator's own valid session and token: 403
+            zhao = Session(base)
+            assert zhao.login("zhao", PASSWORDS["zhao"]) == 303
+            status, page = zhao.request("/console/mine/qipanjing")
+            assert status == 200
+            status, _ = zhao.request("/console/mine/qipanjing/ack",
+                                     {"csrf": _csrf(page), "episode": episode, "note": "x"})
+            assert status == 403
+
+            # the dispatcher: no token → 403; another mine's page or form → 403
+            wang = Session(base)
+            assert wang.login("wang", PASSWORDS["wang"]) == 303
+            status, page = wang.request("/console/mine/qipanjing")
+            assert status == 200
+            assert wang.request("/console/mine/qipanjing/ack",
+                                {"episode": episode, "note": "no token"})[0] == 403
+            assert wang.request("/console/mine/qipanjing/ack",
+                                {"csrf": "forged", "episode": episode})[0] == 403
+            assert wang.request("/console/mine/dayan")[0] == 403
+            assert wang.request("/console/mine/dayan/silence",
+                                {"csrf": _csrf(page), "duration": "1h", "reason": "x"})[0] == 403
+            assert service.record.acknowledgements([episode]) == {}  # nothing got through
+
+            # a silence from the dispatcher is recorded with name and time; a typo is refused
+            status, _ = wang.request("/console/mine/qipanjing/silence",
+                                     {"csrf": _csrf(page), "sensor": "T2-1101",
+                                      "duration": "2h", "reason": "标校 calibration"})
+            assert status == 303
+            status, body = wang.request("/console/mine/qipanjing/silence",
+                                        {"csrf": _csrf(page), "sensor": "T9-9999",
+                                         "duration": "2h", "reason": "x"})
+            assert status == 400 and "T9-9999" in body
+            status, page = wang.request("/console/mine/qipanjing")
+            assert "sensor=T2-1101" in page and "wang" in page and "甲烷断电永不屏蔽" in page
+
+            # a wrong password: refused, and after the limit even the right one waits
+            stranger = Session(base)
+            for _ in range(USER_FAILS):
+                assert stranger.login("wang", "guess") == 401
+            assert stranger.login("wang", PASSWORDS["wang"]) == 429
+        finally:
+            service.stop()
