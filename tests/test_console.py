@@ -178,6 +178,21 @@ def _write_deployment(tmp_path: Path, broker: Mosquitto, hook: str) -> Path:
     return _deployment_text(tmp_path, users, extra)
 
 
+def _normal_readings(service: Service, ts: int) -> list[tuple[str, bytes]]:
+    """A reading well inside the limits for every measuring point (switches left unheard),
+    one message per substation: the pages show live values, not only "no data"."""
+    by_topic: dict[str, list[tuple[str, float, str]]] = {}
+    for s in service.deployment.registry.sensors:
+        if s.is_switch:
+            continue
+        lim = s.limits
+        value = (lim.alarm_low + 1.0 if lim.alarm_low is not None
+                 else 0.3 * lim.alarm_high if lim.alarm_high is not None else s.range_low)
+        by_topic.setdefault(f"jinmei/{s.mine}/telemetry/{s.substation}", []).append(
+            (s.id, round(value, 2), "ok"))
+    return [(topic, encode_telemetry(ts, readings)) for topic, readings in by_topic.items()]
+
+
 def _login(driver: object, base: str, user: str, password: str) -> None:
     from selenium.webdriver.common.by import By
 
@@ -263,7 +278,8 @@ def test_dispatcher_sees_a_power_off_live_acks_it_and_records_cause_and_action(
             assert not d.find_elements(By.ID, "mine-dayan")  # type: ignore[attr-defined]
             d.get(f"{base}/console/mine/qipanjing")  # type: ignore[attr-defined]
             assert wait_until(lambda: _state_of(d, "T1-1101") == "no_data", 10)
-            time.sleep(0.5)  # the event stream is open (its first turn sent every point)
+            send(mosquitto, _normal_readings(service, int(time.time() * 1000) - 2000))
+            assert wait_until(lambda: _state_of(d, "T1-1101") == "ok", 5)  # live: no reload
 
             # a methane power-off at qipanjing (wang's) and one at dayan (nobody acks it)
             now = int(time.time() * 1000)
@@ -299,7 +315,6 @@ def test_dispatcher_sees_a_power_off_live_acks_it_and_records_cause_and_action(
             critical = d.find_element(  # type: ignore[attr-defined]
                 By.CSS_SELECTOR, '#mine-qipanjing [data-severity="critical"]').text
             assert int(critical) >= 1
-            d.save_screenshot(str(DOCS / "console-overview.png"))  # type: ignore[attr-defined]
 
             # escalation: the unacknowledged dayan power-off goes to the regulator, the
             # acknowledged qipanjing one does not
@@ -358,8 +373,9 @@ def test_regulator_reads_but_cannot_act_and_forged_or_tokenless_posts_are_refuse
         assert service.http is not None
         base = f"http://127.0.0.1:{service.http.port}"
         try:
-            send(mosquitto, [(QIPANJING, encode_telemetry(int(time.time() * 1000),
-                                                          [("T1-1101", 1.62, "ok")]))])
+            now = int(time.time() * 1000)
+            send(mosquitto, _normal_readings(service, now - 2000))
+            send(mosquitto, [(QIPANJING, encode_telemetry(now, [("T1-1101", 1.62, "ok")]))])
             assert wait_until(lambda: any(a.rule == "limit_power_off"
                                           for a in service.record.open_episodes()), 10)
             episode = next(a.id for a in service.record.open_episodes()
@@ -369,6 +385,7 @@ def test_regulator_reads_but_cannot_act_and_forged_or_tokenless_posts_are_refuse
             _login(d, base, "zhao", PASSWORDS["zhao"])
             WebDriverWait(d, 10).until(lambda d: d.find_elements(By.ID, "mine-qipanjing"))
             assert d.find_elements(By.ID, "mine-dayan")  # type: ignore[attr-defined]
+            d.save_screenshot(str(DOCS / "console-overview.png"))  # type: ignore[attr-defined]
             d.get(f"{base}/console/mine/qipanjing")  # type: ignore[attr-defined]
             WebDriverWait(d, 10).until(lambda d: d.find_elements(
                 By.CSS_SELECTOR, f'tr.alert[data-episode="{episode}"]'))

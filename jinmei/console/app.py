@@ -76,6 +76,22 @@ _SECURITY = (("Content-Security-Policy",
 _HISTORY_LIMIT = 500  # rows on a history page (newest first)
 
 
+# What kind of place an area is, from its sensors' location types (limits table keys), first
+# match wins: a face's area also holds its return and intake roadways.
+_AREA_TYPES = ((("longwall", "shearer", "goaf", "face_intake"), ("采煤工作面", "working face")),
+               (("heading",), ("掘进工作面", "heading")),
+               (("chamber", "pump_station", "switchgear", "coal_bunker", "motor_vicinity"),
+                ("硐室", "chamber")))
+
+
+def area_type(locations: set[str]) -> tuple[str, str]:
+    """(Chinese, English) kind of an area whose sensors stand at ``locations``."""
+    for prefixes, names in _AREA_TYPES:
+        if any(loc.startswith(prefixes) or loc.endswith(prefixes) for loc in locations):
+            return names
+    return ("巷道及其他", "roadways and other")
+
+
 class _Request:
     """What a handler needs of one HTTP request."""
 
@@ -116,7 +132,7 @@ class Console:
         self.state_db = service.record.path  # the alerts state file: silences live there
         self._closing = threading.Event()
         names = names_from_limits(deployment)
-        self.kind_names, self.location_names = dict(names.kind), dict(names.location)
+        self.kind_names = dict(names.kind)
 
     # ── the pipeline's tap ──────────────────────────────────────────────────────────────
 
@@ -323,7 +339,7 @@ class Console:
         indices = self._indices(mine.id)
         points = {p.index: p for p in self.live.points(indices, now)}
         groups: dict[str, list[str]] = defaultdict(list)
-        where: dict[str, str] = {}
+        locations: dict[str, set[str]] = defaultdict(set)
         for sensor in mine.sensors:
             index = registry.index.get(sensor.key)
             if index is None:
@@ -331,8 +347,7 @@ class Console:
             kind = t.pick(self.kind_names.get(sensor.kind, (sensor.kind, sensor.kind)))
             groups[sensor.area].append(pages.point_row(t, sensor, kind, points[index],
                                                        mine.timezone))
-            where.setdefault(sensor.area, t.pick(self.location_names.get(
-                sensor.location, (sensor.location, sensor.location))))
+            locations[sensor.area].add(sensor.location)
         done = request.query.get("done", "")
         flash = f'<p class="flash" id="flash">{escape(done)}</p>' if done else ""
         offset = datetime.now(ZoneInfo(mine.timezone)).strftime("%z")
@@ -343,7 +358,8 @@ class Console:
                 + f' · <a href="/console/mine/{mine.id}/history">{t("history")}</a></p>{flash}'
                 f'<h2>{t("open_alerts")}</h2><div id="alerts">'
                 f'{self._alerts(t, mine, user, session)}</div>'
-                + pages.areas_html(t, [(a, where[a], rows) for a, rows in groups.items()])
+                + pages.areas_html(t, [(a, t.pick(area_type(locations[a])), rows)
+                                       for a, rows in groups.items()])
                 + self._silences(t, mine, user, session))
         base = f"/console/mine/{mine.id}"
         return page(t, mine.name, body, user=user, csrf=session.csrf,

@@ -11,7 +11,9 @@ body { font-family: "WenQuanYi Micro Hei", "Noto Sans CJK SC", sans-serif; margi
        background: #f4f5f7; color: #1d2330; font-size: 15px; }
 header { background: #1d2b45; color: #fff; padding: 8px 16px; display: flex; gap: 16px;
          align-items: center; flex-wrap: wrap; }
-header a, header button { color: #fff; }
+header a { color: #fff; }
+header button { color: #fff; background: transparent; border: 1px solid #9fb0d0;
+                border-radius: 3px; cursor: pointer; }
 header .who { margin-left: auto; }
 header form { display: inline; }
 main { padding: 12px 16px; }
