@@ -10,6 +10,7 @@ YCBJ closing record (networking) and in ``jinmei alerts history``.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -145,6 +146,7 @@ def browser() -> Iterator[object]:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service as DriverService
 
+    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager: never download anything
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
@@ -391,6 +393,12 @@ def test_regulator_reads_but_cannot_act_and_forged_or_tokenless_posts_are_refuse
                 By.CSS_SELECTOR, f'tr.alert[data-episode="{episode}"]'))
             assert not d.find_elements(By.CSS_SELECTOR, "button.ack")  # type: ignore
             assert not d.find_elements(By.CSS_SELECTOR, "form.cause-form")  # type: ignore
+            assert "只读" in d.find_element(By.TAG_NAME, "main").text  # type: ignore
+            d.find_element(By.ID, "lang").click()  # type: ignore[attr-defined]
+            WebDriverWait(d, 5).until(lambda d: "Open alerts" in d.find_element(
+                By.TAG_NAME, "main").text)
+            assert "read-only (regulator)" in d.find_element(By.TAG_NAME, "main").text  # type: ignore
+            assert d.current_url.endswith("/console/mine/qipanjing")  # type: ignore
 
             # a forged POST with the regulator's own valid session and token: 403
             zhao = Session(base)
