@@ -40,3 +40,31 @@ def test_substation_silence_names_the_substation_and_the_seconds() -> None:
     assert zh.startswith("【分站中断】棋盘井煤矿 T1-1105")
     assert "分站 S03" in zh and "45 s" in zh and "30 s" in zh
     assert "substation S03 silent for 45 s (allowed 30 s)" in en
+
+
+@pytest.mark.parametrize(("limit", "zh_says", "en_says"), [
+    # the detector's default spike_jump for methane (0.25 %): a jump that came back, no "/s"
+    (0.25, "跳变超过 0.25% 后立即回落", "jumped by more than 0.25 % for one reading and straight "
+                                    "back, now 1.20 %"),
+    # the default max_rate for methane (1.0 %/s): a rate
+    (1.0, "变化速率超过 1.00%/s", "changed faster than 1.00 %/s"),
+])
+def test_a_spike_names_its_limit_with_the_unit_of_its_origin(limit: float, zh_says: str,
+                                                           en_says: str) -> None:
+    deployment = load_deployment(None)
+    names = Names(kind={"ch4": ("甲烷", "methane")},
+                  spike_jump=dict(deployment.detectors.spike_jump),
+                  max_rate=dict(deployment.detectors.max_rate))
+    spike = msgspec.structs.replace(SILENT, rule="sensor_fault", condition="spike", value=1.2,
+                                    limit=limit)
+    zh, en = render(spike, mine_name=("棋盘井煤矿", "Qipanjing"), timezone="Asia/Shanghai",
+                    names=names).split("\n")
+    assert zh_says in zh and en_says in en
+    assert ("/s" in en) == (limit == 1.0)
+
+
+def test_a_spike_whose_two_limits_are_equal_is_worded_true_of_both() -> None:
+    names = Names(spike_jump={"ch4": 0.5}, max_rate={"ch4": 0.5})
+    spike = msgspec.structs.replace(SILENT, rule="sensor_fault", condition="spike", limit=0.5)
+    en = render(spike, mine_name=("x", "X"), timezone="Asia/Shanghai", names=names)
+    assert "a jump beyond 0.50 % or a change faster than 0.50 %/s" in en
