@@ -9,6 +9,7 @@ YCBJ closing record (networking) and in ``jinmei alerts history``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -440,5 +441,13 @@ def test_regulator_reads_but_cannot_act_and_forged_or_tokenless_posts_are_refuse
             for _ in range(USER_FAILS):
                 assert stranger.login("wang", "guess") == 401
             assert stranger.login("wang", PASSWORDS["wang"]) == 429
+
+            # a reload that removes an account ends its sessions; the others go on
+            deployment = service.deployment
+            service.deployment = dataclasses.replace(deployment, console=dataclasses.replace(
+                deployment.console, users=tuple(u for u in deployment.console.users
+                                                if u.name != "zhao")))
+            assert zhao.request("/console/mine/qipanjing")[0] == 303  # to the login page
+            assert wang.request("/console/mine/qipanjing")[0] == 200
         finally:
             service.stop()

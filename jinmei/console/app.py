@@ -124,8 +124,6 @@ class Console:
     def __init__(self, service: Service, clock: Callable[[], float] = time.time) -> None:
         self.service, self.clock = service, clock
         deployment = service.deployment
-        self.users = {u.name: u for u in deployment.console.users}
-        self.mines = {m.id: m for m in deployment.mines}
         self.sessions = Sessions(deployment.console.session_max_s)
         self.limiter = LoginLimiter()
         self.live = LiveTable(service.pipeline.registry)
@@ -133,6 +131,15 @@ class Console:
         self._closing = threading.Event()
         names = names_from_limits(deployment)
         self.kind_names = dict(names.kind)
+
+    @property
+    def users(self) -> dict[str, ConsoleUser]:
+        """The accounts of the running configuration (a reload may change them)."""
+        return {u.name: u for u in self.service.deployment.console.users}
+
+    @property
+    def mines(self) -> dict[str, Mine]:
+        return {m.id: m for m in self.service.deployment.mines}
 
     # ── the pipeline's tap ──────────────────────────────────────────────────────────────
 
@@ -154,6 +161,10 @@ class Console:
         request = _Request(handler)
         t = Text(request.cookies.get("jinmei_lang", "zh"))
         session = self.sessions.get(request.cookies.get("jinmei_session", ""))
+        if session is not None and session.user is not None \
+                and self.users.get(session.user.name) != session.user:
+            self.sessions.end(session.token)  # removed or changed by a reload: log in again
+            session = None
         try:
             self._route(request, t, session)
         except _Refused as refused:
