@@ -105,9 +105,10 @@ class _Request:
         self.address = handler.client_address[0]
         self.tls = handler.headers.get("X-Forwarded-Proto", "") == "https"
         self.form: dict[str, str] = {}
-        if handler.command == "POST":
-            size = int(handler.headers.get("Content-Length") or 0)
-            raw = handler.rfile.read(min(size, _MAX_FORM)).decode("utf-8", "replace")
+        size = int(handler.headers.get("Content-Length") or 0)
+        self.too_large = size > _MAX_FORM  # not read: the connection closes after the answer
+        if handler.command == "POST" and not self.too_large:
+            raw = handler.rfile.read(size).decode("utf-8", "replace")
             self.form = {k: v[-1] for k, v in
                          urllib.parse.parse_qs(raw, keep_blank_values=True).items()}
 
@@ -175,6 +176,8 @@ class Console:
 
     def _route(self, request: _Request, t: Text, session: Session | None) -> None:
         path, method = request.path, request.handler.command
+        if request.too_large:
+            raise _Refused(413, f"a form of at most {_MAX_FORM} bytes, please")
         if path == "/console/static/console.css":
             return self._send(request, 200, assets.CSS, "text/css; charset=utf-8")
         if path == "/console/static/console.js":
@@ -359,6 +362,7 @@ class Console:
             groups[sensor.area].append(pages.point_row(t, sensor, kind, points[index],
                                                        mine.timezone))
             locations[sensor.area].add(sensor.location)
+        alert_seq = self.live.alert_seq.get(mine.id, 0)  # before the list is read (see JS)
         done = request.query.get("done", "")
         flash = f'<p class="flash" id="flash">{escape(done)}</p>' if done else ""
         offset = datetime.now(ZoneInfo(mine.timezone)).strftime("%z")
@@ -367,14 +371,16 @@ class Console:
                 f'{offset[3:]}) · {t("live")}'
                 + ("" if user.acts_on(mine.id) else f' · <b>{t("read_only")}</b>')
                 + f' · <a href="/console/mine/{mine.id}/history">{t("history")}</a></p>{flash}'
-                f'<h2>{t("open_alerts")}</h2><div id="alerts">'
+                f'<h2>{t("open_alerts")}</h2><p class="flash" id="alerts-changed" hidden>'
+                f'{t("alerts_changed")}</p><div id="alerts">'
                 f'{self._alerts(t, mine, user, session)}</div>'
                 + pages.areas_html(t, [(a, t.pick(area_type(locations[a])), rows)
                                        for a, rows in groups.items()])
                 + self._silences(t, mine, user, session))
         base = f"/console/mine/{mine.id}"
         return page(t, mine.name, body, user=user, csrf=session.csrf,
-                    data=(("events", f"{base}/events"), ("alerts", f"{base}/alerts")))
+                    data=(("events", f"{base}/events"), ("alerts", f"{base}/alerts"),
+                          ("alerts-seq", str(alert_seq))))
 
     def _alerts(self, t: Text, mine: Mine, user: ConsoleUser, session: Session) -> str:
         alerts = self._open_alerts(mine.id)
@@ -482,7 +488,7 @@ class Console:
         registry = self.live.registry
         indices = self._indices(mine.id)
         states = np.full(len(indices), -1, np.int8)  # first turn: every point
-        seq, first, said = 0, True, time.monotonic()
+        seq, said = 0, time.monotonic()
         while not self._closing.is_set() and self.sessions.get(session.token) is not None:
             if self.live.registry is not registry:  # a reload: start over on the new one
                 registry, indices = self.live.registry, self._indices(mine.id)
@@ -496,15 +502,15 @@ class Console:
                     [{"id": sensors[p.index].id, "v": pages.number(p.value), "st": p.state,
                       "label": t(p.state), "at": local_time(p.ts, mine.timezone)}
                      for p in changed], ensure_ascii=False) + "\n\n")
-            if not first and self.live.alert_seq.get(mine.id, 0) > seq:
-                chunks.append("event: alerts\ndata: {}\n\n")
+            if (alert_seq := self.live.alert_seq.get(mine.id, 0)) > seq:  # the page says if
+                chunks.append(f"event: alerts\ndata: {{\"seq\": {alert_seq}}}\n\n")  # it is older
             if not chunks and time.monotonic() - said >= _KEEPALIVE_S:
                 chunks.append(": keepalive\n\n")
             if chunks:
                 h.wfile.write("".join(chunks).encode())
                 h.wfile.flush()
                 said = time.monotonic()
-            seq, first = current, False
+            seq = current
             self.live.wait(seq, 1.0)  # at least once a second: no data comes by the clock
 
     # ── forms ──────────────────────────────────────────────────────────────────────────

@@ -3,7 +3,8 @@ nothing from the internet; the Content-Security-Policy allows only these, so no 
 
 The script does two things: it keeps a mine page's points live from the server-sent events of
 ``/console/mine/<id>/events`` (event ``points``: the changed points; event ``alerts``: the
-alert list changed, fetched again as HTML) and it asks before ending a silence.
+alert list changed, fetched again as HTML — but not while the dispatcher is filling in one of
+its forms: a notice says so instead) and it asks before ending a silence.
 """
 
 CSS = """
@@ -37,6 +38,7 @@ th { background: #e8ebf0; font-weight: normal; }
 .sev-alarm { border-left: 6px solid #f59e0b; }
 .sev-warning { border-left: 6px solid #facc15; }
 .note { color: #555; font-size: 13px; }
+#alerts-changed { cursor: pointer; }
 .flash { background: #fff7d6; border: 1px solid #e5c84a; padding: 6px 10px; }
 .error { background: #fde2e2; border: 1px solid #e08b8b; padding: 6px 10px; }
 form.inline { display: inline-flex; gap: 4px; flex-wrap: wrap; align-items: center; }
@@ -65,13 +67,39 @@ JS = """
         row.querySelector(".at").textContent = p.at;
       });
     });
-    source.addEventListener("alerts", function () {
+    // The alert list is fetched again when it changed (event "alerts" carries the mine's
+    // alert sequence number; the page knows the one it was rendered at) — but never under
+    // the dispatcher's hands: while a form in it has focus or text, a notice says the list
+    // changed and the refresh waits until the form is left empty or the notice is clicked.
+    var shown = Number(page.alertsSeq || 0), wanted = shown;
+    var list = document.getElementById("alerts");
+    var notice = document.getElementById("alerts-changed");
+    function busy() {
+      if (list.contains(document.activeElement) && document.activeElement.tagName !== "BODY") {
+        return true;
+      }
+      return Array.prototype.some.call(list.querySelectorAll("input[type=text], input:not([type])"),
+                                       function (i) { return i.value !== ""; });
+    }
+    function refresh(force) {
+      if (wanted <= shown) { return; }
+      if (!force && busy()) { notice.hidden = false; return; }
+      var seq = wanted;
       fetch(page.alerts, {credentials: "same-origin"}).then(function (r) {
         return r.ok ? r.text() : null;
       }).then(function (html) {
-        if (html !== null) { document.getElementById("alerts").innerHTML = html; }
+        if (html === null) { return; }
+        list.innerHTML = html;
+        shown = Math.max(shown, seq);
+        notice.hidden = true;
       });
+    }
+    source.addEventListener("alerts", function (e) {
+      wanted = Math.max(wanted, Number(JSON.parse(e.data).seq));
+      refresh(false);
     });
+    list.addEventListener("focusout", function () { setTimeout(function () { refresh(false); }, 0); });
+    notice.addEventListener("click", function () { refresh(true); });
   }
   document.addEventListener("submit", function (e) {
     var ask = e.target.dataset.confirm;

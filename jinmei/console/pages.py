@@ -12,6 +12,7 @@ from datetime import datetime
 from html import escape
 from zoneinfo import ZoneInfo
 
+from alerts.messages import DEFAULT_TIMEZONE
 from alerts.wire import Alert
 from config.model import ConsoleUser, Mine, Sensor
 from jinmei.console.live import Point
@@ -61,6 +62,9 @@ WORDS: dict[str, tuple[str, str]] = {
     "action": ("处理措施", "Action taken"),
     "save_cause": ("保存原因与措施", "Save cause and action"),
     "entered_by": ("录入人", "Entered by"),
+    "alerts_changed": ("报警列表有变化，点击此处刷新（正在填写的内容将丢失）",
+                       "The alert list changed: click here to refresh it (what you are typing "
+                       "is lost)"),
     "no_alerts": ("无未结束报警", "No open alerts"),
     "silences": ("屏蔽", "Silences"),
     "silence_note": ("屏蔽只暂停通知，报警照常记录；甲烷断电永不屏蔽。",
@@ -112,8 +116,8 @@ class Text:
 def local_time(ms: int | None, zone: str) -> str:
     if ms is None or ms < 0:
         return ""
-    return datetime.fromtimestamp(ms / 1000, ZoneInfo(zone)).isoformat(sep=" ",
-                                                                       timespec="seconds")
+    return datetime.fromtimestamp(ms / 1000, ZoneInfo(zone or DEFAULT_TIMEZONE)).isoformat(
+        sep=" ", timespec="seconds")
 
 
 def form(action: str, csrf: str, body: str, *, css: str = "inline", confirm: str = "") -> str:
