@@ -78,8 +78,8 @@ JS = """
       if (list.contains(document.activeElement) && document.activeElement.tagName !== "BODY") {
         return true;
       }
-      return Array.prototype.some.call(list.querySelectorAll("input[type=text], input:not([type])"),
-                                       function (i) { return i.value !== ""; });
+      var inputs = list.querySelectorAll("input[type=text], input:not([type])");
+      return Array.prototype.some.call(inputs, function (i) { return i.value !== ""; });
     }
     function refresh(force) {
       if (wanted <= shown) { return; }
@@ -98,7 +98,9 @@ JS = """
       wanted = Math.max(wanted, Number(JSON.parse(e.data).seq));
       refresh(false);
     });
-    list.addEventListener("focusout", function () { setTimeout(function () { refresh(false); }, 0); });
+    list.addEventListener("focusout", function () {
+      setTimeout(function () { refresh(false); }, 0);
+    });
     notice.addEventListener("click", function () { refresh(true); });
   }
   document.addEventListener("submit", function (e) {
