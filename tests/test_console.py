@@ -346,6 +346,23 @@ def test_dispatcher_sees_a_power_off_live_acks_it_and_records_cause_and_action(
                 action="停电撤人，加强通风 power cut, vented"))
             WebDriverWait(d, 10).until(lambda d: "saved" in d.find_element(By.ID, "flash").text)
 
+            # an alert changing while the dispatcher types: the text stays, a notice says so
+            time.sleep(1.5)  # the reloaded page's event stream is open
+            alarm = 'tr.alert[data-rule="limit_alarm"]'
+            note = _in_row(d, alarm, lambda row: row.find_element(By.NAME, "note"))
+            note.send_keys("正在核实 checking")
+            send(mosquitto, [(QIPANJING, encode_telemetry(int(time.time() * 1000),
+                                                          [("T2-1101", 1.2, "ok")]))])
+            notice = d.find_element(By.ID, "alerts-changed")  # type: ignore[attr-defined]
+            WebDriverWait(d, 10).until(lambda d: notice.is_displayed())
+            assert note.get_attribute("value") == "正在核实 checking"  # not replaced
+            assert not d.find_elements(  # type: ignore[attr-defined]
+                By.CSS_SELECTOR, 'tr.alert[data-sensor="T2-1101"]')
+            notice.click()
+            WebDriverWait(d, 10).until(lambda d: d.find_elements(
+                By.CSS_SELECTOR, 'tr.alert[data-sensor="T2-1101"]'))
+            assert not notice.is_displayed()
+
             d.get(f"{base}/console/")  # type: ignore[attr-defined]
             WebDriverWait(d, 5).until(lambda d: d.find_elements(By.ID, "mine-qipanjing"))
             critical = d.find_element(  # type: ignore[attr-defined]
@@ -469,6 +486,14 @@ def test_regulator_reads_but_cannot_act_and_forged_or_tokenless_posts_are_refuse
             assert status == 400 and "T9-9999" in body
             status, page = wang.request("/console/mine/qipanjing")
             assert "sensor=T2-1101" in page and "wang" in page and "甲烷断电永不屏蔽" in page
+
+            # the history, filtered
+            status, page = wang.request("/console/mine/qipanjing/history?rule=limit_power_off")
+            assert status == 200 and "limit_power_off" in page
+            assert "<td>limit_alarm</td>" not in page
+            status, page = wang.request("/console/mine/qipanjing/history?severity=warning")
+            assert "<td>limit_alarm</td>" in page and "limit_power_off</td>" not in page
+            assert wang.request("/console/mine/qipanjing/history?since=yesterday")[0] == 400
 
             # a wrong password: refused, and after the limit even the right one waits
             stranger = Session(base)
