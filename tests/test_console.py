@@ -23,6 +23,7 @@ from http.cookiejar import CookieJar
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -30,6 +31,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from config.errors import ConfigError
 from config.loader import CONFIG_DIR, load_deployment
 from config.model import ConsoleUser
+from config.readings import ReadingBatch, Status
 from ingest.codec import encode_telemetry
 from jinmei.cli import main
 from jinmei.console.accounts import (
@@ -40,6 +42,7 @@ from jinmei.console.accounts import (
     hash_password,
     verify_password,
 )
+from jinmei.console.live import LiveTable
 from jinmei.service import Service
 from tests.servers import Mosquitto, scripted_http_server, wait_until
 from tests.test_service import send
@@ -83,6 +86,33 @@ def test_authenticate_checks_the_password_and_unknown_names() -> None:
     assert authenticate(users, "wang", "pw-wang-1") == users["wang"]
     assert authenticate(users, "wang", "pw-wang-2") is None
     assert authenticate(users, "nobody", "pw-wang-1") is None
+
+
+def test_live_table_keeps_the_newest_reading_and_the_worst_state() -> None:
+    registry = load_deployment(None).registry
+    live = LiveTable(registry)
+    t1, t0 = registry.index["qipanjing/T1-1101"], registry.index["qipanjing/T0-1101"]
+    co = registry.index["qipanjing/CO-1101"]
+    period = int(registry.sensors[t1].period_s * 1000)
+    bits = np.array([Status.ALARM | Status.POWER_OFF, 0, Status.CALIBRATION, Status.ALARM],
+                    np.uint16)
+    # T1 at 2000 (power-off) then an older reading at 1000 arriving late; T0 calibrating; CO
+    live.observe(ReadingBatch(np.array([t1, t1, t0, co], np.int32),
+                              np.array([2000, 1000, 2000, 2000], np.int64),
+                              np.array([1.62, 0.3, 2.0, 30.0]), bits), registry)
+    indices = np.array([t1, t0, co], np.int64)
+    points = live.points(indices, now_ms=2500)
+    assert [(p.value, p.state) for p in points] == [
+        (1.62, "power_off"), (2.0, "calibrating"), (30.0, "alarm")]
+    seq = live.seq
+    changed, states = live.changes(indices, seq, live.states(indices, 2500), now_ms=2500)
+    assert changed == []  # nothing new since seq
+    later = 2000 + 3 * period + 1  # three sampling periods without a reading: no data
+    changed, _ = live.changes(indices, seq, states, now_ms=later)
+    assert {p.index for p in changed} >= {t1} and all(p.state == "no_data" for p in changed)
+    assert live.points(np.array([registry.index["dayan/T1-1201"]]), 0)[0].state == "no_data"
+    assert list(live.indices("qipanjing")) == [i for i, s in enumerate(registry.sensors)
+                                               if s.mine == "qipanjing"]
 
 
 def _deployment_text(tmp_path: Path, users: str, extra: str = "") -> Path:

@@ -105,7 +105,8 @@ class _Request:
         self.address = handler.client_address[0]
         self.tls = handler.headers.get("X-Forwarded-Proto", "") == "https"
         self.form: dict[str, str] = {}
-        size = int(handler.headers.get("Content-Length") or 0)
+        length = handler.headers.get("Content-Length") or "0"
+        size = int(length) if length.isdigit() else _MAX_FORM + 1
         self.too_large = size > _MAX_FORM  # not read: the connection closes after the answer
         if handler.command == "POST" and not self.too_large:
             raw = handler.rfile.read(size).decode("utf-8", "replace")
@@ -197,7 +198,9 @@ class Console:
             raise _Refused(403, "CSRF token missing or wrong: reload the page and try again")
         if path == "/console/logout" and method == "POST":
             self.sessions.end(session.token)
-            return self._redirect(request, "/console/login")
+            return self._send(request, 303, "", headers=(
+                ("Location", "/console/login"),
+                self._cookie(request, "jinmei_session", "", max_age=0)))
         if path in ("/console/", "/console") and method == "GET":
             return self._send(request, 200, self._overview(t, user, session))
         parts = path.removeprefix("/console/mine/").split("/")
@@ -305,9 +308,7 @@ class Console:
     # ── pages ──────────────────────────────────────────────────────────────────────────
 
     def _indices(self, mine: str) -> np.ndarray:
-        registry = self.live.registry
-        return np.array([registry.index[s.key] for s in registry.sensors if s.mine == mine],
-                        np.int64)
+        return self.live.indices(mine)
 
     def _open_alerts(self, mine: str | None = None) -> list[Alert]:
         alerts = [a for a in self.service.record.open_episodes()

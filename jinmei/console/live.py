@@ -58,6 +58,13 @@ class LiveTable:
         self.status = np.zeros(n, np.uint16)
         self.changed_at = np.zeros(n, np.int64)  # seq of the last change of each point
         self.period_ms = np.array([s.period_s * 1000 for s in registry.sensors], np.int64)
+        mines = np.array([s.mine for s in registry.sensors], dtype=object)
+        self._of_mine = {str(m): np.flatnonzero(mines == m) for m in dict.fromkeys(mines)}
+
+    def indices(self, mine: str) -> np.ndarray:
+        """Registry indices of a mine's sensors (empty for a mine with none)."""
+        with self._changed:
+            return self._of_mine.get(mine, np.empty(0, np.int64))
 
     def observe(self, batch: ReadingBatch, registry: Registry) -> None:
         """Take a committed batch (indexed by ``registry``, which a reload may have replaced)."""
