@@ -49,6 +49,9 @@ from tests.test_service import send
 
 T = TypeVar("T")
 DOCS = Path(__file__).resolve().parent.parent / "docs"
+# The README's screenshots are written again only on request (they change with every run):
+#   JINMEI_UPDATE_SCREENSHOTS=1 .venv/bin/pytest tests/test_console.py
+UPDATE_SCREENSHOTS = os.environ.get("JINMEI_UPDATE_SCREENSHOTS") == "1"
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 PASSWORDS = {"wang": "wang-password-1", "zhao": "zhao-password-1"}
 QIPANJING, DAYAN = "jinmei/qipanjing/telemetry/S01", "jinmei/dayan/telemetry/S01"
@@ -252,6 +255,13 @@ def _state_of(driver: object, sensor: str) -> str:
         return ""
 
 
+def _screenshot(driver: Any, name: str, tmp_path: Path) -> None:
+    """A PNG of the page: into docs/ with JINMEI_UPDATE_SCREENSHOTS=1, else beside the test."""
+    path = (DOCS if UPDATE_SCREENSHOTS else tmp_path) / name
+    assert driver.save_screenshot(str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 20_000
+
+
 def _in_row(driver: Any, selector: str, act: Callable[[Any], T]) -> T:
     """``act`` on the row ``selector`` picks, found again should the list be refetched
     between two steps (the page does that when an alert changes)."""
@@ -360,7 +370,7 @@ def test_dispatcher_sees_a_power_off_live_acks_it_and_records_cause_and_action(
                 client.disconnect()
             WebDriverWait(d, 5).until(lambda d: d.find_elements(
                 By.CSS_SELECTOR, 'tr.alert[data-rule="limit_power_off"]'))
-            d.save_screenshot(str(DOCS / "console-mine.png"))  # type: ignore[attr-defined]
+            _screenshot(d, "console-mine.png", tmp_path)
 
             # acknowledge it with a note
             power_off = 'tr.alert[data-rule="limit_power_off"]'
@@ -469,7 +479,7 @@ def test_regulator_reads_but_cannot_act_and_forged_or_tokenless_posts_are_refuse
             _login(d, base, "zhao", PASSWORDS["zhao"])
             WebDriverWait(d, 10).until(lambda d: d.find_elements(By.ID, "mine-qipanjing"))
             assert d.find_elements(By.ID, "mine-dayan")  # type: ignore[attr-defined]
-            d.save_screenshot(str(DOCS / "console-overview.png"))  # type: ignore[attr-defined]
+            _screenshot(d, "console-overview.png", tmp_path)
             d.get(f"{base}/console/mine/qipanjing")  # type: ignore[attr-defined]
             WebDriverWait(d, 10).until(lambda d: d.find_elements(
                 By.CSS_SELECTOR, f'tr.alert[data-episode="{episode}"]'))
