@@ -38,6 +38,7 @@ from jinmei.console.accounts import (
     FAIL_WINDOW_S,
     USER_FAILS,
     LoginLimiter,
+    Sessions,
     authenticate,
     hash_password,
     verify_password,
@@ -82,6 +83,19 @@ def test_failed_logins_are_limited_per_account_and_per_address() -> None:
     for i in range(20):  # a guesser trying many names from one address
         limiter.failed(f"user{i}", "10.0.0.9")
     assert limiter.blocked_for("newname", "10.0.0.9") > 0
+
+
+def test_open_login_forms_are_bounded_and_a_login_outlives_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from jinmei.console import accounts
+
+    monkeypatch.setattr(accounts, "MAX_ANONYMOUS", 3)
+    sessions = Sessions(max_s=60)
+    user = ConsoleUser("wang", "dispatcher", hash_password("pw-wang-1"), ("dayan",))
+    logged_in = sessions.new(user)
+    forms = [sessions.new(None) for _ in range(5)]
+    assert [sessions.get(f.token) is not None for f in forms] == [False, False, True, True, True]
+    assert sessions.get(logged_in.token) is logged_in
 
 
 def test_authenticate_checks_the_password_and_unknown_names() -> None:
@@ -537,6 +551,8 @@ def test_regulator_reads_but_cannot_act_and_forged_or_tokenless_posts_are_refuse
 
             # a wrong password: refused, and after the limit even the right one waits
             stranger = Session(base)
+            assert stranger.request("/console/login", {"user": "wang", "password": PASSWORDS[
+                "wang"]})[0] == 403  # the login form's own token is missing
             for _ in range(USER_FAILS):
                 assert stranger.login("wang", "guess") == 401
             assert stranger.login("wang", PASSWORDS["wang"]) == 429

@@ -41,6 +41,9 @@ SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1  # RFC 7914 §2 interactive parameter
 USER_FAILS = 5  # jinmei's own, after OWASP's authentication cheat sheet (a handful per account)
 ADDRESS_FAILS = 20  # jinmei's own: a control room shares one address; a guesser tries many names
 FAIL_WINDOW_S = 900.0  # jinmei's own: 15 min, long enough to make guessing pointless
+ANONYMOUS_S = 3600.0  # jinmei's own: a login form stays usable for an hour
+MAX_ANONYMOUS = 10_000  # jinmei's own: open login forms kept; beyond, the oldest are dropped
+MAX_FAIL_KEYS = 100_000  # jinmei's own: accounts and addresses with recent failures tracked
 
 
 def hash_password(password: str, salt: bytes | None = None) -> str:
@@ -93,10 +96,14 @@ class Sessions:
     def new(self, user: ConsoleUser | None) -> Session:
         now = self.clock()
         session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), user,
-                          now + (self.max_s if user else 3600.0))
+                          now + (self.max_s if user else ANONYMOUS_S))
         with self._lock:
-            self._by_token = {t: s for t, s in self._by_token.items() if s.expires > now}
-            self._by_token[session.token] = session
+            live = {t: s for t, s in self._by_token.items() if s.expires > now}
+            anonymous = [t for t, s in live.items() if s.user is None]
+            for token in anonymous[:max(0, len(anonymous) - MAX_ANONYMOUS + 1)]:
+                del live[token]  # the oldest login forms first: a flood cannot fill memory
+            live[session.token] = session
+            self._by_token = live
         return session
 
     def get(self, token: str) -> Session | None:
@@ -136,6 +143,9 @@ class LoginLimiter:
     def failed(self, name: str, address: str) -> None:
         now = self.clock()
         with self._lock:
+            if len(self._fails) > MAX_FAIL_KEYS:  # forget what left the window
+                self._fails = {k: f for k, f in self._fails.items()
+                               if f and f[-1] > now - FAIL_WINDOW_S}
             for key in (("user", name), ("address", address)):
                 self._recent(key, now).append(now)
 
