@@ -198,6 +198,19 @@ class AlertRecord:
         return {i: (cause, action, by, at) for i, cause, action, by, at in rows
                 if wanted is None or i in wanted}
 
+    def causes_entered_after(self, at_ms: int) -> list[tuple[str, int]]:
+        """(episode, entered at) of every cause and action entered after ``at_ms``, in order."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, at FROM alert_cause WHERE at > ?"
+                                    " ORDER BY at, rowid", (at_ms,)).fetchall()
+        return [(str(i), int(at)) for i, at in rows]
+
+    def resolved(self, episode: str) -> Alert | None:
+        """The resolving transition of an episode, None while it is open (or unknown)."""
+        found = self._query(f"{_SELECT} WHERE id = ? AND state = 'resolved' ORDER BY ts DESC"
+                            " LIMIT 1", (episode,))
+        return found[0] if found else None
+
     def config_hashes(self) -> dict[tuple[str, str, int], str]:
         """The configuration hash each transition was raised under, by (id, state, ts)."""
         with self._lock:
