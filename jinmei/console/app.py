@@ -426,7 +426,7 @@ class Console:
                 f'{t("area")} {pages.options(t, "area", sorted({s.area for s in sensors}))} '
                 f'{t("rule")} {pages.options(t, "rule", SENSOR_RULES)} '
                 f'{t("severity")} {pages.options(t, "severity", list(_SEVERITY))} '
-                f'<input name="duration" placeholder="{t("duration")}" required size="8">'
+                f'<input name="duration" placeholder="{t("duration")}" required size="22">'
                 f'<input name="reason" placeholder="{t("reason")}" required>'
                 f'<button type="submit">{t("create_silence")}</button>')
         return (f'<h2>{t("silences")}</h2><p class="note" id="silence-note">'
