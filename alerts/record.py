@@ -9,11 +9,11 @@ configuration in force) and ``recorded_at`` (epoch ms, passed in as ``now_ms``),
 ``acknowledged`` state of the lifecycle; first acknowledgement wins). Table ``alert_cause``
 keeps every cause (原因) and action taken (处理措施) entered for an episode, with who entered it
 and when (录入人, 录入时间; MT/T 1201.1's YCBJ fields): rows are only added, the latest is the
-episode's. Appends ignore a row
-whose key is already there (``ON CONFLICT DO NOTHING``, the key-only form of ``INSERT OR
-IGNORE``), so redelivering the same transitions is harmless. A file written before a field was
-added to the alert gets that column on open (``ALTER TABLE … ADD COLUMN`` with the field's
-default), so an older record keeps working and its rows read back with the default.
+episode's. Appends ignore a row whose key is already there (``ON CONFLICT DO NOTHING``, the
+key-only form of ``INSERT OR IGNORE``), so redelivering the same transitions is harmless. A
+file written before a field was added to the alert gets that column on open (``ALTER TABLE …
+ADD COLUMN`` with the field's default), so an older record keeps working and its rows read
+back with the default.
 The file runs in WAL mode with ``synchronous=FULL``: a transition that ``append`` returned for
 survives a power cut. One connection shared under a lock, so the CLI summary can
 read while the pipeline writes. Failures (disk full, unreadable file) raise ``sqlite3.Error``
