@@ -51,10 +51,15 @@ DEFAULT_TIMEZONE = "Asia/Shanghai"  # the pilots' zone, for a mine the registry 
 
 @dataclass(frozen=True, slots=True)
 class Names:
-    """(Chinese, English) names of sensor kinds and location types, by their key."""
+    """(Chinese, English) names of sensor kinds and location types, by their key; and the
+    ``[detectors] spike_jump`` and ``max_rate`` per kind, which tell the two origins of a
+    spike's limit apart (detectors/faults.py: the jump of a one-reading spike that came back,
+    in the kind's unit, or else the fastest plausible change, in the unit per second)."""
 
     kind: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     location: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    spike_jump: Mapping[str, float] = field(default_factory=dict)
+    max_rate: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +143,7 @@ _DESCRIBED = {
         ("读数 {v} 超出测量范围（界限 {l}）",
          "reading {v} outside the measuring range (bound {l})"),
         ("读数 {v} 回到测量范围内", "reading {v} back inside the measuring range")),
-    "spike": _Described(
+    "spike": _Described(  # the limit is a rate (max_rate); the jump's sentence is _SPIKE_JUMP
         ("数据跳变", "SPIKE"), ("跳变解除", "SPIKE ENDED"),
         ("读数 {v} 变化速率超过 {l}/s", "reading {v} changed faster than {l}/s"),
         ("读数 {v} 变化恢复正常", "reading {v} changes plausibly again")),
@@ -247,6 +252,8 @@ def render(alert: Alert, *, mine_name: tuple[str, str], timezone: str, names: Na
         sentence = described.fire if firing else described.clear
         if described.no_reading is not None and math.isnan(alert.value):
             sentence = described.no_reading[0 if firing else 1]
+        if firing and alert.condition == "spike":
+            sentence = _spike_sentence(alert, names)
         if superseded_by:
             sentence = _superseded(superseded_by, inclusive)
         return _render_described(alert, described.tag if firing else described.cleared,
@@ -276,6 +283,24 @@ def _notes(alert: Alert, start_known: bool) -> tuple[str, str]:
     reached jinmei long after its own time, e.g. resent after an outage)."""
     zh, en = ("", "") if start_known else ("，开始时间未知", ", start unknown")
     return (zh + "，补传", en + ", late") if alert.late else (zh, en)
+
+
+# A spike whose limit is the kind's spike_jump: a one-reading jump and straight back, in the
+# kind's unit; when spike_jump and max_rate are the same number, words true of either.
+_SPIKE_JUMP = ("读数跳变超过 {l} 后立即回落，当前 {v}",
+               "jumped by more than {l} for one reading and straight back, now {v}")
+_SPIKE_EITHER = ("读数 {v} 跳变超过 {l} 或变化速率超过 {l}/s",
+                 "reading {v}: a jump beyond {l} or a change faster than {l}/s")
+
+
+def _spike_sentence(alert: Alert, names: Names) -> tuple[str, str]:
+    """The firing sentence of a spike, by the origin of its limit (detectors/faults.py)."""
+    jump = names.spike_jump.get(alert.kind)
+    if jump is None or not math.isclose(jump, alert.limit):
+        return _DESCRIBED["spike"].fire  # max_rate, a rate per second
+    if math.isclose(names.max_rate.get(alert.kind, math.inf), alert.limit):
+        return _SPIKE_EITHER
+    return _SPIKE_JUMP
 
 
 def _when(alert: Alert, timezone: str) -> tuple[str, str]:

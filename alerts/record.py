@@ -7,11 +7,14 @@ durable answer to "what was raised, when, under which configuration". One table,
 configuration in force) and ``recorded_at`` (epoch ms, passed in as ``now_ms``), primary key
 (id, state, ts). A file from before a column was added (``late``, 0 / 1) gains it, with its
 default, when opened. Table ``alert_ack`` keeps who acknowledged which episode and when (the
-``acknowledged`` state of the lifecycle; first acknowledgement wins). Appends ignore a row
-whose key is already there (``ON CONFLICT DO NOTHING``, the key-only form of ``INSERT OR
-IGNORE``), so redelivering the same transitions is harmless. A file written before a field was
-added to the alert gets that column on open (``ALTER TABLE … ADD COLUMN`` with the field's
-default), so an older record keeps working and its rows read back with the default.
+``acknowledged`` state of the lifecycle; first acknowledgement wins). Table ``alert_cause``
+keeps every cause (原因) and action taken (处理措施) entered for an episode, with who entered it
+and when (录入人, 录入时间; MT/T 1201.1's YCBJ fields): rows are only added, the latest is the
+episode's. Appends ignore a row whose key is already there (``ON CONFLICT DO NOTHING``, the
+key-only form of ``INSERT OR IGNORE``), so redelivering the same transitions is harmless. A
+file written before a field was added to the alert gets that column on open (``ALTER TABLE …
+ADD COLUMN`` with the field's default), so an older record keeps working and its rows read
+back with the default.
 The file runs in WAL mode with ``synchronous=FULL``: a transition that ``append`` returned for
 survives a power cut. One connection shared under a lock, so the CLI summary can
 read while the pipeline writes. Failures (disk full, unreadable file) raise ``sqlite3.Error``
@@ -68,6 +71,14 @@ CREATE TABLE IF NOT EXISTS alert_ack (
     at     INTEGER NOT NULL,
     note   TEXT    NOT NULL
 );
+CREATE TABLE IF NOT EXISTS alert_cause (
+    id     TEXT    NOT NULL,
+    cause  TEXT    NOT NULL,
+    action TEXT    NOT NULL,
+    by     TEXT    NOT NULL,
+    at     INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alert_cause_id ON alert_cause (id, at);
 """
 
 _FIELDS: tuple[str, ...] = Alert.__struct_fields__
@@ -165,6 +176,47 @@ class AlertRecord:
             rows = self._db.execute("SELECT id, by, at, note FROM alert_ack").fetchall()
         wanted = None if episodes is None else set(episodes)
         return {i: (by, at, note) for i, by, at, note in rows if wanted is None or i in wanted}
+
+    def episode_mine(self, episode: str) -> str | None:
+        """The mine of an episode, None when there is no such episode."""
+        with self._lock:
+            row = self._db.execute("SELECT mine FROM alert_transition WHERE id = ? LIMIT 1",
+                                   (episode,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def enter_cause(self, episode: str, cause: str, action: str, by: str, now_ms: int) -> bool:
+        """Record the cause and the action taken for an episode; False if it is unknown."""
+        with self._lock:
+            known = self._db.execute("SELECT 1 FROM alert_transition WHERE id = ? LIMIT 1",
+                                     (episode,)).fetchone()
+            if known is None:
+                return False
+            self._db.execute("INSERT INTO alert_cause (id, cause, action, by, at)"
+                             " VALUES (?, ?, ?, ?, ?)", (episode, cause, action, by, now_ms))
+            return True
+
+    def causes(self, episodes: Sequence[str] | None = None
+               ) -> dict[str, tuple[str, str, str, int]]:
+        """The latest (cause, action, by, at) by episode id, of these episodes or of all."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, cause, action, by, at FROM alert_cause"
+                                    " ORDER BY at, rowid").fetchall()
+        wanted = None if episodes is None else set(episodes)
+        return {i: (cause, action, by, at) for i, cause, action, by, at in rows
+                if wanted is None or i in wanted}
+
+    def causes_entered_after(self, at_ms: int) -> list[tuple[str, int]]:
+        """(episode, entered at) of every cause and action entered after ``at_ms``, in order."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, at FROM alert_cause WHERE at > ?"
+                                    " ORDER BY at, rowid", (at_ms,)).fetchall()
+        return [(str(i), int(at)) for i, at in rows]
+
+    def resolved(self, episode: str) -> Alert | None:
+        """The resolving transition of an episode, None while it is open (or unknown)."""
+        found = self._query(f"{_SELECT} WHERE id = ? AND state = 'resolved' ORDER BY ts DESC"
+                            " LIMIT 1", (episode,))
+        return found[0] if found else None
 
     def config_hashes(self) -> dict[tuple[str, str, int], str]:
         """The configuration hash each transition was raised under, by (id, state, ts)."""

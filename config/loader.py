@@ -50,9 +50,12 @@ from config.limits_table import (
 )
 from config.model import (
     ACCOUNT_ROLES,
+    ROLES,
     AlertsConfig,
     BrokerAccount,
     BrokerConfig,
+    ConsoleConfig,
+    ConsoleUser,
     Deployment,
     DetectorConfig,
     HttpConfig,
@@ -774,6 +777,35 @@ def _parse_http(t: _Table) -> HttpConfig:
     return HttpConfig(listen=listen)
 
 
+_HASH = re.compile(r"scrypt\$n=\d+,r=\d+,p=\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+\Z")
+_USER_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
+
+
+def _parse_console(root: _Table, mine_ids: Collection[str]) -> ConsoleConfig:
+    t = root.table("console")
+    t.allow("session_max_s", "users")
+    users: list[ConsoleUser] = []
+    for u in t.tables("users"):
+        u.allow("name", "role", "mines", "password_hash")
+        name = u.matching("name", _USER_NAME, "a user name of letters, digits, '.', '_' or '-'")
+        if any(other.name == name for other in users):
+            raise u.error("name", f"user {name!r} is defined twice")
+        role = u.choice("role", ROLES, "role")
+        mines = tuple(u.strings("mines")) if "mines" in u.data else ()
+        for mine in mines:
+            if mine not in mine_ids:
+                raise u.error("mines", f"no mine {mine!r}; known: {', '.join(mine_ids)}")
+        if role == "dispatcher" and not mines:
+            raise u.error("mines", "a dispatcher needs the mines they dispatch, e.g. "
+                                   "mines = [\"dayan\"]")
+        password_hash = u.matching("password_hash", _HASH,
+                                   "scrypt$n=…,r=…,p=…$salt$hash as `jinmei users add` prints it")
+        users.append(ConsoleUser(name, role, password_hash, mines))
+    return ConsoleConfig(session_max_s=t.number("session_max_s", ConsoleConfig().session_max_s,
+                                                above=0),
+                         users=tuple(users))
+
+
 def _limits_path(src: _Source) -> Path:
     name = src.root().text("limits", None)
     return DEFAULT_LIMITS if name is None else src.path.parent / name
@@ -790,7 +822,7 @@ def _config_hash(sources: list[_Source]) -> str:
 def _parse_deployment(src: _Source, environ: Mapping[str, str]) -> Deployment:
     root = src.root()
     root.allow("mines", "limits", "broker", "store", "ingest", "alerts", "detectors", "networking",
-               "http")
+               "http", "console")
     limits_src = _read(_limits_path(src))
     table = _parse_limits(limits_src)
     mine_srcs = [_read(src.path.parent / name) for name in root.strings("mines")]
@@ -810,6 +842,7 @@ def _parse_deployment(src: _Source, environ: Mapping[str, str]) -> Deployment:
         detectors=_parse_detectors(root.table("detectors")),
         networking=_parse_networking(root.table("networking"), environ, mines),
         http=_parse_http(root.table("http")),
+        console=_parse_console(root, [m.id for m in mines]),
         config_hash=_config_hash([src, limits_src, *mine_srcs]),
     )
 

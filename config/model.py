@@ -17,6 +17,8 @@ __all__ = [
     "AlertsConfig",
     "BrokerAccount",
     "BrokerConfig",
+    "ConsoleConfig",
+    "ConsoleUser",
     "Deployment",
     "DetectorConfig",
     "HttpConfig",
@@ -353,9 +355,46 @@ class NetworkingConfig:
 @dataclass(frozen=True, slots=True)
 class HttpConfig:
     """The service's HTTP endpoint (``[http]``): health, readiness and Prometheus metrics (see
-    jinmei/http.py), later the console too. ``listen`` is ``host:port``; empty turns it off."""
+    jinmei/http.py), and the console (``[console]``). ``listen`` is ``host:port``; empty turns
+    it off."""
 
     listen: str = "127.0.0.1:9108"
+
+
+ROLES = ("dispatcher", "regulator", "admin")
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleUser:
+    """An account of the dispatcher console (``[[console.users]]``; see jinmei/console/).
+
+    ``role``: ``dispatcher`` (acknowledges, notes, cause and action, silences — of ``mines``
+    only), ``regulator`` (reads, never writes) or ``admin`` (everything, every mine).
+    ``mines``: the mines the account may see; empty means all (not allowed for a dispatcher).
+    ``password_hash``: ``scrypt$n=…,r=…,p=…$salt$hash`` as ``jinmei users add`` prints it —
+    the password itself is never stored."""
+
+    name: str
+    role: str
+    password_hash: str
+    mines: tuple[str, ...] = ()
+
+    def sees(self, mine: str) -> bool:
+        return not self.mines or mine in self.mines
+
+    def acts_on(self, mine: str) -> bool:
+        """May acknowledge, note, enter cause and action and silence alerts of ``mine``."""
+        return self.role != "regulator" and self.sees(mine)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleConfig:
+    """The dispatcher console on the ``[http]`` endpoint (``[console]``): its accounts and how
+    long a login lasts (``session_max_s``, default 12 h: one shift and its hand-over — jinmei's
+    own). No users: no console."""
+
+    session_max_s: float = 43200.0
+    users: tuple[ConsoleUser, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -372,6 +411,7 @@ class Deployment:
     detectors: DetectorConfig = field(default_factory=DetectorConfig)
     networking: NetworkingConfig = field(default_factory=NetworkingConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
     @cached_property
     def registry(self) -> Registry:

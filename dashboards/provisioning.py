@@ -10,8 +10,11 @@ the service's ``/metrics`` (default :data:`PROMETHEUS_URL`).
 The data source points at the deployment's store: for ``influxdb[s]://host:port?org=O&bucket=B``
 the InfluxDB 2.x v1-compatibility API at ``http[s]://host:port`` with database ``B`` (a DBRP
 mapping must exist) and an ``Authorization: Token …`` header from ``JINMEI_INFLUX_TOKEN``; for
-an SQLite store (the embedded default, which Grafana cannot read) ``http://127.0.0.1:8086``
-database ``jinmei``. Its minimum interval is the shortest sampling period of any sensor.
+an SQLite store (the embedded default) ``http://127.0.0.1:8086`` database ``jinmei`` — a
+placeholder: Grafana has no data source that runs these InfluxQL dashboards on jinmei's SQLite
+file, so a deployment whose dispatchers use Grafana stores in InfluxDB (:func:`sqlite_note`
+says so where the commands run). Its minimum interval is the shortest sampling period of any
+sensor.
 
 :func:`export` writes file provisioning for ``/etc/grafana/provisioning``: ``datasources/
 jinmei.yaml`` (the token as ``$JINMEI_INFLUX_TOKEN``, which Grafana expands from its own
@@ -31,7 +34,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -45,7 +48,8 @@ from dashboards.overview import overview_dashboard
 from dashboards.service import PROMETHEUS_UID, SERVICE_UID, service_dashboard
 
 __all__ = ["DATASOURCE_UID", "FOLDER_TITLE", "FOLDER_UID", "PROMETHEUS_URL", "Change",
-           "dashboards_of", "datasource_of", "export", "prometheus_datasource", "push"]
+           "dashboards_of", "datasource_of", "export", "prometheus_datasource", "push",
+           "sqlite_note"]
 
 FOLDER_UID = "jinmei"
 FOLDER_TITLE = "金煤工程 jinmei"
@@ -111,6 +115,17 @@ def datasource_of(deployment: Deployment, token: str) -> dict[str, Any]:
     return source
 
 
+def sqlite_note(deployment: Deployment) -> str | None:
+    """What a user of ``export``/``push`` must know when the store is SQLite (else None)."""
+    if not deployment.store.url.startswith("sqlite:"):
+        return None
+    return ("note: [store] url is SQLite, which Grafana does not read: the dashboards query "
+            "InfluxQL, so their data source points at http://127.0.0.1:8086 (database jinmei) "
+            "and shows nothing until the deployment stores in InfluxDB ([store] url = "
+            "\"influxdb://host:8086?org=…&bucket=…\"); the console (/console/) and `jinmei "
+            "report daily` read SQLite deployments")
+
+
 def _yaml(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)  # a JSON scalar is a YAML scalar
 
@@ -128,9 +143,14 @@ def _datasource_yaml(source: dict[str, Any], comment: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def export(deployment: Deployment, directory: Path,
-           prometheus_url: str = PROMETHEUS_URL) -> list[Path]:
-    """Write the provisioning files under ``directory``; returns the paths written."""
+def export(deployment: Deployment, directory: Path, prometheus_url: str = PROMETHEUS_URL,
+           provisioning_path: str | None = None) -> list[Path]:
+    """Write the provisioning files under ``directory``; returns the paths written.
+
+    ``provisioning_path``: where ``directory`` will be on the Grafana host (e.g.
+    ``/etc/grafana/provisioning``): the dashboard provider reads its JSON files from
+    ``<provisioning_path>/dashboards/jinmei``. Default: ``directory`` itself, for a Grafana on
+    this machine reading the export where it was written."""
     directory = Path(directory)
     boards = directory / "dashboards" / "jinmei"
     boards.mkdir(parents=True, exist_ok=True)
@@ -149,13 +169,15 @@ def export(deployment: Deployment, directory: Path,
     prometheus_file.write_text(_datasource_yaml(prometheus_datasource(prometheus_url),
                                                 "the Prometheus data source of jinmei's own "
                                                 "metrics (PromQL)."), encoding="utf-8")
+    files_at = (PurePosixPath(provisioning_path) / "dashboards" / "jinmei" if provisioning_path
+                else boards.resolve())
     provider_file = directory / "dashboards" / "jinmei.yaml"
     provider_file.write_text("\n".join([
         "# Written by `jinmei dashboards export`: load the jinmei dashboards from files.",
         "apiVersion: 1", "providers:",
         "  - name: jinmei", f"    folder: {_yaml(FOLDER_TITLE)}", f"    folderUid: {FOLDER_UID}",
         "    type: file", "    disableDeletion: true", "    allowUiUpdates: false",
-        "    options:", f"      path: {_yaml(str(boards.resolve()))}"]) + "\n", encoding="utf-8")
+        "    options:", f"      path: {_yaml(str(files_at))}"]) + "\n", encoding="utf-8")
     return [datasource_file, prometheus_file, provider_file, *written]
 
 

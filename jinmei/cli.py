@@ -48,7 +48,7 @@ log = logging.getLogger("jinmei")
 # sets ``func`` on them (one module per concern keeps this file small).
 EXTENSIONS: tuple[str, ...] = ("jinmei.cli_simulate", "jinmei.cli_dashboards", "jinmei.cli_record",
                                "jinmei.cli_alerts", "jinmei.cli_networking",
-                               "jinmei.cli_deadletter", "jinmei.cli_broker")
+                               "jinmei.cli_deadletter", "jinmei.cli_broker", "jinmei.cli_users")
 
 
 def formatter(prog: str) -> argparse.HelpFormatter:

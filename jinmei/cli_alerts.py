@@ -34,16 +34,19 @@ from config.loader import LOCAL_TZ, load_deployment
 from config.model import Deployment
 from jinmei.cli import config_option, formatter
 
-__all__ = ["register"]
+__all__ = ["SENSOR_RULES", "check_matchers", "parse_date", "parse_duration", "parse_when",
+           "register"]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # Most severe first: what a dispatcher must look at before anything else.
 _SEVERITY_ORDER = {"critical": 0, "alarm": 1, "warning": 2}
 # The alert contract's rules (design.md), the ones a silence may name.
-_RULES = ("limit_alarm", "limit_power_off", "trend", "no_data", "sensor_fault", "feed_fault",
-          "monitoring_offline", "store_fault")
-# Time columns of an alert transition and its acknowledgement, printed as local times.
-_TIME_FIELDS = ("started_at", "ts", "ended_at", "acknowledged_at")
+SENSOR_RULES = ("limit_alarm", "limit_power_off", "trend", "no_data", "sensor_fault",
+                "feed_fault")
+_RULES = (*SENSOR_RULES, "monitoring_offline", "store_fault")
+# Time columns of an alert transition, its acknowledgement and its cause and action (entered in
+# the console: alert_cause of the record), printed as local times.
+_TIME_FIELDS = ("started_at", "ts", "ended_at", "acknowledged_at", "entered_at")
 _DURATION = re.compile(r"(\d{1,12}(?:\.\d{1,6})?)([smhd])", re.ASCII)
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 _EPOCH_MS = re.compile(r"\d{1,15}", re.ASCII)  # 15 digits reach past the year 9999
@@ -174,10 +177,16 @@ def cmd_history(args: argparse.Namespace) -> int:
     hashes = record.config_hashes()
     zones = _zones(deployment)
     # As on the wire: a value that is not there (NaN) is JSON null, an empty CSV cell.
+    causes = record.causes()
     rows = [{**msgspec.json.decode(encode_alert(a)),
              "config_hash": hashes.get((a.id, a.state, a.ts), ""),
              "acknowledged_by": acks.get(a.id, ("", 0, ""))[0],
-             "acknowledged_at": acks.get(a.id, ("", None, ""))[1]} for a in alerts]
+             "acknowledged_at": acks.get(a.id, ("", None, ""))[1],
+             "acknowledged_note": acks.get(a.id, ("", 0, ""))[2],
+             "cause": causes.get(a.id, ("", "", "", None))[0],
+             "action": causes.get(a.id, ("", "", "", None))[1],
+             "entered_by": causes.get(a.id, ("", "", "", None))[2],
+             "entered_at": causes.get(a.id, ("", "", "", None))[3]} for a in alerts]
     for row in rows:
         zone = zones.get(str(row["mine"]), ZoneInfo(LOCAL_TZ))
         row.update({key: _local(row[key], zone) for key in _TIME_FIELDS})
@@ -238,7 +247,7 @@ def cmd_silence(args: argparse.Namespace) -> int:
         raise UsageError("--duration", f"the silence would end after 9999-12-31 (from "
                                        f"{args.start or 'now'} for {args.duration})")
     matchers = Matchers(args.mine, args.sensor, args.kind, args.rule, args.severity, args.area)
-    _check_matchers(deployment, matchers)
+    check_matchers(deployment, matchers)
     _state(deployment).parent.mkdir(parents=True, exist_ok=True)
     book = SilenceBook(StateDB(_state(deployment)))
     silence = book.add(matchers, start, end, args.by, args.reason, _now_ms())
@@ -248,7 +257,7 @@ def cmd_silence(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_matchers(deployment: Deployment, matchers: Matchers) -> None:
+def check_matchers(deployment: Deployment, matchers: Matchers) -> None:
     """Refuse a silence that could never match: a typo would otherwise mute nothing while
     the dispatcher believes the maintenance work is covered."""
     sensors = [s for s in deployment.registry.sensors

@@ -1,6 +1,6 @@
 """``jinmei dashboards``: Grafana dashboards as code — export provisioning files or push by API.
 
-    jinmei dashboards export DIR
+    jinmei dashboards export DIR [--provisioning-path P]
     jinmei dashboards push --url URL [--token T]     (token default: $JINMEI_GRAFANA_TOKEN)
 
 See dashboards/provisioning.py for what is provisioned and how a push stays idempotent.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -40,6 +41,9 @@ def register(sub: Any) -> None:
     config_option(export)
     prometheus_option(export)
     export.add_argument("dir", type=Path, metavar="DIR", help="output directory")
+    export.add_argument("--provisioning-path", metavar="P",
+                        help="where DIR will be on the Grafana host, e.g. "
+                             "/etc/grafana/provisioning (default: DIR itself)")
     export.set_defaults(func=cmd_export)
     push = actions.add_parser(
         "push", formatter_class=formatter, help="create or update everything in Grafana",
@@ -60,10 +64,13 @@ def prometheus_option(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from dashboards.provisioning import export
+    from dashboards.provisioning import export, sqlite_note
 
-    written = export(load_deployment(args.config), args.dir, args.prometheus_url)
+    deployment = load_deployment(args.config)
+    written = export(deployment, args.dir, args.prometheus_url, args.provisioning_path)
     print("\n".join(f"wrote {path}" for path in written))
+    if note := sqlite_note(deployment):
+        print(note, file=sys.stderr)
     return 0
 
 
@@ -71,7 +78,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     from grafana_client import GrafanaApi
     from grafana_client.client import GrafanaException
 
-    from dashboards.provisioning import push
+    from dashboards.provisioning import push, sqlite_note
 
     deployment = load_deployment(args.config)
     token = args.token or os.environ.get(GRAFANA_TOKEN_ENV) or None
@@ -87,4 +94,6 @@ def cmd_push(args: argparse.Namespace) -> int:
     print("\n".join(str(c) for c in changes))
     changed = sum(c.action != "unchanged" for c in changes)
     print(f"{changed} of {len(changes)} objects changed")
+    if note := sqlite_note(deployment):
+        print(note, file=sys.stderr)
     return 0

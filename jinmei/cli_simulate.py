@@ -4,6 +4,11 @@
 writes it to a recording (``--out``, JSON Lines, gzip for ``.gz``: what ``jinmei replay``
 reads); ``--truth FILE`` writes the scenario's ground truth beside it. A bad mine, scenario or
 option is a usage error (exit 2) naming what is known.
+
+Publishing to a broker, it prints a progress line on stderr every ``PROGRESS_S`` of a long
+feed, and watches ``jinmei/<mine>/rejects`` (:mod:`simulators.rejects`): when the service
+refused readings it says how many and why and exits 1 (a broker that cannot be reached, or a
+publish it does not acknowledge, exits 1 too).
 """
 
 from __future__ import annotations
@@ -13,14 +18,18 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from config.errors import ConfigError
 from config.loader import load_deployment
-from config.model import Mine
+from config.model import BrokerConfig, Mine
 from config.redact import redact_url
 from jinmei.cli import config_option, formatter
 from jinmei.cli_broker import broker_from_args, broker_options
+
+if TYPE_CHECKING:
+    from simulators.feed import Message
+    from simulators.rejects import RejectWatch
 
 __all__ = ["register"]
 
@@ -130,7 +139,52 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"wrote {recording.messages} messages ({readings} readings) to {args.out}")
         return 0
     broker = broker_from_args(args)
-    summary = publish(feed, broker, speed=speed, client_id=f"jinmei-sim-{mine.id}")
+    watch = _watch_rejects(broker, mine.id)
+    progress = _Progress(sum(int(duration_s // s.period_s) + 1 for s in mine.sensors))
+    try:
+        summary = publish(feed, broker, speed=speed, client_id=f"jinmei-sim-{mine.id}",
+                          on_message=progress)
+    finally:
+        refused = watch.stop() if watch else None
     print(f"published {summary.messages} messages ({summary.readings} readings) to "
           f"{redact_url(broker.url)} in {summary.seconds:.1f} s")
+    if refused:
+        listed = ", ".join(f"{reason} {n:,}" for reason, n in refused.most_common())
+        print(f"jinmei simulate: the service refused {refused.total():,} of them ({listed}); "
+              f"each is on jinmei/{mine.id}/rejects with its reason", file=sys.stderr)
+        return 1
     return 0
+
+
+PROGRESS_S = 5.0  # jinmei's own: a line every 5 s on a long feed; a short one stays quiet
+
+
+class _Progress:
+    """``on_message`` of the publisher: a progress line on stderr every ``PROGRESS_S``."""
+
+    def __init__(self, expected_readings: int) -> None:
+        self.expected = max(expected_readings, 1)
+        self.readings = 0
+        self.next = time.monotonic() + PROGRESS_S
+
+    def __call__(self, message: Message) -> None:
+        self.readings += message.readings
+        if (now := time.monotonic()) >= self.next:
+            self.next = now + PROGRESS_S
+            share = min(100, 100 * self.readings // self.expected)
+            print(f"simulate: {self.readings:,} of about {self.expected:,} readings published "
+                  f"({share} %)", file=sys.stderr, flush=True)
+
+
+def _watch_rejects(broker: BrokerConfig, mine: str) -> RejectWatch | None:
+    """A watch on the mine's rejects topic, or None (said on stderr) when it cannot run."""
+    from simulators.rejects import RejectWatch
+
+    watch = RejectWatch(broker, mine)
+    if not watch.start():
+        watch.stop(settle_s=0)
+        print(f"jinmei simulate: cannot watch jinmei/{mine}/rejects on "
+              f"{redact_url(broker.url)}: readings the service refuses will not be reported "
+              "here", file=sys.stderr)
+        return None
+    return watch

@@ -1,8 +1,11 @@
 """The service's HTTP endpoint for operators: ``/healthz``, ``/readyz`` and ``/metrics``.
 
 Config: ``[http] listen = "host:port"`` (default ``127.0.0.1:9108``; ``[::1]:9108`` for IPv6;
-``""`` turns it off). The same section will carry the console (a later issue): a handler is a
-route in :attr:`OpsServer.routes`, so the console adds routes rather than a second server.
+``""`` turns it off). The same endpoint carries the dispatcher console (:mod:`jinmei.console`):
+a GET handler is a route in :attr:`OpsServer.routes` (exact path → function); a *mount* in
+:attr:`OpsServer.mounts` (path prefix → function of the request handler) answers every method
+under its prefix itself — headers, cookies, form bodies and server-sent-event streams — so the
+console adds a mount rather than a second server.
 
 - ``GET /healthz`` — 200 ``{"ok": true}`` while :meth:`Service.health` says every essential
   thread is alive and making progress, else 503 with its reason as JSON. For a supervisor
@@ -22,8 +25,9 @@ replace this module behind the same routes.
 
 Failure behaviour: an address that cannot be bound (in use, not local) stops the start with a
 :class:`~config.errors.ConfigError` naming ``http.listen``; an exception inside a handler is
-logged and answered 500, and the server keeps serving. No authentication: keep it on loopback
-or a management network.
+logged and answered 500, and the server keeps serving. ``/healthz``, ``/readyz`` and
+``/metrics`` have no authentication (the console's pages do): keep the endpoint on loopback or
+a management network, behind a TLS proxy when the console is used from other machines.
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ from config.errors import ConfigError
 if TYPE_CHECKING:
     from jinmei.service import Service
 
-__all__ = ["OpsServer", "Response", "json_response", "ops_server", "parse_listen", "readiness"]
+__all__ = ["Mount", "OpsServer", "Response", "json_response", "ops_server", "parse_listen",
+           "readiness"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +57,11 @@ class Response:
     status: int
     content_type: str
     body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+# Answers every request under its path prefix, writing the reply itself.
+Mount = Callable[[BaseHTTPRequestHandler], None]
 
 
 def json_response(ok: bool, payload: dict[str, Any]) -> Response:
@@ -75,14 +85,37 @@ class OpsServer:
     def __init__(self, listen: str, routes: dict[str, Callable[[], Response]],
                  *, source_file: str = "") -> None:
         self.routes = routes
+        self.mounts: dict[str, Mount] = {}
+        self.on_stop: list[Callable[[], None]] = []  # before the server stops (end streams)
         host, port, family = parse_listen(listen)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             server_version = "jinmei"
 
+            def _mounted(self) -> bool:
+                path = self.path.split("?", 1)[0]
+                mount = next((m for prefix, m in server.mounts.items()
+                              if path.startswith(prefix)), None)
+                if mount is None:
+                    return False
+                try:
+                    mount(self)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the browser went away (a closed tab ends its event stream)
+                except Exception:  # a broken handler must not take the endpoint down
+                    log.exception("%s %s failed", self.command, self.path)
+                    self.close_connection = True
+                return True
+
+            def do_POST(self) -> None:
+                if not self._mounted():
+                    self.send_error(405 if self.path in server.routes else 404)
+
             def do_GET(self) -> None:
                 route = server.routes.get(self.path.split("?", 1)[0])
+                if route is None and self._mounted():
+                    return
                 if route is None:
                     reply = Response(404, "text/plain; charset=utf-8",
                                      f"no such path; try {', '.join(server.routes)}\n".encode())
@@ -96,6 +129,8 @@ class OpsServer:
                 self.send_header("Content-Type", reply.content_type)
                 self.send_header("Content-Length", str(len(reply.body)))
                 self.send_header("Cache-Control", "no-store")
+                for name, value in reply.headers:
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(reply.body)
 
@@ -127,6 +162,8 @@ class OpsServer:
         """Return once the server no longer accepts requests and its socket is closed."""
         if self._httpd is None or self._thread is None:
             return
+        for hook in self.on_stop:
+            hook()
         self._httpd.shutdown()
         self._thread.join()
         self._httpd.server_close()
@@ -155,8 +192,13 @@ def ops_server(service: Service) -> OpsServer | None:
     if not deployment.http.listen:
         return None
     registry = service_registry(service)
-    return OpsServer(deployment.http.listen, {
+    server = OpsServer(deployment.http.listen, {
         "/healthz": lambda: json_response(*service.health()),
         "/readyz": lambda: json_response(*readiness(service)),
         "/metrics": lambda: Response(200, CONTENT_TYPE_LATEST, generate_latest(registry)),
     }, source_file=deployment.source_file)
+    if deployment.console.users:  # the dispatcher console (jinmei/console)
+        from jinmei.console import attach
+
+        attach(service, server)
+    return server

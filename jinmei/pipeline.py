@@ -89,7 +89,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -99,7 +99,7 @@ from alerts.record import AlertRecord
 from alerts.wire import Alert, encode_alert
 from config.durable import refused_for_good
 from config.errors import DeliveryError
-from config.model import Deployment
+from config.model import Deployment, Registry
 from config.readings import ReadingBatch
 from detectors.base import Detection, Detector, Event
 from detectors.suite import DetectorSuite, build_detectors
@@ -112,7 +112,7 @@ from jinmei.metrics import LatencyBuckets
 if TYPE_CHECKING:
     from jinmei.reload import Reload
 
-__all__ = ["Pipeline", "PipelineStats"]
+__all__ = ["Pipeline", "PipelineStats", "Tap"]
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,15 @@ TICK_S = 1.0
 STATUS_LOG_S = 60.0  # jinmei's own: often enough to watch, rare enough to read
 DETAIL_CHARS = 200  # jinmei's own: an exception's text in a reject, enough to recognise it
 _TOPIC = operator.attrgetter("topic")
+
+
+class Tap(Protocol):
+    """Something that watches the committed batches and the alert transitions (the console),
+    called on the ingest thread after the commit: it must be quick and must not raise."""
+
+    def readings(self, batch: ReadingBatch, registry: Registry) -> None: ...
+
+    def alerts(self, alerts: list[Alert]) -> None: ...
 
 
 class _Stored(enum.Enum):
@@ -237,6 +246,7 @@ class Pipeline:
         self.clock = clock
         self.on_alert = on_alert
         self.on_stored = on_stored
+        self.taps: list[Tap] = []  # the console's live table (jinmei/console)
         self.stats = PipelineStats()
         # Read by the supervisor (jinmei.supervisor): the monotonic time by which the loop
         # turns again (the store's state: the properties below).
@@ -378,6 +388,8 @@ class Pipeline:
                 self._count_stored(batch)
                 if self.on_stored is not None:
                     self.on_stored(batch)
+                for tap in self.taps:
+                    tap.readings(batch, self.registry)
             self._announce(alerts)
         except Exception as exc:  # the batch is safe; a bug after it must not stop ingest
             self._internal_error(exc, "after the batch was committed")
@@ -602,6 +614,8 @@ class Pipeline:
         if self.on_alert:
             for alert in alerts:
                 self.on_alert(alert)
+        for tap in self.taps:
+            tap.alerts(alerts)
 
     def _internal_error(self, exc: Exception, where: str) -> None:
         """Log a bug of jinmei's with its traceback, once per place it was raised from."""

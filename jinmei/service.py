@@ -78,9 +78,12 @@ EXIT_DELIVERY_S = 15.0  # jinmei's own: the longest a failing service tries to t
 
 
 def names_from_limits(deployment: Deployment) -> Names:
-    """Chinese and English names of kinds and locations, from the deployment's limits table."""
+    """Chinese and English names of kinds and locations, from the deployment's limits table;
+    the spike limits of its detectors (which of them a spike alert names)."""
     table = deployment_limits(deployment)
-    return Names(kind={k: (v.name, v.name_en) for k, v in table.kinds.items()},
+    return Names(spike_jump=dict(deployment.detectors.spike_jump),
+                 max_rate=dict(deployment.detectors.max_rate),
+                 kind={k: (v.name, v.name_en) for k, v in table.kinds.items()},
                  location={k: (v.name, v.name_en) for k, v in table.locations.items()})
 
 

@@ -225,9 +225,13 @@ def ycbj(mine: Mine, kinds: Mapping[str, KindInfo], events: Sequence[AbnormalEve
 
 
 def events_from_alerts(alerts: Sequence[Alert], sensors: Mapping[tuple[str, str], Sensor],
-                       acks: Mapping[str, tuple[str, int, str]]) -> list[AbnormalEvent]:
-    """The YCBJ events of these alert transitions (firing → open, resolved → closed); the
-    acknowledgement (by, at, note) of an episode gives who entered it and the action."""
+                       acks: Mapping[str, tuple[str, int, str]],
+                       causes: Mapping[str, tuple[str, str, str, int]] | None = None
+                       ) -> list[AbnormalEvent]:
+    """The YCBJ events of these alert transitions (firing → open, resolved → closed). The
+    cause and action a dispatcher entered (``causes``: cause, action, by, at — the console)
+    fill 原因, 处理措施, 录入人 and 录入时间; without them the acknowledgement (by, at, note) gives
+    who entered it and the action."""
     events = []
     for a in alerts:
         code = event_type(a.rule, a.condition)
@@ -235,8 +239,11 @@ def events_from_alerts(alerts: Sequence[Alert], sensors: Mapping[tuple[str, str]
         if code is None or sensor is None:
             continue
         by, at, note = acks.get(a.id, ("", None, ""))
+        cause = ""
+        if causes and a.id in causes:
+            cause, note, by, at = causes[a.id]
         end = (a.ended_at or a.ts) if a.state == "resolved" else None
-        events.append(AbnormalEvent(sensor, code, a.started_at, end, action=note,
+        events.append(AbnormalEvent(sensor, code, a.started_at, end, cause=cause, action=note,
                                     entered_at=at, entered_by=by))
     return events
 

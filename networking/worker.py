@@ -11,7 +11,9 @@ sent); CDSS and FZSS every ``cdss_period_s`` (default 10 s); YCBJ for every aler
 of the record not yet sent — an opening event starts its extremes from the window's readings
 since its start (a start before the current 5-minute window, e.g. a trend's, leaves the earlier
 readings out: UNSURE edge), a closing one carries its max, min (with their times) and mean
-(empty for an event opened before this state existed); TJSJ at
+(empty for an event opened before this state existed) — and, should a cause and action be
+entered after that (the console), the closing record again with them (same key; the extremes
+it was closed with are remembered in the queue); TJSJ at
 every 5-minute boundary of the clock (readings binned by their own time; one arriving after
 its window closed is left out of the statistics and counted in ``late``) and calibration runs
 (007) closed in the window; then persists the events' extremes and drains the upload queue.
@@ -20,6 +22,7 @@ A substation is reachable while one of its sensors reported within 3 of its peri
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -43,6 +46,7 @@ __all__ = ["NetworkingWorker", "queue_definitions"]
 log = logging.getLogger(__name__)
 WINDOW_MS = 300_000  # TJSJ: 5-minute statistics
 CONFIG_HASH = "config_hash"  # remembered in the queue: the configuration of the last CDDY
+CAUSES_SEEN = "causes_seen_at"  # remembered: the entry time of the last cause looked at
 
 
 def _queue(queue: UploadQueue, file: DataFile, encoding: str, now: float,
@@ -136,6 +140,7 @@ class NetworkingWorker:
             self._write_state(now, now_ms)
         if self.record is not None:  # before the window rolls: an opening event takes its readings
             self._write_events(now, now_ms)
+            self._write_late_causes(now, now_ms)
         assert self._window_start is not None
         if now_ms >= self._window_start + WINDOW_MS:
             self._write_statistics(now, now_ms)
@@ -193,15 +198,42 @@ class NetworkingWorker:
         if not new:
             return
         acks = self.record.acknowledgements([a.id for a in new])
+        causes = self.record.causes([a.id for a in new])
         for mine in self.deployment.mines:
             mine_new = [a for a in new if a.mine == mine.id]
             events = [self._with_extremes(e) for e in
-                      files.events_from_alerts(mine_new, self._sensors, acks)]
+                      files.events_from_alerts(mine_new, self._sensors, acks, causes)]
             marks = [(a.id, a.state, a.ts) for a in mine_new]
             if events:
                 self._add(files.ycbj(mine, self.kinds, events, now_ms), now, marks)
             elif marks:  # none of them is networked: remember that they were looked at
                 self.queue.add_marks(marks)
+
+    def _write_late_causes(self, now: float, now_ms: int) -> None:
+        """Send the closing record again for a cause and action entered after the event's
+        closing record went out (the console's history; the same key, so the regulator's
+        record is completed), with the extremes it was closed with."""
+        assert self.record is not None
+        seen = int(self.queue.recall(CAUSES_SEEN) or 0)
+        entered = self.record.causes_entered_after(seen)
+        if not entered:
+            return
+        episodes = list(dict.fromkeys(episode for episode, _ in entered))
+        causes = self.record.causes(episodes)
+        acks = self.record.acknowledgements(episodes)
+        for episode in episodes:
+            closing = self.record.resolved(episode)
+            if closing is None or not self.queue.sent([(closing.id, closing.state, closing.ts)]):
+                continue  # still open, or not sent yet: its closing record will carry it
+            mine = next((m for m in self.deployment.mines if m.id == closing.mine), None)
+            for event in files.events_from_alerts([closing], self._sensors, acks, causes):
+                remembered = self.queue.recall(_summary_name(event))
+                if mine is None or remembered is None:
+                    continue  # closed before jinmei kept summaries: not sent without them
+                event, closed_at = _with_summary(event, remembered)
+                if event.entered_at is not None and event.entered_at > closed_at:
+                    self._add(files.ycbj(mine, self.kinds, [event], now_ms), now)
+        self.queue.remember(CAUSES_SEEN, str(entered[-1][1]))
 
     def _with_extremes(self, event: files.AbnormalEvent) -> files.AbnormalEvent:
         """Start the extremes of an opening event; fill them into a closing one."""
@@ -216,9 +248,12 @@ class NetworkingWorker:
                 return event
             summary = self.extremes.close(key, event.end)
             self._watched = self.extremes.watched()
-        if summary is None:  # opened before networking ran: extremes unknown, left empty
-            return event
-        return replace(event, max=summary.max, min=summary.min, mean=summary.mean)
+        if summary is not None:
+            event = replace(event, max=summary.max, min=summary.min, mean=summary.mean)
+        # (opened before networking ran: extremes unknown, left empty)
+        self.queue.remember(_summary_name(event), json.dumps(
+            [event.max, event.min, event.mean, int(self.clock() * 1000)]))
+        return event
 
     def run(self, stop: threading.Event) -> None:
         """Tick once a second until ``stop``; then close the queue and the event store."""
@@ -231,3 +266,16 @@ class NetworkingWorker:
             stop.wait(1.0)
         self.extremes.close_db()
         self.queue.close()
+
+
+def _summary_name(event: files.AbnormalEvent) -> str:
+    """The name under which a closed event's extremes are remembered (its YCBJ key)."""
+    return f"closed:{event.sensor.key}:{event.start}:{event.type}"
+
+
+def _with_summary(event: files.AbnormalEvent, remembered: str
+                  ) -> tuple[files.AbnormalEvent, int]:
+    """The event with the extremes it was closed with; and when its closing record was made."""
+    high, low, mean, closed_at = json.loads(remembered)
+    return replace(event, max=tuple(high) if high else None, min=tuple(low) if low else None,
+                   mean=mean), int(closed_at)

@@ -12,6 +12,10 @@ command -v victoria-metrics >/dev/null || missing+=(victoria-metrics)
 command -v influxd >/dev/null || missing+=(influxdb)
 # A CJK font, so that the daily report's plot draws its Chinese title and labels.
 [ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || missing+=(fonts-wqy-microhei)
+# The browser the console tests drive (Selenium, pointed at /usr/bin/chromedriver: Selenium
+# Manager never downloads a driver or a browser; SE_OFFLINE below makes sure).
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
@@ -23,4 +27,4 @@ python3 -m venv .venv
 .venv/bin/pip install -q -e '.[test]'
 .venv/bin/ruff check .
 .venv/bin/mypy
-.venv/bin/pytest "$@"
+SE_OFFLINE=true .venv/bin/pytest "$@"

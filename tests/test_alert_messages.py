@@ -61,3 +61,31 @@ def test_a_resolved_silence_says_the_reading_and_how_long_the_alert_lasted() -> 
     zh, en = text(resolved).split("\n")
     assert zh.startswith("【通讯恢复】") and "读数 0.42%" in zh and "持续 95 s" in zh
     assert "reporting again: 0.42 % (the no-data alert lasted 95 s)" in en
+
+
+@pytest.mark.parametrize(("limit", "zh_says", "en_says"), [
+    # the detector's default spike_jump for methane (0.25 %): a jump that came back, no "/s"
+    (0.25, "跳变超过 0.25% 后立即回落", "jumped by more than 0.25 % for one reading and straight "
+                                    "back, now 1.20 %"),
+    # the default max_rate for methane (1.0 %/s): a rate
+    (1.0, "变化速率超过 1.00%/s", "changed faster than 1.00 %/s"),
+])
+def test_a_spike_names_its_limit_with_the_unit_of_its_origin(limit: float, zh_says: str,
+                                                           en_says: str) -> None:
+    deployment = load_deployment(None)
+    names = Names(kind={"ch4": ("甲烷", "methane")},
+                  spike_jump=dict(deployment.detectors.spike_jump),
+                  max_rate=dict(deployment.detectors.max_rate))
+    spike = msgspec.structs.replace(SILENT, rule="sensor_fault", condition="spike", value=1.2,
+                                    limit=limit)
+    zh, en = render(spike, mine_name=("棋盘井煤矿", "Qipanjing"), timezone="Asia/Shanghai",
+                    names=names).split("\n")
+    assert zh_says in zh and en_says in en
+    assert ("/s" in en) == (limit == 1.0)
+
+
+def test_a_spike_whose_two_limits_are_equal_is_worded_true_of_both() -> None:
+    names = Names(spike_jump={"ch4": 0.5}, max_rate={"ch4": 0.5})
+    spike = msgspec.structs.replace(SILENT, rule="sensor_fault", condition="spike", limit=0.5)
+    en = render(spike, mine_name=("x", "X"), timezone="Asia/Shanghai", names=names)
+    assert "a jump beyond 0.50 % or a change faster than 0.50 %/s" in en

@@ -217,13 +217,13 @@ def small_filesystem(tmp_path: Path) -> Iterator[Path]:
 def fill(directory: Path) -> Path:
     """Write a file until the filesystem has no room left; returns it."""
     filler = directory / "filler"
-    with filler.open("wb") as out:
-        try:
+    try:
+        with filler.open("wb") as out:
             while True:
                 out.write(b"\0" * 65536)
                 out.flush()
-        except OSError:
-            pass
+    except OSError:  # the write, or the close flushing what the failed write left buffered
+        pass
     return filler
 
 

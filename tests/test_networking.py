@@ -10,6 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncssh
+import msgspec
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -335,3 +336,48 @@ def test_export_queues_the_definitions_and_the_next_start_does_not_resend(
     NetworkingWorker(deployment, KINDS, queue, None, None, lambda: 0.0).tick(NOW / 1000 + 5)
     assert sorted(p.name.split("_")[1] for p in queue.archive.iterdir()) == [
         "CDDY", "CDSS", "FZDY", "FZSS"]  # the definitions once, then the real-time values
+
+
+def test_a_cause_entered_after_the_close_sends_the_closing_record_again(tmp_path: Path) -> None:
+    """The console lets a dispatcher enter the cause and action of an event already over: the
+    closing YCBJ record goes out again with them (same key, the same extremes); a cause
+    entered before the close rides on the closing record itself, sent once."""
+    now = [0.0]
+    deployment = Deployment(BrokerConfig(), StoreConfig(), IngestConfig(state_dir=str(tmp_path)),
+                            AlertsConfig(), (MINE,), config_hash="h1",
+                            networking=NetworkingConfig(enabled=True))
+    record = AlertRecord(tmp_path / "alerts.db")
+    worker = NetworkingWorker(deployment, KINDS, UploadQueue(tmp_path / "networking"), None,
+                              record, lambda: now[0])
+
+    def tick(hms: str) -> None:
+        now[0] = at(hms) / 1000
+        worker.tick(now[0])
+
+    worker.observe(_ch4(("22:20:10", 1.2, 1)))
+    record.append([_alarm("firing", "22:20:10")], "h1", at("22:20:10"))
+    tick("22:20:11")
+    worker.observe(_ch4(("22:20:20", 1.6, 1), ("22:20:30", 0.8, 0)))
+    record.append([_alarm("resolved", "22:20:30")], "h1", at("22:20:30"))
+    tick("22:20:31")
+    record.enter_cause("e1", "瓦斯涌出", "加强通风", "wang", at("22:40:00"))
+    tick("22:40:01")
+    tick("22:40:02")  # nothing new: not sent twice
+    closings = [r[4:16] for r in _records(tmp_path, "YCBJ") if r[4] == "001" and r[6]]
+    extremes = ["001", "2026-11-25 22:20:10", "2026-11-25 22:20:30", "1.60",
+                "2026-11-25 22:20:20", "1.20", "2026-11-25 22:20:10", "1.40"]
+    assert closings == [[*extremes, "", "", "", ""],
+                        [*extremes, "瓦斯涌出", "加强通风", "2026-11-25 22:40:00", "wang"]]
+
+    # a cause entered while the event is open goes out with its close, once
+    record.append([msgspec.structs.replace(_alarm("firing", "22:50:10"), id="e2",
+                                       started_at=at("22:50:10"))], "h1", at("22:50:10"))
+    tick("22:50:11")
+    record.enter_cause("e2", "标校不当", "重新标校", "li", at("22:51:00"))
+    record.append([msgspec.structs.replace(_alarm("resolved", "22:52:00"), id="e2",
+                                       started_at=at("22:50:10"))], "h1", at("22:52:00"))
+    tick("22:52:01")
+    tick("22:52:02")
+    second = [r[12:16] for r in _records(tmp_path, "YCBJ")
+              if r[4] == "001" and r[5] == "2026-11-25 22:50:10" and r[6]]
+    assert second == [["标校不当", "重新标校", "2026-11-25 22:51:00", "li"]]
