@@ -55,7 +55,7 @@ from paho.mqtt.properties import Properties
 from config.errors import ConfigError
 from config.model import BrokerConfig
 
-__all__ = ["TELEMETRY_TOPIC", "Inbound", "MqttSource", "broker_address"]
+__all__ = ["TELEMETRY_TOPIC", "Inbound", "MqttSource", "broker_address", "mine_topic"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,11 @@ SESSION_EXPIRY_S = 7 * 24 * 3600  # keep queued telemetry for a week of downtime
 LOOP_TIMEOUT_S = 0.005  # how long the network thread waits on the socket before serving its queue
 READS_PER_TURN = 1_000  # then the acks and publishes that other threads queued are served
 RECONNECT_MIN_S, RECONNECT_MAX_S = 1.0, 30.0
+
+
+def mine_topic(mine: str) -> str:
+    """The telemetry filter of one mine (with and without a substation level)."""
+    return f"jinmei/{mine}/telemetry/#"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +101,10 @@ class MqttSource:
     ``ack()`` acknowledges a committed batch; ``stop()`` returns when the client is closed.
     """
 
-    def __init__(self, broker: BrokerConfig, topic: str = TELEMETRY_TOPIC) -> None:
+    def __init__(self, broker: BrokerConfig,
+                 topic: str | tuple[str, ...] = TELEMETRY_TOPIC) -> None:
         self.config = broker
+        # One filter, or several (a worker of jinmei.workers: its mines' telemetry topics).
         self.topic = topic
         self.host, self.port, tls = broker_address(broker.url)
         # What each socket read brought, with its monotonic arrival time: one hand-off per
@@ -145,7 +152,8 @@ class MqttSource:
         self.counters["connections"] += 1
         log.info("connected to %s:%d (session present: %s)", self.host, self.port,
                  flags.session_present)
-        client.subscribe(self.topic, qos=1)
+        topics = (self.topic,) if isinstance(self.topic, str) else self.topic
+        client.subscribe([(t, 1) for t in topics])
         self._connected.set()
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,

@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "(overrides [broker] url)")
     run.add_argument("--store", metavar="URL", help="store, e.g. sqlite:///var/jinmei/readings.db "
                      "or influxdb://host:8086?org=O&bucket=B (overrides [store] url)")
+    run.add_argument("--mines", metavar="A,B", help="run only these mines (ids of the "
+                     "configuration), e.g. to spread mines over machines")
+    # Internal: set by the parent of `[ingest] workers` on the command of worker K.
+    run.add_argument("--worker", type=int, metavar="K", help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser(
@@ -115,8 +119,16 @@ def config_option(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from jinmei.service import Service  # imported late: `jinmei config` needs no MQTT stack
-    from jinmei.supervisor import Failure
+    from jinmei.workers import (
+        WorkerParent,
+        as_worker,
+        assign,
+        cores,
+        select_mines,
+        telemetry_topics,
+        worker_argv,
+        worker_count,
+    )
 
     deployment = load_deployment(args.config)
     if args.broker:
@@ -125,10 +137,41 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.store:
         deployment = dataclasses.replace(
             deployment, store=dataclasses.replace(deployment.store, url=args.store))
+    if args.mines:
+        deployment = select_mines(deployment, args.mines)
+    if args.worker is not None:
+        return _serve(as_worker(deployment, args.worker), args, telemetry_topics(deployment,
+                                                                                 False))
+    mine_ids = [m.id for m in deployment.mines]
+    n = worker_count(deployment.ingest.workers, len(mine_ids), cores())
+    if n == 1:
+        return _serve(deployment, args, telemetry_topics(deployment, not args.mines))
+    given = [*(["-v"] if args.verbose else []), "run",
+             *(["--config", str(args.config)] if args.config else []),
+             *(["--broker", args.broker] if args.broker else []),
+             *(["--store", args.store] if args.store else [])]
+    log.info("jinmei running %d workers for %d mines", n, len(mine_ids))
+    return WorkerParent(assign(mine_ids, n),
+                        lambda k, mines: worker_argv(given, k, mines)).run()
+
+
+def _serve(deployment: Deployment, args: argparse.Namespace,
+           topic: str | tuple[str, ...]) -> int:
+    """The service in this process until SIGTERM/SIGINT (a worker: also SIGHUP, or its
+    parent gone), or until its supervision fails (exit 3)."""
+    from jinmei.service import Service  # imported late: `jinmei config` needs no MQTT stack
+    from jinmei.supervisor import Failure
+
     stop = threading.Event()
     service = Service(deployment, on_alert=lambda a: log.warning("ALERT %s", a.message),
-                      on_failure=lambda failure: stop.set())
-    for sig in (signal.SIGINT, signal.SIGTERM):
+                      on_failure=lambda failure: stop.set(), topic=topic)
+    worker = args.worker is not None
+    parent = os.getppid()
+    if worker:
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(logging.Formatter(
+                f"%(asctime)s %(levelname)s w{args.worker} %(name)s: %(message)s"))
+    for sig in (signal.SIGINT, signal.SIGTERM, *((signal.SIGHUP,) if worker else ())):
         signal.signal(sig, lambda *_: stop.set())
     service.start()
     try:
@@ -137,6 +180,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 # the watcher of the watcher
                 service.fail(Failure("jinmei-supervisor", "worker_dead",
                                      "the supervisor thread has ended", 0.0))
+                break
+            if worker and os.getppid() != parent:
+                log.error("the parent process is gone: stopping")
                 break
     finally:
         if service.failure is not None:

@@ -57,7 +57,7 @@ from alerts.wire import Alert
 from config.loader import deployment_limits
 from config.model import Deployment
 from ingest.influx import InfluxSink
-from ingest.mqtt import MqttSource, broker_address
+from ingest.mqtt import TELEMETRY_TOPIC, MqttSource, broker_address
 from ingest.sink import open_sink
 from ingest.status import MineStatus
 from jinmei.pipeline import Pipeline
@@ -117,18 +117,20 @@ class Service:
     """The running pipeline of one deployment.
 
     ``on_failure`` is called (on the supervisor's thread) once a watched thread died or
-    stalled, after the failure was reported; ``failure`` then says which and why.
+    stalled, after the failure was reported; ``failure`` then says which and why. ``topic``:
+    the telemetry filter(s) to subscribe to (a worker of :mod:`jinmei.workers`: its mines').
     """
 
     def __init__(self, deployment: Deployment, *,
                  on_alert: Callable[[Alert], None] | None = None,
                  on_failure: Callable[[Failure], None] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 topic: str | tuple[str, ...] = TELEMETRY_TOPIC) -> None:
         state_dir = Path(deployment.ingest.state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
         self.deployment = deployment
         self.clock = clock
-        self.source = MqttSource(deployment.broker)
+        self.source = MqttSource(deployment.broker, topic)
         self.sink = open_sink(deployment.store.url, deployment.registry, state_dir=state_dir,
                               influx_token=deployment.store.influx_token)
         self.record = AlertRecord(state_dir / "alerts.db")

@@ -195,7 +195,7 @@ def test_every_kind_has_a_range_and_switches_are_zero_one() -> None:
 def test_sample_deployment_shows_the_model_defaults(config_copy: Path) -> None:
     sample = (config_copy / DEFAULT_DEPLOYMENT.name).read_text(encoding="utf-8")
     uncommented, count = re.subn(r"^# (\w+ = .*)$", r"\1", sample, flags=re.MULTILINE)
-    assert count == 47  # limits + 6 broker + 1 store + 7 ingest + 6 alerts + 18 detectors
+    assert count == 48  # limits + 6 broker + 1 store + 8 ingest + 6 alerts + 18 detectors
     #                     + 8 networking
     deployment = load_deployment(write(config_copy, uncommented, "all.toml"), environ={})
     assert deployment.broker == BrokerConfig()
