@@ -3,7 +3,8 @@
 :class:`Service` owns the long-lived parts — MQTT source, store, alert record, pipeline worker —
 and starts and stops them in the right order: ``start`` connects and launches the worker and
 the alert delivery thread (``alerts.outbox``) and, with ``[networking] enabled``, the regulator
-networking thread (``networking.worker``: data files written and uploaded); ``stop`` stops
+networking thread (``networking.worker``: data files written and uploaded, by one active-active instance at a
+time — the lease of :mod:`ingest.lease`); ``stop`` stops
 taking messages, lets the worker finish its batch, stops the other threads (what they still
 owe stays in the outbox and the upload queue for the next start), then closes the store
 (which flushes what it can) and the record.
@@ -57,6 +58,7 @@ from alerts.wire import Alert
 from config.loader import deployment_limits
 from config.model import Deployment
 from ingest.influx import InfluxSink
+from ingest.lease import Lease, lease_topic
 from ingest.mqtt import TELEMETRY_TOPIC, MqttSource, broker_address
 from ingest.sink import open_sink
 from ingest.status import MineStatus
@@ -100,9 +102,11 @@ def delivery_worker(deployment: Deployment, dispatcher: AlertDispatcher,
 
 
 def networking_worker(deployment: Deployment, record: AlertRecord,
-                      clock: Callable[[], float]) -> NetworkingWorker | None:
+                      clock: Callable[[], float],
+                      active: Callable[[float], bool] | None = None) -> NetworkingWorker | None:
     """The regulator networking thread's worker, when ``[networking] enabled`` (else None):
-    data files into ``state_dir/networking`` and up to ``[networking] url``."""
+    data files into ``state_dir/networking`` and up to ``[networking] url``, while
+    ``active(now)`` (the lease: one active-active instance at a time)."""
     config = deployment.networking
     if not config.enabled:
         return None
@@ -110,7 +114,7 @@ def networking_worker(deployment: Deployment, record: AlertRecord,
                         retry_max_s=config.retry_max_s)
     target = open_target(config.url, config.password, config.known_hosts) if config.url else None
     return NetworkingWorker(deployment, deployment_limits(deployment).kinds, queue, target,
-                            record, clock)
+                            record, clock, active)
 
 
 class Service:
@@ -134,7 +138,12 @@ class Service:
         self.sink = open_sink(deployment.store.url, deployment.registry, state_dir=state_dir,
                               influx_token=deployment.store.influx_token)
         self.record = AlertRecord(state_dir / "alerts.db")
-        self.networking = networking_worker(deployment, self.record, clock)
+        self.instance = f"{deployment.broker.client_id}@{socket.gethostname()}"
+        # Networking files are written by one of the instances watching these mines at a time.
+        self.lease = (Lease(deployment.broker, lease_topic([m.id for m in deployment.mines]),
+                            self.instance) if deployment.networking.enabled else None)
+        self.networking = networking_worker(deployment, self.record, clock,
+                                            self.lease.held if self.lease else None)
         self.pipeline = Pipeline(deployment, self.source, self.sink, self.record,
                                  names_from_limits(deployment), clock=clock, on_alert=on_alert,
                                  on_stored=self.networking.observe if self.networking else None)
@@ -147,7 +156,6 @@ class Service:
             target=self.networking.run if self.networking else lambda stop: None,
             args=(self._stop,), name="jinmei-networking", daemon=True)
         self._switch_interval_before: float | None = None
-        self.instance = f"{deployment.broker.client_id}@{socket.gethostname()}"
         self.status = MineStatus(deployment.broker, [m.id for m in deployment.mines],
                                  self.instance)
         self.system = SystemAlerts(deployment.mines, deployment.alerts.routes,
@@ -184,6 +192,8 @@ class Service:
         self.source.start()
         self.delivery.start()
         self._worker.start()
+        if self.lease is not None:
+            self.lease.start()
         self._networking_thread.start()
         self.supervisor.start()
         self._started = True
@@ -197,6 +207,8 @@ class Service:
         self._stop.set()
         self._worker.join()
         self._networking_thread.join()
+        if self.lease is not None:
+            self.lease.close()
         self.delivery.stop()
         if self._notify_mqtt is not None:
             self._notify_mqtt.close()
