@@ -3,8 +3,8 @@
 :class:`Service` owns the long-lived parts — MQTT source, store, alert record, pipeline worker —
 and starts and stops them in the right order: ``start`` connects and launches the worker and
 the alert delivery thread (``alerts.outbox``) and, with ``[networking] enabled``, the regulator
-networking thread (``networking.worker``: data files written and uploaded, by one active-active instance at a
-time — the lease of :mod:`ingest.lease`); ``stop`` stops
+networking thread (``networking.worker``: data files written and uploaded — by one
+active-active instance at a time, the lease of :mod:`ingest.lease`); ``stop`` stops
 taking messages, lets the worker finish its batch, stops the other threads (what they still
 owe stays in the outbox and the upload queue for the next start), then closes the store
 (which flushes what it can) and the record.
