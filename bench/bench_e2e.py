@@ -21,7 +21,10 @@ Workers (``[ingest] workers``, jinmei.workers): ``--workers 1,2`` runs the servi
 worker processes — each a :class:`~jinmei.service.Service` for its share of the mines, made as
 ``jinmei run`` makes it (``select_mines``, ``as_worker``, per-mine subscriptions) — over the
 same feed, for both stores (``--store both``, the default with ``--workers``), and prints each
-figure and the ratio to the first worker count; ``--repeat R`` runs the whole set R times
+figure and the ratio to the first worker count, with each worker's CPU seconds (on a busy
+machine the wall-clock figure measures the neighbours too; the readings divided by the
+busiest worker's CPU time is the rate with a core each, the broker and publishers aside);
+``--repeat R`` runs the whole set R times
 (interleaved, so the machine's load falls on each alike) and prints the medians. The feed is
 ``--sensors`` points spread over ``--mines`` synthetic mines (default: the largest worker
 count), so every run takes the same readings and only the number of processes differs.
@@ -32,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import multiprocessing
+import resource
 import statistics
 import tempfile
 import time
@@ -102,9 +106,10 @@ def single(args: argparse.Namespace) -> None:
 
 def serve_worker(index: int, n_workers: int, n_sensors: int, n_mines: int, broker_url: str,
                  store_url: str, state_dir: str, stored: Synchronized[int],
-                 ready: BarrierType, done: EventType) -> None:
+                 cpu: Synchronized[float], ready: BarrierType, done: EventType) -> None:
     """One worker process: the service for its share of the synthetic mines, its readings
-    stored so far copied to ``stored`` every 10 ms until ``done``."""
+    stored so far copied to ``stored`` every 10 ms until ``done``; then the CPU seconds the
+    process used from the start of the clock (``cpu``)."""
     deployment = synthetic_deployment(
         n_sensors, n_mines=n_mines, broker=BrokerConfig(url=broker_url, client_id="bench"),
         store=StoreConfig(url=store_url), ingest=IngestConfig(state_dir=state_dir))
@@ -116,11 +121,19 @@ def serve_worker(index: int, n_workers: int, n_sensors: int, n_mines: int, broke
     assert service.start(wait_subscribed_s=30)
     counts = service.pipeline.stats.readings_by_mine
     ready.wait()
+    cpu_before = process_cpu_s()
     try:
         while not done.wait(0.01):
             stored.value = sum(dict(counts).values())
     finally:
+        cpu.value = process_cpu_s() - cpu_before
         service.stop()
+
+
+def process_cpu_s() -> float:
+    """CPU seconds (user + system) of this process and its threads so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 @contextlib.contextmanager
@@ -151,9 +164,10 @@ def with_workers(args: argparse.Namespace, n_workers: int, store: str) -> float:
         store_url = stack.enter_context(store_server(work, store))
         ready, done = spawn.Barrier(n_workers + 1), spawn.Event()
         stored = [spawn.Value("q", 0) for _ in range(n_workers)]
+        cpu = [spawn.Value("d", 0.0) for _ in range(n_workers)]
         workers = [spawn.Process(target=serve_worker, args=(
             k, n_workers, args.sensors, n_mines, broker.url, store_url, str(work / "state"),
-            stored[k], ready, done)) for k in range(n_workers)]
+            stored[k], cpu[k], ready, done)) for k in range(n_workers)]
         for w in workers:
             w.start()
         ready.wait()
@@ -166,8 +180,13 @@ def with_workers(args: argparse.Namespace, n_workers: int, store: str) -> float:
         for p in [*publishers, *workers]:
             p.join()
     rate = total / elapsed
+    # The waiting loop's last turns are counted in; they are 10 ms sleeps, next to nothing.
+    busiest = max(c.value for c in cpu)
     print(f"  store {store}, {n_workers} worker(s), {n_mines} mines: {total:,} readings in "
-          f"{elapsed:.2f} s = {rate:,.0f} readings/s", flush=True)
+          f"{elapsed:.2f} s = {rate:,.0f} readings/s; worker CPU "
+          f"{' + '.join(f'{c.value:.2f}' for c in cpu)} s "
+          f"({sum(c.value for c in cpu) / total * 1e6:.2f} µs a reading; a core each: "
+          f"{total / busiest:,.0f} readings/s)", flush=True)
     return rate
 
 

@@ -6,6 +6,7 @@ kept alive makes the parent exit 3. On a real Mosquitto and a real SQLite file.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -18,9 +19,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from alerts.db import StateDB
+from alerts.dispatch import AlertDispatcher
+from alerts.episodes import Names
+from alerts.record import AlertRecord
+from alerts.silences import SilenceBook
 from config.errors import ConfigError, UsageError
 from config.loader import DEFAULT_DEPLOYMENT, load_deployment
+from detectors.base import Event
 from ingest.codec import encode_telemetry
+from jinmei.cli import main
 from jinmei.supervisor import EXIT_FAILED
 from jinmei.workers import as_worker, assign, select_mines, worker_count
 from tests.servers import Mosquitto, wait_until
@@ -243,3 +251,40 @@ def test_workers_setting_is_validated_with_file_and_key(tmp_path: Path, value: s
         load_deployment(config)
     assert caught.value.file == str(config) and "ingest.workers" in caught.value.location
     assert message in caught.value.message
+
+
+def test_alert_commands_see_every_workers_state(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """``jinmei alerts`` reads and writes every worker's alerts state file: history and ack
+    find a worker's episode, a silence reaches every worker (and ends in every one)."""
+    config = write_config(tmp_path)
+    deployment = load_deployment(config)
+    registry = deployment.registry
+    t1 = registry.index["qipanjing/T1-1101"]
+    at = 1_795_536_000_000
+    for worker in (0, 1):  # worker 1 holds qipanjing's episode, worker 0 nothing yet
+        (tmp_path / "state" / f"worker-{worker}").mkdir(parents=True)
+        dispatcher = AlertDispatcher(registry, Names(), AlertRecord(
+            tmp_path / "state" / f"worker-{worker}" / "alerts.db"),
+            config_hash=deployment.config_hash, publish=lambda t, p: None)
+        events = [Event(t1, "limit_power_off", "power_off", "critical", True, at, 1.62, 1.5)]
+        dispatcher.apply(events if worker == 1 else [], at)
+        dispatcher.close()
+
+    assert main(["alerts", "history", "-c", str(config), "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["mine"], r["state"]) for r in rows] == [("qipanjing", "firing")]
+    assert main(["alerts", "ack", rows[0]["id"], "--by", "wang", "-c", str(config)]) == 0
+    capsys.readouterr()
+    assert main(["alerts", "silence", "--mine", "dayan", "--duration", "1h", "--by", "li",
+                 "--reason", "maintenance", "-c", str(config)]) == 0
+    silence = capsys.readouterr().out.split()[1].rstrip(":")
+    books = [SilenceBook(StateDB(tmp_path / "state" / f"worker-{k}" / "alerts.db"))
+             for k in (0, 1)]
+    assert [[s.id for s in book.all()] for book in books] == [[silence], [silence]]
+    assert not (tmp_path / "state" / "alerts.db").exists()
+    assert main(["alerts", "list", "-c", str(config)]) == 0
+    listing = capsys.readouterr().out
+    assert listing.count(silence) == 1 and "acknowledged by wang" in listing
+    assert main(["alerts", "unsilence", silence, "-c", str(config)]) == 0
+    assert all(s.ends_at <= time.time() * 1000 + 1000 for book in books for s in book.all())
