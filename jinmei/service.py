@@ -139,9 +139,12 @@ class Service:
                               influx_token=deployment.store.influx_token)
         self.record = AlertRecord(state_dir / "alerts.db")
         self.instance = f"{deployment.broker.client_id}@{socket.gethostname()}"
-        # Networking files are written by one of the instances watching these mines at a time.
+        # Networking files are written by one of the instances watching these mines at a time;
+        # the lease needs MQTT 5 (Message Expiry): on a 3.1.1 broker networking always runs.
         self.lease = (Lease(deployment.broker, lease_topic([m.id for m in deployment.mines]),
-                            self.instance) if deployment.networking.enabled else None)
+                            self.instance)
+                      if deployment.networking.enabled and deployment.broker.protocol == "5"
+                      else None)
         self.networking = networking_worker(deployment, self.record, clock,
                                             self.lease.held if self.lease else None)
         self.pipeline = Pipeline(deployment, self.source, self.sink, self.record,
