@@ -151,6 +151,11 @@ def cmd_run(args: argparse.Namespace) -> int:
              *(["--broker", args.broker] if args.broker else []),
              *(["--store", args.store] if args.store else [])]
     log.info("jinmei running %d workers for %d mines", n, len(mine_ids))
+    single = Path(deployment.ingest.state_dir) / "alerts.db"
+    if single.exists():
+        log.warning("%s holds the state of a single-process run (open episodes, notifications "
+                    "owed); workers keep theirs in %s/worker-<k> and do not read it: run once "
+                    "with [ingest] workers = 1 to finish it", single, single.parent)
     return WorkerParent(assign(mine_ids, n),
                         lambda k, mines: worker_argv(given, k, mines)).run()
 

@@ -223,6 +223,31 @@ def test_a_worker_killed_with_unacknowledged_messages_is_restarted_and_loses_not
 
 
 @pytest.mark.integration
+def test_sighup_restarts_every_worker_cleanly_and_ingest_goes_on(mosquitto: Mosquitto,
+                                                                  tmp_path: Path) -> None:
+    proc = run(tmp_path, mosquitto, write_config(tmp_path))
+    log = tmp_path / "jinmei.log"
+    db = tmp_path / "readings.db"
+    try:
+        for mine in MINES:
+            assert wait_until(lambda m=mine: status_is(mosquitto, "online", m), 30), \
+                log.read_text()
+        before = {k: worker_pid(proc.pid, k) for k in (0, 1)}
+        proc.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: all(worker_pid(proc.pid, k) not in (None, before[k])
+                                      for k in (0, 1)), 30), log.read_text()[-3000:]
+        start_ms = int(time.time() * 1000) - 600_000
+        send(mosquitto, telemetry("dayan", range(5), start_ms)
+             + telemetry("qipanjing", range(5), start_ms))
+        assert wait_until(lambda: set(stored(db)) == set(MINES), 30), log.read_text()[-3000:]
+        text = log.read_text()
+        assert text.count("stopped: ") == 2, "each worker stopped cleanly once"
+        assert "exited (" not in text, "a reload is not a failure"
+    finally:
+        assert stop(proc) == 0, log.read_text()[-3000:]
+
+
+@pytest.mark.integration
 def test_parent_exits_3_when_a_worker_cannot_be_kept_alive(mosquitto: Mosquitto,
                                                           tmp_path: Path) -> None:
     (tmp_path / "not-a-folder").write_text("a file where the store's folder should be")
