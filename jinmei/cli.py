@@ -8,8 +8,9 @@
 Exit codes: 0 success (also when the reader of the output went away, as ``| head`` does),
 1 the job failed (e.g. the demo saw no alert, a service could not be reached), 2 bad
 configuration or arguments (the message names the file and key, or the option), 3 ``jinmei
-run`` stopped itself because a worker thread died or stalled (jinmei.supervisor): the
-supervisor (systemd) should start it again.
+run`` stopped itself because a worker thread died or stalled (jinmei.supervisor), or a worker
+process of ``[ingest] workers`` could not be kept alive (jinmei.workers): the supervisor
+(systemd) should start it again.
 """
 
 from __future__ import annotations
