@@ -3,9 +3,11 @@ store), one is killed with -9 mid-stream, and the receiver still gets every aler
 Mosquitto, a real SQLite store and a real webhook receiver (an HTTP server on loopback).
 
 What it shows: both instances store (the store is idempotent on (sensor, ts): the rows are
-the published readings, once) and both notify with the same ``Idempotency-Key`` for the same
-transition (alert ids and notification keys are functions of the readings, not of the
-instance), so the receiver deduplicating by that key gets every transition exactly once.
+the published readings, once); the retained ``jinmei/<mine>/status`` goes back to ``online``
+(the survivor's) after the killed one's Last Will; and both notify with the same
+``Idempotency-Key`` for the same transition (alert ids and notification keys are functions of
+the readings, not of the instance), so the receiver deduplicating by that key gets every
+transition exactly once.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from alerts.outbox import Outbox
 from config.loader import DEFAULT_DEPLOYMENT
 from ingest.codec import encode_telemetry
 from tests.servers import Mosquitto, ScriptedServer, scripted_http_server, wait_until
-from tests.test_service import send
-from tests.test_supervision import ok, status_is
+from tests.test_service import Listener, send
+from tests.test_supervision import ok, retained_status, status_is
 
 pytestmark = pytest.mark.integration
 
@@ -104,8 +106,16 @@ def test_two_instances_one_killed_every_alert_reaches_the_receiver_once_per_key(
             # Both told the receiver of the first power-off, under one key.
             assert wait_until(lambda: any(len(sent) >= 2 for sent in received(webhook).values()),
                               30), received(webhook)
+            statuses = Listener(mosquitto, "jinmei/qipanjing/status")
             first.send_signal(signal.SIGKILL)
             assert first.wait(10) == -signal.SIGKILL
+            # a's Last Will says offline; b, still ingesting, says online again (retained).
+            assert wait_until(lambda: any(
+                m["state"] == "offline" and m.get("last_will") and m["instance"].startswith(
+                    "jinmei-a@") for _, m in list(statuses.messages)), 15), statuses.messages
+            assert wait_until(lambda: (st := retained_status(mosquitto)) is not None and (
+                st["state"], st["instance"].split("@")[0]) == ("online", "jinmei-b"), 15)
+            statuses.close()
             for at in starts[2:]:
                 send(mosquitto, episode(at))
                 time.sleep(1.5)
