@@ -6,6 +6,7 @@ kept alive makes the parent exit 3. On a real Mosquitto and a real SQLite file.
 
 from __future__ import annotations
 
+import doctest
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import jinmei.workers
 from alerts.db import StateDB
 from alerts.dispatch import AlertDispatcher
 from alerts.episodes import Names
@@ -50,6 +52,11 @@ def test_assignment_covers_every_mine_once_balanced_and_stable(ids: list[str], n
     sizes = [len(s) for s in shares]
     assert max(sizes) - min(sizes) <= 1
     assert assign(list(reversed(ids)), n) == shares  # from the ids, not their order in files
+
+
+def test_docstring_example_of_the_assignment_holds() -> None:
+    result = doctest.testmod(jinmei.workers)
+    assert result.attempted >= 1 and result.failed == 0
 
 
 def test_worker_count_defaults_to_cores_and_never_exceeds_the_mines() -> None:
