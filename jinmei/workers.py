@@ -19,9 +19,9 @@ service (:class:`jinmei.service.Service`) for a fixed subset of the mines:
   Grafana, ``jinmei report`` and every reader of readings find all mines in one place. Writes
   to one SQLite file are serialized: measured in bench/RESULTS.md ("Third session"), the
   InfluxDB store is the one that scales with workers.
-- **Readers of the alert state** (``jinmei alerts``, ``jinmei networking status``) read
-  ``<state_dir>`` of a single process; with workers, point them at a worker's folder
-  (``[ingest] state_dir = ".../worker-<k>"`` in a copy of the configuration) — see README.
+- **Readers of the alert state**: ``jinmei alerts`` and ``jinmei report daily`` read every
+  worker's state file, and a silence is written to each (jinmei.cli_alerts);
+  ``jinmei networking status|export`` still use ``<state_dir>/networking`` only (README).
 
 The parent supervises: a worker that exits — any code, 3 (its own supervision failed) or
 killed — is started again after a backoff (``RESTART_MIN_S`` doubling to ``RESTART_MAX_S``);
