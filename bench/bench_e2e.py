@@ -16,20 +16,42 @@ the limits of deploy/mosquitto.conf (no queue cap, no in-flight cap).
 Run from the repository root:
 ``python -m bench.bench_e2e [--store sqlite|influx] [--per-message 100] [--readings 1000000]``
 (``influx`` writes through the InfluxDB sink's spool to a real VictoriaMetrics.)
+
+Workers (``[ingest] workers``, jinmei.workers): ``--workers 1,2`` runs the service as that many
+worker processes — each a :class:`~jinmei.service.Service` for its share of the mines, made as
+``jinmei run`` makes it (``select_mines``, ``as_worker``, per-mine subscriptions) — over the
+same feed, for both stores (``--store both``, the default with ``--workers``), and prints each
+figure and the ratio to the first worker count, with each worker's CPU seconds (on a busy
+machine the wall-clock figure measures the neighbours too; the readings divided by the
+busiest worker's CPU time is the rate with a core each, the broker and publishers aside);
+``--repeat R`` runs the whole set R times
+(interleaved, so the machine's load falls on each alike) and prints the medians. The feed is
+``--sensors`` points spread over ``--mines`` synthetic mines (default: the largest worker
+count), so every run takes the same readings and only the number of processes differs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
+import resource
+import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Barrier as BarrierType
+from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 
-from bench.synthetic import payloads, running_service
+from bench.synthetic import payloads, running_service, synthetic_deployment
+from config.model import BrokerConfig, IngestConfig, StoreConfig
+from jinmei.service import Service
+from jinmei.workers import as_worker, assign, select_mines, telemetry_topics
 from simulators.feed import Message
 from simulators.publisher import publish
+from tests.servers import Mosquitto, victoria_metrics
 
 
 def publish_share(messages: list[Message], url: str, client_id: str,
@@ -38,15 +60,22 @@ def publish_share(messages: list[Message], url: str, client_id: str,
     publish(messages, url, speed=None, client_id=client_id, window=100)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", choices=("sqlite", "influx"), default="sqlite")
-    parser.add_argument("--per-message", type=int, default=100)
-    parser.add_argument("--readings", type=int, default=1_000_000)
-    parser.add_argument("--sensors", type=int, default=10_000)
-    parser.add_argument("--publishers", type=int, default=2)
-    args = parser.parse_args()
+def start_publishers(messages: list[Message], url: str, n: int,
+                     spawn: multiprocessing.context.SpawnContext
+                     ) -> list[multiprocessing.process.BaseProcess]:
+    """``n`` publisher processes holding their shares; returns once the clock may start."""
+    start = spawn.Barrier(n + 1)
+    publishers = [spawn.Process(target=publish_share,
+                                args=(messages[i::n], url, f"pub-{i}", start))
+                  for i in range(n)]
+    for p in publishers:
+        p.start()
+    start.wait()
+    return publishers
 
+
+def single(args: argparse.Namespace) -> None:
+    """The service in this process on one synthetic mine (the original benchmark)."""
     with tempfile.TemporaryDirectory() as tmp, \
             running_service(Path(tmp), args.sensors, args.store) as (broker, service):
         mine = service.deployment.mines[0]
@@ -55,16 +84,8 @@ def main() -> None:
         messages = [Message(0, t, p, args.per_message)
                     for t, p in payloads(mine, rounds, start_ms, per_message=args.per_message)]
         total = sum(m.readings for m in messages)
-
-        spawn = multiprocessing.get_context("spawn")
-        start = spawn.Barrier(args.publishers + 1)
-        publishers = [spawn.Process(target=publish_share,
-                                    args=(messages[i::args.publishers], broker.url, f"pub-{i}",
-                                          start))
-                      for i in range(args.publishers)]
-        for p in publishers:
-            p.start()
-        start.wait()
+        publishers = start_publishers(messages, broker.url, args.publishers,
+                                      multiprocessing.get_context("spawn"))
         t0 = time.perf_counter()
         stats = service.pipeline.stats
         while sum(stats.readings_by_mine.values()) < total:
@@ -81,6 +102,142 @@ def main() -> None:
             sink = service.sink.stats()
             print(f"spool: {sink['delivered']:,} lines delivered to VictoriaMetrics, "
                   f"{sink['pending']} chunks still pending")
+
+
+def serve_worker(index: int, n_workers: int, n_sensors: int, n_mines: int, broker_url: str,
+                 store_url: str, state_dir: str, stored: Synchronized[int],
+                 cpu: Synchronized[float], ready: BarrierType, done: EventType) -> None:
+    """One worker process: the service for its share of the synthetic mines, its readings
+    stored so far copied to ``stored`` every 10 ms until ``done``; then the CPU seconds the
+    process used from the start of the clock (``cpu``)."""
+    deployment = synthetic_deployment(
+        n_sensors, n_mines=n_mines, broker=BrokerConfig(url=broker_url, client_id="bench"),
+        store=StoreConfig(url=store_url), ingest=IngestConfig(state_dir=state_dir))
+    share = assign([m.id for m in deployment.mines], n_workers)[index]
+    deployment = select_mines(deployment, ",".join(share))
+    if n_workers > 1:
+        deployment = as_worker(deployment, index)
+    service = Service(deployment, topic=telemetry_topics(deployment, every_mine=False))
+    assert service.start(wait_subscribed_s=30)
+    counts = service.pipeline.stats.readings_by_mine
+    ready.wait()
+    cpu_before = process_cpu_s()
+    try:
+        while not done.wait(0.01):
+            stored.value = sum(dict(counts).values())
+    finally:
+        cpu.value = process_cpu_s() - cpu_before
+        service.stop()
+
+
+def process_cpu_s() -> float:
+    """CPU seconds (user + system) of this process and its threads so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+@contextlib.contextmanager
+def store_server(work: Path, store: str) -> Iterator[str]:
+    """The store's URL: a SQLite file, or a running VictoriaMetrics behind the InfluxDB sink."""
+    if store == "influx":
+        with victoria_metrics(work / "vm") as vm:
+            yield f"influxdb://127.0.0.1:{vm.port}?org=jinmei&bucket=jinmei"
+    else:
+        yield f"sqlite:///{work / 'readings.db'}"
+
+
+def with_workers(args: argparse.Namespace, n_workers: int, store: str) -> float:
+    """Readings/s end to end with the service as ``n_workers`` processes."""
+    spawn = multiprocessing.get_context("spawn")
+    n_mines = args.mines or max(args.workers)
+    mines = synthetic_deployment(args.sensors, n_mines).mines
+    rounds = -(-args.readings // args.sensors)
+    start_ms = int(time.time() * 1000) - rounds * 1000 - 60_000
+    messages = [Message(0, t, p, args.per_message) for mine in mines
+                for t, p in payloads(mine, rounds, start_ms, per_message=args.per_message)]
+    total = sum(m.readings for m in messages)
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        work = Path(tmp)
+        broker = Mosquitto(work)
+        broker.start()
+        stack.callback(broker.stop)
+        store_url = stack.enter_context(store_server(work, store))
+        ready, done = spawn.Barrier(n_workers + 1), spawn.Event()
+        stored = [spawn.Value("q", 0) for _ in range(n_workers)]
+        cpu = [spawn.Value("d", 0.0) for _ in range(n_workers)]
+        workers = [spawn.Process(target=serve_worker, args=(
+            k, n_workers, args.sensors, n_mines, broker.url, store_url, str(work / "state"),
+            stored[k], cpu[k], ready, done)) for k in range(n_workers)]
+        for w in workers:
+            w.start()
+        ready.wait()
+        publishers = start_publishers(messages, broker.url, args.publishers, spawn)
+        t0 = time.perf_counter()
+        while sum(v.value for v in stored) < total:
+            time.sleep(0.01)
+        elapsed = time.perf_counter() - t0
+        done.set()
+        for p in [*publishers, *workers]:
+            p.join()
+    rate = total / elapsed
+    # The waiting loop's last turns are counted in; they are 10 ms sleeps, next to nothing.
+    busiest = max(c.value for c in cpu)
+    print(f"  store {store}, {n_workers} worker(s), {n_mines} mines: {total:,} readings in "
+          f"{elapsed:.2f} s = {rate:,.0f} readings/s; worker CPU "
+          f"{' + '.join(f'{c.value:.2f}' for c in cpu)} s "
+          f"({sum(c.value for c in cpu) / total * 1e6:.2f} µs a reading; a core each: "
+          f"{total / busiest:,.0f} readings/s)", flush=True)
+    return rate
+
+
+def scale_out(args: argparse.Namespace) -> None:
+    stores = ("sqlite", "influx") if args.store == "both" else (args.store,)
+    rates: dict[tuple[str, int], list[float]] = {(s, n): [] for s in stores for n in args.workers}
+    for r in range(args.repeat):
+        print(f"round {r + 1} of {args.repeat}", flush=True)
+        for store in stores:
+            for n in args.workers:
+                rates[(store, n)].append(with_workers(args, n, store))
+    base = args.workers[0]
+    for store in stores:
+        for n in args.workers:
+            median = statistics.median(rates[(store, n)])
+            ratios = [a / b for a, b in zip(rates[(store, n)], rates[(store, base)], strict=True)]
+            print(f"store {store}, {n} worker(s): median {median:,.0f} readings/s "
+                  f"({', '.join(f'{x / 1000:,.0f} k' for x in rates[(store, n)])}); "
+                  f"× {statistics.median(ratios):.2f} of {base} worker(s)")
+
+
+def load_average() -> str:
+    with open("/proc/loadavg", encoding="ascii") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", choices=("sqlite", "influx", "both"), default=None)
+    parser.add_argument("--per-message", type=int, default=100)
+    parser.add_argument("--readings", type=int, default=1_000_000)
+    parser.add_argument("--sensors", type=int, default=10_000)
+    parser.add_argument("--publishers", type=int, default=2)
+    parser.add_argument("--workers", type=lambda text: [int(n) for n in text.split(",")],
+                        help="worker counts to compare, e.g. 1,2")
+    parser.add_argument("--mines", type=int, default=0,
+                        help="synthetic mines with --workers (default: the largest count)")
+    parser.add_argument("--repeat", type=int, default=1)
+    args = parser.parse_args()
+    print(f"load average at start: {load_average()}", flush=True)
+    try:
+        if args.workers:
+            args.store = args.store or "both"
+            scale_out(args)
+        else:
+            args.store = args.store or "sqlite"
+            if args.store == "both":
+                parser.error("--store both needs --workers")
+            single(args)
+    finally:
+        print(f"load average at end: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -47,11 +47,14 @@ def synthetic_mine(n_sensors: int, mine_id: str = "bench") -> Mine:
     return Mine(mine_id, "基准矿", "Benchmark mine", "Asia/Shanghai", subs, sensors)
 
 
-def synthetic_deployment(n_sensors: int, **overrides: object) -> Deployment:
-    """The shipped deployment's settings with the synthetic mine as its only mine."""
+def synthetic_deployment(n_sensors: int, n_mines: int = 1, **overrides: object) -> Deployment:
+    """The shipped deployment's settings with synthetic mines only: one ``bench`` mine, or
+    ``n_mines`` mines ``bench0``… sharing ``n_sensors`` points."""
     shipped = load_deployment(None)
     overrides.setdefault("http", HttpConfig(listen=""))  # benchmarks run beside a service
-    return dataclasses.replace(shipped, mines=(synthetic_mine(n_sensors),), **overrides)  # type: ignore[arg-type]
+    mines = ((synthetic_mine(n_sensors),) if n_mines == 1 else
+             tuple(synthetic_mine(n_sensors // n_mines, f"bench{k}") for k in range(n_mines)))
+    return dataclasses.replace(shipped, mines=mines, **overrides)  # type: ignore[arg-type]
 
 
 def payloads(mine: Mine, rounds: int, start_ms: int, per_message: int = PER_SUBSTATION,

@@ -570,9 +570,13 @@ def _parse_store(t: _Table, environ: Mapping[str, str]) -> StoreConfig:
     return StoreConfig(url=url, influx_token=environ.get(ENV_INFLUX_TOKEN, ""))
 
 
+# jinmei's own: a process per core is the point; more than 64 on one machine is a typo, and
+# each worker holds its own MQTT session, store connection and alert state.
+MAX_WORKERS = 64
+
 def _parse_ingest(t: _Table) -> IngestConfig:
     t.allow("state_dir", "batch_max_messages", "batch_wait_ms", "max_future_s", "stall_s",
-            "offline_after_s", "store_fault_after_s", "quarantine_after")
+            "offline_after_s", "store_fault_after_s", "quarantine_after", "workers")
     d = IngestConfig()
     state_dir: str = t.text("state_dir", d.state_dir)
     if not state_dir.strip():
@@ -589,7 +593,8 @@ def _parse_ingest(t: _Table) -> IngestConfig:
                         # 1 would set aside every message of the batch in hand at a death:
                         # the first death cannot tell the culprit from its batch-mates.
                         quarantine_after=t.integer("quarantine_after", d.quarantine_after,
-                                                   low=2))
+                                                   low=2),
+                        workers=t.integer("workers", d.workers, low=0, high=MAX_WORKERS))
 
 
 _CHANNEL_KEYS = {

@@ -198,6 +198,8 @@ class IngestConfig:
     — two AQ 6201-2019 patrol periods (≤ 30 s), so a broker restart of seconds does not page.
     ``store_fault_after_s``: a store failing this long raises ``store_fault`` — one patrol
     period, before monitoring_offline.
+    ``workers``: how many processes share the mines (:mod:`jinmei.workers`); 0 (the default)
+    means one per core, and never more than there are mines.
     """
 
     state_dir: str = "var/jinmei"
@@ -208,6 +210,7 @@ class IngestConfig:
     offline_after_s: float = 60.0
     store_fault_after_s: float = 30.0
     quarantine_after: int = 3  # deliveries; see the sample configuration
+    workers: int = 1  # processes; 0: one per core (jinmei.workers)
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,7 +56,7 @@ from paho.mqtt.properties import Properties
 from config.broker import broker_address, explain_failure, explain_refusal, new_client
 from config.model import BrokerConfig
 
-__all__ = ["TELEMETRY_TOPIC", "Inbound", "MqttSource"]
+__all__ = ["TELEMETRY_TOPIC", "Inbound", "MqttSource", "mine_topic"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,11 @@ SESSION_EXPIRY_S = 7 * 24 * 3600  # keep queued telemetry for a week of downtime
 LOOP_TIMEOUT_S = 0.005  # how long the network thread waits on the socket before serving its queue
 READS_PER_TURN = 1_000  # then the acks and publishes that other threads queued are served
 RECONNECT_MIN_S, RECONNECT_MAX_S = 1.0, 30.0
+
+
+def mine_topic(mine: str) -> str:
+    """The telemetry filter of one mine (with and without a substation level)."""
+    return f"jinmei/{mine}/telemetry/#"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +92,10 @@ class MqttSource:
     ``ack()`` acknowledges a committed batch; ``stop()`` returns when the client is closed.
     """
 
-    def __init__(self, broker: BrokerConfig, topic: str = TELEMETRY_TOPIC) -> None:
+    def __init__(self, broker: BrokerConfig,
+                 topic: str | tuple[str, ...] = TELEMETRY_TOPIC) -> None:
         self.config = broker
+        # One filter, or several (a worker of jinmei.workers: its mines' telemetry topics).
         self.topic = topic
         address = broker_address(broker.url)
         self.host, self.port = address.host, address.port
@@ -137,7 +144,8 @@ class MqttSource:
         self.counters["connections"] += 1
         log.info("connected to %s:%d (session present: %s)", self.host, self.port,
                  flags.session_present)
-        client.subscribe(self.topic, qos=1)
+        topics = (self.topic,) if isinstance(self.topic, str) else self.topic
+        client.subscribe([(t, 1) for t in topics])
         self._connected.set()
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,

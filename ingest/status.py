@@ -24,6 +24,14 @@ start of the run that set it (``last_will: true`` says so); the loss came later.
 
 Before a clean disconnect the explicit ``offline`` is published and its PUBACK awaited (the
 broker drops the will on a clean DISCONNECT, so the explicit reason stays retained).
+
+**Active-active** (README, "Scale-out and high availability"): two instances watching one mine
+share its retained status, so the one that died would leave ``offline`` retained (its Last
+Will, or its stop) while the other still ingests. Each status connection therefore subscribes
+to its mine's status, and an instance that is online answers another instance's ``offline``
+by publishing its own ``online`` (retained) again: the topic says whether the mine is watched,
+and the other's ``offline`` was still published for whoever listens. An instance never answers
+its own messages, and never answers while it is offline itself, so two instances cannot loop.
 """
 
 from __future__ import annotations
@@ -77,6 +85,7 @@ class MineStatus:
         self._pending: list[mqtt.MQTTMessageInfo] = []  # not yet acknowledged
         self._lock = threading.Lock()
         self._closed = False
+        self._online: dict[str, bytes] = {}  # mine → our retained online payload, while online
         for mine in mines:
             # the same login and TLS (CA, client certificate) as the ingest connection
             client = new_client(broker, client_id=f"{broker.client_id}-status-{mine}",
@@ -87,6 +96,8 @@ class MineStatus:
                 "that run of jinmei started", last_will=True), qos=1, retain=True)
             client.reconnect_delay_set(1, 30)
             client.max_queued_messages_set(0)
+            client.on_connect = lambda c, *a, m=mine: c.subscribe(status_topic(m), qos=1)
+            client.on_message = lambda c, u, message, m=mine: self._answer(m, message.payload)
             self._clients[mine] = client
 
     def start(self) -> None:
@@ -97,9 +108,25 @@ class MineStatus:
     def set(self, state: str, reason: str, since_ms: int,
             detail: str = "") -> list[mqtt.MQTTMessageInfo]:
         """Publish this state for every mine (retained, QoS 1; queued while disconnected)."""
-        return [self.publish(status_topic(mine), status_payload(state, reason, since_ms,
-                                                                self.instance, detail),
-                             retain=True) for mine in self._clients]
+        payload = status_payload(state, reason, since_ms, self.instance, detail)
+        with self._lock:
+            self._online = dict.fromkeys(self._clients, payload) if state == "online" else {}
+        return [self.publish(status_topic(mine), payload, retain=True) for mine in self._clients]
+
+    def _answer(self, mine: str, payload: bytes) -> None:
+        """Another instance said ``offline`` for ``mine`` while we ingest it: say online again
+        (on paho's network thread of that mine's connection)."""
+        try:
+            status = json.loads(payload)
+            theirs = status["state"] == "offline" and status["instance"] != self.instance
+        except (ValueError, KeyError, TypeError):
+            return  # not a status (or an empty retained message): nothing to answer
+        with self._lock:
+            ours = self._online.get(mine)
+        if theirs and ours is not None and not self._closed:
+            log.info("status: %s said offline for %s; %s ingests it: online again",
+                     status["instance"], mine, self.instance)
+            self._clients[mine].publish(status_topic(mine), ours, qos=1, retain=True)
 
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> mqtt.MQTTMessageInfo:
         """Publish on the connection of the topic's mine (``jinmei/<mine>/…``), QoS 1."""

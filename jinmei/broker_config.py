@@ -96,11 +96,13 @@ def acl_text(deployment: Deployment) -> str:
              "# An account not named here has no rights. Mosquitto denies what no line allows.",
              "",
              "# jinmei: reads every mine's telemetry; alone writes alerts, rejects, status and",
-             "# notifications (its Last Will on status included).",
+             "# notifications (its Last Will on status included); its instances share the",
+             "# networking lease (ingest/lease.py).",
              f"user {own}",
              "topic read jinmei/+/telemetry/#",
              *(f"topic write jinmei/+/{what}" for what in ("alerts", "rejects", "status")),
-             "topic write jinmei/+/notifications/#"]
+             "topic write jinmei/+/notifications/#",
+             "topic readwrite jinmei/+/networking/lease"]
     for account in deployment.broker.accounts:
         lines += ["", f"# {_describe(account)}", f"user {account.name}",
                   *_rules(account, mines)]

@@ -11,8 +11,9 @@ and the config hash of a deployment), ``-v``.
 Exit codes: 0 success (also when the reader of the output went away, as ``| head`` does),
 1 the job failed (e.g. the demo saw no alert, a service could not be reached), 2 bad
 configuration or arguments (the message names the file and key, or the option), 3 ``jinmei
-run`` stopped itself because a worker thread died or stalled (jinmei.supervisor): the
-supervisor (systemd) should start it again.
+run`` stopped itself because a worker thread died or stalled (jinmei.supervisor), or a worker
+process of ``[ingest] workers`` could not be kept alive (jinmei.workers): the supervisor
+(systemd) should start it again.
 """
 
 from __future__ import annotations
@@ -84,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "(overrides [broker] url)")
     run.add_argument("--store", metavar="URL", help="store, e.g. sqlite:///var/jinmei/readings.db "
                      "or influxdb://host:8086?org=O&bucket=B (overrides [store] url)")
+    run.add_argument("--mines", metavar="A,B", help="run only these mines (ids of the "
+                     "configuration), e.g. to spread mines over machines")
+    # Internal: set by the parent of `[ingest] workers` on the command of worker K.
+    run.add_argument("--worker", type=int, metavar="K", help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser(
@@ -155,17 +160,61 @@ def config_option(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from jinmei.workers import WorkerParent, assign, cores, worker_argv, worker_count
+
+    deployment = _run_deployment(args)
+    if args.worker is not None:
+        return _serve(deployment, args)
+    mine_ids = [m.id for m in deployment.mines]
+    n = worker_count(deployment.ingest.workers, len(mine_ids), cores())
+    if n == 1:
+        return _serve(deployment, args)
+    given = [*(["-v"] if args.verbose else []),
+             *(["--log-format", args.log_format] if getattr(args, "log_format", None) else []),
+             "run",
+             *(["--config", str(args.config)] if args.config else []),
+             *(["--broker", args.broker] if args.broker else []),
+             *(["--store", args.store] if args.store else [])]
+    log.info("jinmei running %d workers for %d mines", n, len(mine_ids))
+    single = Path(deployment.ingest.state_dir) / "alerts.db"
+    if single.exists():
+        log.warning("%s holds the state of a single-process run (open episodes, notifications "
+                    "owed); workers keep theirs in %s/worker-<k> and do not read it: run once "
+                    "with [ingest] workers = 1 to finish it", single, single.parent)
+    return WorkerParent(assign(mine_ids, n),
+                        lambda k, mines: worker_argv(given, k, mines)).run()
+
+
+def _run_deployment(args: argparse.Namespace) -> Deployment:
+    """The deployment ``jinmei run`` serves: the files, ``--broker``/``--store`` over them,
+    only ``--mines`` if given, a worker's own share of state when ``--worker`` (hidden)."""
+    from jinmei.workers import as_worker, select_mines
+
+    deployment = overridden(load_deployment(args.config), args)
+    if args.mines:
+        deployment = select_mines(deployment, args.mines)
+    return deployment if args.worker is None else as_worker(deployment, args.worker)
+
+
+def _serve(deployment: Deployment, args: argparse.Namespace) -> int:
+    """The service in this process until SIGTERM/SIGINT, or until its supervision fails (exit
+    3). SIGHUP reloads the files in place; a worker of a parent (``--worker``) stops on it
+    instead (the parent starts it again on the new files), and when its parent is gone."""
     from jinmei.pipeline import PipelineStats
     from jinmei.reload import reload_service
     from jinmei.service import Service  # imported late: `jinmei config` needs no MQTT stack
     from jinmei.supervisor import Failure
+    from jinmei.workers import telemetry_topics
 
-    deployment = overridden(load_deployment(args.config), args)
+    worker = args.worker is not None
+    parent = os.getppid()
+    topic = telemetry_topics(deployment, not args.mines and not worker)
     stop, reload = threading.Event(), threading.Event()
-    service = Service(deployment, on_alert=log_alert, on_failure=lambda failure: stop.set())
+    service = Service(deployment, on_alert=log_alert, on_failure=lambda failure: stop.set(),
+                      topic=topic)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    signal.signal(signal.SIGHUP, lambda *_: reload.set())
+    signal.signal(signal.SIGHUP, lambda *_: (stop if worker else reload).set())
     service.start()
     # Settings the broker refuses (an untrusted certificate, a wrong password) cannot come
     # right by waiting: say so and stop, rather than start "running" deaf.
@@ -179,13 +228,15 @@ def cmd_run(args: argparse.Namespace) -> int:
                 service.fail(Failure("jinmei-supervisor", "worker_dead",
                                      "the supervisor thread has ended", 0.0))
                 break
+            if worker and os.getppid() != parent:
+                log.error("the parent process is gone: stopping")
+                break
             if reload.is_set():
                 # SIGHUP: re-read the files and swap them in (jinmei/reload.py) from this
                 # thread, so the ingest worker only pauses for the swap itself.
                 reload.clear()
                 log.info("SIGHUP: reloading %s", deployment.source_file)
-                reload_service(service, lambda: overridden(load_deployment(args.config), args),
-                               stop)
+                reload_service(service, lambda: _run_deployment(args), stop)
     finally:
         if service.failure is not None:
             _exit_failed()

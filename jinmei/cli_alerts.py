@@ -16,6 +16,7 @@ import json
 import re
 import sys
 import time
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dt_time
 from pathlib import Path
@@ -28,7 +29,7 @@ from alerts.db import StateDB
 from alerts.outbox import Outbox
 from alerts.record import AlertRecord
 from alerts.silences import Matchers, SilenceBook
-from alerts.wire import encode_alert
+from alerts.wire import Alert, encode_alert
 from config.errors import JinmeiError, UsageError
 from config.loader import LOCAL_TZ, load_deployment
 from config.model import Deployment
@@ -108,13 +109,48 @@ def _state(deployment: Deployment) -> Path:
     return Path(deployment.ingest.state_dir) / "alerts.db"
 
 
-def _record(args: argparse.Namespace) -> tuple[Deployment, AlertRecord]:
+def _states(deployment: Deployment) -> list[Path]:
+    """Every alerts state file of the deployment: ``state_dir``'s and, with ``[ingest]
+    workers``, each worker's (``state_dir/worker-<k>``, jinmei.workers) — those present."""
+    base = Path(deployment.ingest.state_dir)
+    return [p for p in (base / "alerts.db", *sorted(base.glob("worker-*/alerts.db")))
+            if p.exists()]
+
+
+class _Records:
+    """The alert records of every state file, read as one (a mine's episodes are in one)."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.records = [AlertRecord(p) for p in paths]
+
+    def history(self, mine: str | None = None, since_ms: int | None = None) -> list[Alert]:
+        return sorted((a for r in self.records for a in r.history(mine, since_ms)),
+                      key=lambda a: a.ts)
+
+    def open_episodes(self) -> list[Alert]:
+        return [a for r in self.records for a in r.open_episodes()]
+
+    def acknowledgements(self, episodes: Sequence[str] | None = None
+                         ) -> dict[str, tuple[str, int, str]]:
+        return {k: v for r in self.records for k, v in r.acknowledgements(episodes).items()}
+
+    def config_hashes(self) -> dict[tuple[str, str, int], str]:
+        return {k: v for r in self.records for k, v in r.config_hashes().items()}
+
+    def causes(self) -> dict[str, tuple[str, str, str, int]]:
+        return {k: v for r in self.records for k, v in r.causes().items()}
+
+    def acknowledge(self, episode: str, by: str, now_ms: int, note: str = "") -> bool:
+        return any([r.acknowledge(episode, by, now_ms, note) for r in self.records])
+
+
+def _record(args: argparse.Namespace) -> tuple[Deployment, _Records]:
     deployment = load_deployment(args.config)
-    path = _state(deployment)
-    if not path.exists():
-        raise JinmeiError(f"no alert record at {path}: has the service run with this "
-                          "configuration?")
-    return deployment, AlertRecord(path)
+    paths = _states(deployment)
+    if not paths:
+        raise JinmeiError(f"no alert record at {_state(deployment)}: has the service run with "
+                          "this configuration?")
+    return deployment, _Records(paths)
 
 
 def parse_when(text: str, option: str) -> int:
@@ -201,7 +237,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     deployment, record = _record(args)
-    db = StateDB(_state(deployment))
+    dbs = [StateDB(p) for p in _states(deployment)]
     acks = record.acknowledgements()
     zones = _zones(deployment)
     local = ZoneInfo(deployment.mines[0].timezone or LOCAL_TZ) if deployment.mines \
@@ -213,17 +249,21 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"  {a.severity:<8} {_local(a.started_at, zones.get(a.mine, local))} {a.id} "
               f"{a.mine}/{a.sensor} {a.rule} {state}: {a.message.splitlines()[0]}")
     print("pending:")
-    for sensor, rule, condition, held, due_at, _ in db.query("SELECT * FROM alert_hold"):
+    holding = [db for db in dbs if db.query("SELECT 1 FROM sqlite_master WHERE name = ?",
+                                            ("alert_hold",))]  # none before the service ran
+    for sensor, rule, condition, held, due_at, _ in (
+            row for db in holding for row in db.query("SELECT * FROM alert_hold")):
         print(f"  {sensor} {rule}/{condition} {held} until {_local(due_at, local)}")
     now = _now_ms()
     print("silences:")
-    for s in SilenceBook(db).all():
+    # Each silence is in every state file (cmd_silence): show it once.
+    for s in {s.id: s for db in dbs for s in SilenceBook(db).all()}.values():
         if s.ends_at > now:
             zone = zones.get(s.matchers.mine, local)
             print(f"  {s.id} {s.matchers.describe()} {_local(s.starts_at, zone)} – "
                   f"{_local(s.ends_at, zone)} by {s.created_by}: {s.comment}")
     print("undelivered notifications:")
-    for row in Outbox(db).owed():
+    for row in (row for db in dbs for row in Outbox(db).owed()):
         print(f"  {row.key} to {row.receiver}: {row.attempts} attempts; {row.last_error}")
     return 0
 
@@ -249,8 +289,10 @@ def cmd_silence(args: argparse.Namespace) -> int:
     matchers = Matchers(args.mine, args.sensor, args.kind, args.rule, args.severity, args.area)
     check_matchers(deployment, matchers)
     _state(deployment).parent.mkdir(parents=True, exist_ok=True)
-    book = SilenceBook(StateDB(_state(deployment)))
-    silence = book.add(matchers, start, end, args.by, args.reason, _now_ms())
+    now = _now_ms()  # one id in every state file: a silence's id is a digest of this too
+    for path in _states(deployment) or [_state(deployment)]:
+        silence = SilenceBook(StateDB(path)).add(matchers, start, end, args.by, args.reason,
+                                                 now)
     zone = _zones(deployment).get(args.mine, ZoneInfo(LOCAL_TZ))
     print(f"silence {silence.id}: {matchers.describe()} from {_local(start, zone)} "
           f"until {_local(end, zone)}")
@@ -283,7 +325,8 @@ def check_matchers(deployment: Deployment, matchers: Matchers) -> None:
 
 def cmd_unsilence(args: argparse.Namespace) -> int:
     deployment = load_deployment(args.config)
-    if not SilenceBook(StateDB(_state(deployment))).end(args.id, _now_ms()):
+    now = _now_ms()
+    if not any([SilenceBook(StateDB(p)).end(args.id, now) for p in _states(deployment)]):
         print(f"{args.id}: no such silence in force or to come", file=sys.stderr)
         return 1
     print(f"silence {args.id} ended")

@@ -3,8 +3,9 @@
 :class:`Service` owns the long-lived parts — MQTT source, store, alert record, pipeline worker —
 and starts and stops them in the right order: ``start`` connects and launches the worker and
 the alert delivery thread (``alerts.outbox``), with ``[networking] enabled`` the regulator
-networking thread (``networking.worker``: data files written and uploaded), and with
-``[http] listen`` the operator endpoint (``jinmei.http``); ``stop`` stops
+networking thread (``networking.worker``: data files written and uploaded — by one
+active-active instance at a time, the lease of :mod:`ingest.lease`), and with ``[http] listen``
+the operator endpoint (``jinmei.http``); ``stop`` stops
 taking messages, lets the worker finish its batch, stops the other threads (what they still
 owe stays in the outbox and the upload queue for the next start), then closes the store
 (which flushes what it can) and the record.
@@ -59,7 +60,8 @@ from config.loader import deployment_limits
 from config.model import Deployment
 from detectors.suite import DetectorSuite
 from ingest.influx import InfluxSink
-from ingest.mqtt import MqttSource
+from ingest.lease import Lease, lease_topic
+from ingest.mqtt import TELEMETRY_TOPIC, MqttSource
 from ingest.sink import open_sink
 from ingest.status import MineStatus
 from jinmei.http import ops_server
@@ -104,9 +106,11 @@ def delivery_worker(deployment: Deployment, dispatcher: AlertDispatcher,
 
 
 def networking_worker(deployment: Deployment, record: AlertRecord,
-                      clock: Callable[[], float]) -> NetworkingWorker | None:
+                      clock: Callable[[], float],
+                      active: Callable[[float], bool] | None = None) -> NetworkingWorker | None:
     """The regulator networking thread's worker, when ``[networking] enabled`` (else None):
-    data files into ``state_dir/networking`` and up to ``[networking] url``."""
+    data files into ``state_dir/networking`` and up to ``[networking] url``, while
+    ``active(now)`` (the lease: one active-active instance at a time)."""
     config = deployment.networking
     if not config.enabled:
         return None
@@ -115,7 +119,7 @@ def networking_worker(deployment: Deployment, record: AlertRecord,
     target = open_target(config.url, config.password, config.known_hosts,
                          config.ca_file) if config.url else None
     return NetworkingWorker(deployment, deployment_limits(deployment).kinds, queue, target,
-                            record, clock)
+                            record, clock, active)
 
 
 class Service:
@@ -123,23 +127,33 @@ class Service:
 
     ``on_failure`` is called (on the supervisor's thread) once a watched thread died or
     stalled, after the failure was reported; ``failure`` then says which and why.
-    ``detectors``: see :class:`Pipeline`.
+    ``detectors``: see :class:`Pipeline`. ``topic``: the telemetry filter(s) to subscribe to (a
+    worker of :mod:`jinmei.workers`: its mines').
     """
 
     def __init__(self, deployment: Deployment, *,
                  on_alert: Callable[[Alert], None] | None = None,
                  on_failure: Callable[[Failure], None] | None = None,
                  clock: Callable[[], float] = time.time,
-                 detectors: DetectorSuite | None = None) -> None:
+                 detectors: DetectorSuite | None = None,
+                 topic: str | tuple[str, ...] = TELEMETRY_TOPIC) -> None:
         state_dir = Path(deployment.ingest.state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
         self.deployment = deployment
         self.clock = clock
-        self.source = MqttSource(deployment.broker)
+        self.source = MqttSource(deployment.broker, topic)
         self.sink = open_sink(deployment.store.url, deployment.registry, state_dir=state_dir,
                               influx_token=deployment.store.influx_token)
         self.record = AlertRecord(state_dir / "alerts.db")
-        self.networking = networking_worker(deployment, self.record, clock)
+        self.instance = f"{deployment.broker.client_id}@{socket.gethostname()}"
+        # Networking files are written by one of the instances watching these mines at a time;
+        # the lease needs MQTT 5 (Message Expiry): on a 3.1.1 broker networking always runs.
+        self.lease = (Lease(deployment.broker, lease_topic([m.id for m in deployment.mines]),
+                            self.instance)
+                      if deployment.networking.enabled and deployment.broker.protocol == "5"
+                      else None)
+        self.networking = networking_worker(deployment, self.record, clock,
+                                            self.lease.held if self.lease else None)
         self.pipeline = Pipeline(deployment, self.source, self.sink, self.record,
                                  names_from_limits(deployment), clock=clock, on_alert=on_alert,
                                  on_stored=self.networking.observe if self.networking else None,
@@ -152,7 +166,6 @@ class Service:
         self._networking_stop = threading.Event()  # its own: a reload replaces the thread
         self._networking_thread = self._networking_thread_for(self.networking)
         self._switch_interval_before: float | None = None
-        self.instance = f"{deployment.broker.client_id}@{socket.gethostname()}"
         self.status = MineStatus(deployment.broker, [m.id for m in deployment.mines],
                                  self.instance)
         self.system = SystemAlerts(deployment.mines, deployment.alerts.routes,
@@ -210,6 +223,8 @@ class Service:
         self.source.start()
         self.delivery.start()
         self._worker.start()
+        if self.lease is not None:
+            self.lease.start()
         self._networking_thread.start()
         self.supervisor.start()
         self._started = True
@@ -226,6 +241,8 @@ class Service:
         self._networking_stop.set()
         self._worker.join()
         self._networking_thread.join()
+        if self.lease is not None:
+            self.lease.close()
         self.delivery.stop()
         if self.notify_mqtt is not None:
             self.notify_mqtt.close()

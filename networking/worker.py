@@ -75,8 +75,12 @@ def queue_definitions(deployment: Deployment, kinds: Mapping[str, KindInfo],
 class NetworkingWorker:
     def __init__(self, deployment: Deployment, kinds: Mapping[str, KindInfo],
                  queue: UploadQueue, target: Target | None, record: AlertRecord | None,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float],
+                 active: Callable[[float], bool] | None = None) -> None:
+        """``active(now)``: whether this instance does the networking now (the lease of
+        active-active instances, ``ingest.lease``); None: always."""
         self.deployment, self.kinds, self.queue = deployment, kinds, queue
+        self.active = active
         self.target, self.record, self.clock = target, record, clock
         self.config = deployment.networking
         registry = deployment.registry
@@ -255,12 +259,31 @@ class NetworkingWorker:
             [event.max, event.min, event.mean, int(self.clock() * 1000)]))
         return event
 
+    def standby(self, now: float) -> None:
+        """Another instance does the networking: write nothing, keep only the current
+        5-minute window's readings (a takeover writes its statistics), and check the
+        definitions again on taking over."""
+        now_ms = int(now * 1000)
+        start = now_ms - now_ms % WINDOW_MS
+        if self._window_start is None or start > self._window_start:
+            with self._lock:
+                batch = ReadingBatch.concat(self._window)
+                keep = batch.ts >= start
+                self._window = [ReadingBatch(batch.sensor[keep], batch.ts[keep],
+                                             batch.value[keep], batch.status[keep])]
+            self._window_start = start
+        self._started = False
+
     def run(self, stop: threading.Event) -> None:
         """Tick once a second until ``stop``; then close the queue and the event store."""
         while not stop.is_set():
             self.heartbeat = time.monotonic()
             try:
-                self.tick(self.clock())
+                now = self.clock()
+                if self.active is None or self.active(now):
+                    self.tick(now)
+                else:
+                    self.standby(now)
             except Exception:  # the networking thread must never take the service down
                 log.exception("networking tick failed; retrying in a second")
             stop.wait(1.0)

@@ -10,6 +10,8 @@ missing=()
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v victoria-metrics >/dev/null || missing+=(victoria-metrics)
 command -v influxd >/dev/null || missing+=(influxdb)
+# The clustered broker of tests/test_cluster.py (NATS JetStream with its MQTT adapter).
+command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
 # A CJK font, so that the daily report's plot draws its Chinese title and labels.
 [ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || missing+=(fonts-wqy-microhei)
 # The browser the console tests drive (Selenium, pointed at /usr/bin/chromedriver: Selenium

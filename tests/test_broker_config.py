@@ -66,6 +66,7 @@ def test_the_acl_gives_each_account_only_its_role(tmp_path: Path) -> None:
         "topic write jinmei/+/rejects",
         "topic write jinmei/+/status",
         "topic write jinmei/+/notifications/#",
+        "topic readwrite jinmei/+/networking/lease",
         "user gw-dayan",
         "topic write jinmei/dayan/telemetry/#",
         "user gw-qipanjing-s01",

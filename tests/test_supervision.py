@@ -109,6 +109,7 @@ def write_config(tmp_path: Path, webhook: ScriptedServer) -> Path:
         '[broker]\nclient_id = "jinmei-supervised"\n'
         f'[ingest]\nstate_dir = "{tmp_path / "state"}"\n'
         "stall_s = 2.0\noffline_after_s = 2.0\nstore_fault_after_s = 1.0\n"
+        "workers = 1\n"  # the single process's own supervision (tests/test_workers.py: N)
         '[[alerts.receivers]]\nname = "regulator"\nchannel = "webhook"\n'
         f'url = "{webhook.url}"\n'
         'unsigned = true\n'  # the test receiver does not check signatures

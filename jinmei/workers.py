@@ -1,0 +1,256 @@
+"""Workers by mine: ``jinmei run`` on every core, and on several machines by configuration.
+
+One ``jinmei run`` process decodes, detects and stores on one core (the interpreter lock).
+With ``[ingest] workers = N`` (default 0: one per core, never more than there are mines) the
+command becomes a parent that starts N worker processes, each the whole single-process
+service (:class:`jinmei.service.Service`) for a fixed subset of the mines:
+
+- **Assignment** (:func:`assign`): the sorted mine ids dealt round-robin — stable for a given
+  configuration and N, predictable by an operator, and logged at start (``worker 0: dayan,
+  …``). Changing N or the mine list moves mines between workers (see "Sessions" below).
+- **Its own everything**: MQTT session ``<client_id>-<its mines>-w<k>`` subscribed only to
+  ``jinmei/<mine>/telemetry/#`` of its mines (so a mine's unacknowledged messages wait in that
+  worker's session while it is restarted), detector state, alert record, alert outbox and
+  system alerts, and the InfluxDB spool, all under ``<state_dir>/worker-<k>/``. Telemetry of a
+  mine that is not configured reaches no worker (with one process, ``jinmei/+/telemetry/#``
+  rejects it as ``unknown_mine``).
+- **The SQLite store is shared**: every worker writes the one ``[store] url`` file (WAL; a
+  writer waits up to 10 s for the other's commit — ``ingest.sqlite.connect_durable``), so
+  Grafana, ``jinmei report`` and every reader of readings find all mines in one place. Writes
+  to one SQLite file are serialized: measured in bench/RESULTS.md ("Third session"), the
+  InfluxDB store is the one that scales with workers.
+- **Readers of the alert state**: ``jinmei alerts`` and ``jinmei report daily`` read every
+  worker's state file, and a silence is written to each (jinmei.cli_alerts);
+  ``jinmei networking status|export`` still use ``<state_dir>/networking`` only (README).
+
+The parent supervises: a worker that exits — any code, 3 (its own supervision failed) or
+killed — is started again after a backoff (``RESTART_MIN_S`` doubling to ``RESTART_MAX_S``);
+more than ``RESTART_LIMIT`` exits of one worker within ``RESTART_WINDOW_S`` and the parent
+stops the others and exits with :data:`~jinmei.supervisor.EXIT_FAILED` (3), for systemd to
+restart the whole. SIGTERM and SIGINT are forwarded and the parent waits for every worker's
+clean stop (batch finished and acknowledged); SIGHUP is forwarded and each worker stops
+cleanly and is started again at once, rereading the configuration (the assignment stays the
+one computed at the parent's start). A worker whose parent is gone (``kill -9`` of the parent)
+stops by itself within a second.
+
+``jinmei run --mines a,b`` runs only the named mines (spread mines over machines by
+configuration; an unknown id exits 2 naming the configured ones); its MQTT session is
+``<client_id>-<a+b>`` (a digest of the ids when they are many) so machines sharing a
+configuration file do not take over each other's session, and its workers split those mines.
+
+Sessions: a worker's session holds what its mines' publishers sent while it was away. If N or
+the mine list changes, a mine may move to a worker with another session; what the old session
+still holds is not taken over (the old session expires after a week). Stop publishers or let
+the service drain before changing either.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from config.errors import UsageError
+from config.model import Deployment
+from ingest.mqtt import TELEMETRY_TOPIC, mine_topic
+from jinmei.supervisor import EXIT_FAILED
+
+__all__ = ["RESTART_LIMIT", "RESTART_WINDOW_S", "WorkerParent", "as_worker", "assign",
+           "cores", "select_mines", "telemetry_topics", "worker_count"]
+
+log = logging.getLogger(__name__)
+
+# jinmei's own restart policy, after systemd's StartLimitBurst: a worker that keeps dying is a
+# fault to report (exit 3), not to hide behind endless restarts.
+RESTART_MIN_S, RESTART_MAX_S = 0.5, 30.0
+RESTART_LIMIT, RESTART_WINDOW_S = 5, 300.0
+STABLE_S = 60.0  # a worker that ran this long starts its backoff again from RESTART_MIN_S
+STOP_WAIT_S = 60.0  # a clean stop finishes a batch; past this the worker is killed
+POLL_S = 0.2
+MAX_ID_PART = 40  # mine ids in a session id: beyond this, a digest of them
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
+def assign(mine_ids: Sequence[str], n: int) -> tuple[tuple[str, ...], ...]:
+    """The mines of each of ``n`` workers: sorted ids dealt round-robin.
+
+    >>> assign(["qipanjing", "dayan", "wuhai"], 2)
+    (('dayan', 'wuhai'), ('qipanjing',))
+    """
+    ordered = sorted(mine_ids)
+    return tuple(tuple(ordered[k::n]) for k in range(n))
+
+
+def worker_count(configured: int, n_mines: int, available: int) -> int:
+    """Workers to run: the configured number (0: one per core), at most one per mine."""
+    return max(1, min(configured or available, n_mines))
+
+
+def select_mines(deployment: Deployment, names: str) -> Deployment:
+    """The deployment with only the mines named in ``--mines a,b`` (in the configured order)."""
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    known = [m.id for m in deployment.mines]
+    unknown = [n for n in wanted if n not in known]
+    if not wanted or unknown:
+        what = f"unknown mine {', '.join(map(repr, unknown))}" if unknown else "no mine named"
+        raise UsageError("--mines", f"{what}; the configuration has {', '.join(known)}")
+    mines = tuple(m for m in deployment.mines if m.id in wanted)
+    names = "+".join(m.id for m in mines)
+    if len(names) > MAX_ID_PART:  # many mines: a digest keeps the session id short
+        names = "m" + hashlib.sha256(names.encode()).hexdigest()[:12]
+    broker = dataclasses.replace(deployment.broker,
+                                 client_id=f"{deployment.broker.client_id}-{names}")
+    return dataclasses.replace(deployment, mines=mines, broker=broker)
+
+
+def as_worker(deployment: Deployment, index: int) -> Deployment:
+    """Worker ``index``'s deployment: its own session id and state folder, and no operator
+    endpoint (N workers cannot share its port, and the parent does not serve it yet; the
+    caller has already kept only its mines with :func:`select_mines`)."""
+    broker = dataclasses.replace(deployment.broker,
+                                 client_id=f"{deployment.broker.client_id}-w{index}")
+    ingest = dataclasses.replace(deployment.ingest, workers=1,
+                                 state_dir=str(Path(deployment.ingest.state_dir) /
+                                               f"worker-{index}"))
+    return dataclasses.replace(deployment, broker=broker, ingest=ingest,
+                               http=dataclasses.replace(deployment.http, listen=""))
+
+
+def telemetry_topics(deployment: Deployment, every_mine: bool) -> str | tuple[str, ...]:
+    """What to subscribe to: everything (so unknown mines are rejected with their reason)
+    for the whole deployment in one process, else only the deployment's mines."""
+    return TELEMETRY_TOPIC if every_mine else tuple(mine_topic(m.id) for m in deployment.mines)
+
+
+@dataclass
+class _Slot:
+    """One worker: its mines, its process and its restart history."""
+
+    index: int
+    mines: tuple[str, ...]
+    process: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    exits: deque[float] = field(default_factory=deque)
+    backoff_s: float = RESTART_MIN_S
+    start_at: float = 0.0  # monotonic time of the next start while not running
+    reload: bool = False  # stopped on purpose by SIGHUP: start again at once
+
+
+class WorkerParent:
+    """Starts and keeps alive one ``jinmei run --mines … --worker k`` process per share.
+
+    ``command(index, mines)`` is the worker's argv. :meth:`run` returns the parent's exit code:
+    0 after a forwarded SIGTERM/SIGINT, :data:`EXIT_FAILED` when a worker cannot be kept alive.
+    """
+
+    def __init__(self, shares: Sequence[tuple[str, ...]],
+                 command: Callable[[int, tuple[str, ...]], list[str]]) -> None:
+        self.slots = [_Slot(k, mines) for k, mines in enumerate(shares)]
+        self.command = command
+        self._stopping: int | None = None  # the signal that asked us to stop
+        self._reload = False
+
+    def _signal(self, signum: int, frame: object) -> None:
+        if signum == signal.SIGHUP:
+            self._reload = True
+        else:
+            self._stopping = signum
+
+    def run(self) -> int:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._signal)
+        for slot in self.slots:
+            log.info("worker %d: %s", slot.index, ", ".join(slot.mines))
+            self._start(slot)
+        while self._stopping is None:
+            time.sleep(POLL_S)
+            if self._reload:
+                self._reload = False
+                self._forward(signal.SIGHUP, reload=True)
+            for slot in self.slots:
+                if not self._keep(slot, time.monotonic()):
+                    log.critical("worker %d (%s) exited %d times within %.0f s: giving up; "
+                                 "stopping the other workers and exiting %d", slot.index,
+                                 ", ".join(slot.mines), len(slot.exits), RESTART_WINDOW_S,
+                                 EXIT_FAILED)
+                    self._stop_all(signal.SIGTERM)
+                    return EXIT_FAILED
+        log.info("%s: stopping %d workers", signal.Signals(self._stopping).name,
+                 len(self.slots))
+        return 0 if self._stop_all(self._stopping) else 1
+
+    def _start(self, slot: _Slot) -> None:
+        slot.process = subprocess.Popen(self.command(slot.index, slot.mines))
+        slot.started = time.monotonic()
+        slot.reload = False
+
+    def _keep(self, slot: _Slot, now: float) -> bool:
+        """Start ``slot`` again if it is due; False once it cannot be kept alive."""
+        process = slot.process
+        if process is not None:
+            code = process.poll()
+            if code is None:
+                return True
+            slot.process = None
+            if slot.reload and code == 0:
+                slot.start_at = now
+            else:
+                if now - slot.started >= STABLE_S:
+                    slot.backoff_s = RESTART_MIN_S
+                slot.exits.append(now)
+                while slot.exits and now - slot.exits[0] > RESTART_WINDOW_S:
+                    slot.exits.popleft()
+                if len(slot.exits) > RESTART_LIMIT:
+                    return False
+                how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"code {code}"
+                log.error("worker %d (%s) exited (%s); starting it again in %.1f s",
+                          slot.index, ", ".join(slot.mines), how, slot.backoff_s)
+                slot.start_at = now + slot.backoff_s
+                slot.backoff_s = min(slot.backoff_s * 2, RESTART_MAX_S)
+        if now >= slot.start_at:
+            self._start(slot)
+        return True
+
+    def _forward(self, signum: int, *, reload: bool = False) -> None:
+        for slot in self.slots:
+            if slot.process is not None and slot.process.poll() is None:
+                slot.reload = reload
+                slot.process.send_signal(signum)
+
+    def _stop_all(self, signum: int) -> bool:
+        """Forward ``signum`` and wait for every worker; True if all stopped cleanly."""
+        self._forward(signum)
+        clean = True
+        deadline = time.monotonic() + STOP_WAIT_S
+        for slot in self.slots:
+            if slot.process is None:
+                continue
+            try:
+                code = slot.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.error("worker %d did not stop within %.0f s: killing it", slot.index,
+                          STOP_WAIT_S)
+                slot.process.kill()
+                code = slot.process.wait()
+            clean = clean and code == 0
+        return clean
+
+
+def worker_argv(argv: Sequence[str], index: int, mines: tuple[str, ...]) -> list[str]:
+    """The command line of worker ``index``: this interpreter, ``jinmei run`` with the
+    options the parent was given, and the worker's mines."""
+    return [sys.executable, "-m", "jinmei.cli", *argv, "--mines", ",".join(mines),
+            "--worker", str(index)]
