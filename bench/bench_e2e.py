@@ -83,7 +83,7 @@ def workload(args: argparse.Namespace) -> list[Message]:
 def run_jinmei(args: argparse.Namespace, messages: list[Message]) -> float:
     total = sum(m.readings for m in messages)
     with tempfile.TemporaryDirectory() as tmp, \
-            running_service(Path(tmp), args.sensors, args.store) as (broker, service):
+            running_service(Path(tmp), args.sensors, args.store, args.protocol) as (broker, service):
         stats = service.pipeline.stats
         elapsed = timed_publish(messages, broker.url, args.publishers,
                                 lambda: sum(stats.readings_by_mine.values()) >= total)
@@ -92,7 +92,7 @@ def run_jinmei(args: argparse.Namespace, messages: list[Message]) -> float:
             sink = service.sink.stats()
             note += (f"; spool: {sink['delivered']:,} lines delivered to VictoriaMetrics, "
                      f"{sink['pending']} chunks pending")
-    print(f"  jinmei ({args.store}): {total / elapsed:,.0f} readings/s, "
+    print(f"  jinmei ({args.store}, MQTT {args.protocol}): {total / elapsed:,.0f} readings/s, "
           f"{len(messages) / elapsed:,.0f} messages/s ({note})", flush=True)
     return total / elapsed
 
@@ -130,6 +130,8 @@ def main() -> None:
     parser.add_argument("--sensors", type=int, default=10_000)
     parser.add_argument("--publishers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--protocol", choices=("5", "3.1.1"), default="5",
+                        help="jinmei's broker.protocol")
     parser.add_argument("--subscribers", default="jinmei",
                         help=f"comma-separated, of {', '.join(SUBSCRIBERS)}")
     args = parser.parse_args()

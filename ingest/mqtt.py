@@ -54,6 +54,7 @@ from paho.mqtt.properties import Properties
 
 from config.errors import ConfigError
 from config.model import BrokerConfig
+from ingest import mqtt_fast
 
 __all__ = ["TELEMETRY_TOPIC", "Inbound", "MqttSource", "broker_address"]
 
@@ -178,6 +179,7 @@ class MqttSource:
 
     def _serve(self) -> None:
         """The network thread: connect (again), read the socket, serve the request queue."""
+        mqtt_fast.install()  # MQTT 5 PUBLISHes without a Properties object each
         delay, need_connect = RECONNECT_MIN_S, True
         while not self._closing.is_set():
             self.heartbeat = time.monotonic()
