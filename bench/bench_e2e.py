@@ -82,8 +82,8 @@ def workload(args: argparse.Namespace) -> list[Message]:
 
 def run_jinmei(args: argparse.Namespace, messages: list[Message]) -> float:
     total = sum(m.readings for m in messages)
-    with tempfile.TemporaryDirectory() as tmp, \
-            running_service(Path(tmp), args.sensors, args.store, args.protocol) as (broker, service):
+    with tempfile.TemporaryDirectory() as tmp, running_service(
+            Path(tmp), args.sensors, args.store, args.protocol) as (broker, service):
         stats = service.pipeline.stats
         elapsed = timed_publish(messages, broker.url, args.publishers,
                                 lambda: sum(stats.readings_by_mine.values()) >= total)

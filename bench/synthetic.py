@@ -90,7 +90,8 @@ def running_service(work: Path, n_sensors: int, store: str = "sqlite",
         else:
             url = f"sqlite:///{work / 'readings.db'}"
         service = Service(synthetic_deployment(
-            n_sensors, broker=BrokerConfig(url=broker.url, client_id="bench-ingest", protocol=protocol),
+            n_sensors,
+            broker=BrokerConfig(url=broker.url, client_id="bench-ingest", protocol=protocol),
             store=StoreConfig(url=url), ingest=IngestConfig(state_dir=str(work / "state"))))
         assert service.start(wait_subscribed_s=10)
         stack.callback(service.stop)
