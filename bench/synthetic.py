@@ -78,10 +78,11 @@ def payloads(mine: Mine, rounds: int, start_ms: int, per_message: int = PER_SUBS
 
 
 @contextlib.contextmanager
-def running_service(work: Path, n_sensors: int, store: str = "sqlite") -> Iterator[
-        tuple[Mosquitto, Service]]:
+def running_service(work: Path, n_sensors: int, store: str = "sqlite",
+                    protocol: str = "5") -> Iterator[tuple[Mosquitto, Service]]:
     """A Mosquitto (deploy/mosquitto.conf limits) and the service on the synthetic mine, storing
-    into SQLite or, with ``store="influx"``, through the InfluxDB sink to a VictoriaMetrics."""
+    into SQLite or, with ``store="influx"``, through the InfluxDB sink to a VictoriaMetrics;
+    ``protocol`` is ``broker.protocol`` ("5" or "3.1.1")."""
     with contextlib.ExitStack() as stack:
         broker = Mosquitto(work)
         broker.start()
@@ -92,7 +93,8 @@ def running_service(work: Path, n_sensors: int, store: str = "sqlite") -> Iterat
         else:
             url = f"sqlite:///{work / 'readings.db'}"
         service = Service(synthetic_deployment(
-            n_sensors, broker=BrokerConfig(url=broker.url, client_id="bench-ingest"),
+            n_sensors,
+            broker=BrokerConfig(url=broker.url, client_id="bench-ingest", protocol=protocol),
             store=StoreConfig(url=url), ingest=IngestConfig(state_dir=str(work / "state"))))
         assert service.start(wait_subscribed_s=10)
         stack.callback(service.stop)

@@ -191,6 +191,10 @@ class StoreConfig:
 class IngestConfig:
     """How the ingest worker batches and what it refuses, and when jinmei calls itself blind.
 
+    ``batch_max_messages``: the most messages one batch (one commit) takes; a batch holds
+    what arrived while the worker was busy, so it grows with the load by itself.
+    ``batch_wait_ms`` (jinmei's own): how long the worker waits for a first message when none
+    has arrived before it does its periodic work; never a wait for a batch to fill.
     ``stall_s`` (jinmei's own): a worker thread that has work and does not come back to its
     loop for this long is stalled, and the service exits to be restarted — three times the
     10 s bound of any one wait in a turn (SQLite busy, webhook, InfluxDB request).

@@ -55,6 +55,7 @@ from paho.mqtt.properties import Properties
 
 from config.broker import broker_address, explain_failure, explain_refusal, new_client
 from config.model import BrokerConfig
+from ingest import mqtt_fast
 
 __all__ = ["TELEMETRY_TOPIC", "Inbound", "MqttSource", "mine_topic"]
 
@@ -99,12 +100,10 @@ class MqttSource:
         self.topic = topic
         address = broker_address(broker.url)
         self.host, self.port = address.host, address.port
-        # What each socket read brought, with its monotonic arrival time: one hand-off per
-        # read, not one per message.
-        self._inbox: queue.SimpleQueue[tuple[float, list[Inbound]]] = queue.SimpleQueue()
+        # What each socket read brought: one hand-off per read, not one per message.
+        self._inbox: queue.SimpleQueue[list[Inbound]] = queue.SimpleQueue()
         self._arrived: list[Inbound] = []  # filled by the paho callback during one read
-        # Taken from the inbox beyond a batch's size, and when they arrived.
-        self._held: tuple[float, list[Inbound]] = (0.0, [])
+        self._held: list[Inbound] = []  # taken from the inbox beyond a batch's size
         self._requests: queue.SimpleQueue[Callable[[], object]] = queue.SimpleQueue()
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="jinmei-mqtt", daemon=True)
@@ -180,6 +179,7 @@ class MqttSource:
 
     def _serve(self) -> None:
         """The network thread: connect (again), read the socket, serve the request queue."""
+        mqtt_fast.install()  # MQTT 5 PUBLISHes without a Properties object each
         delay, need_connect = RECONNECT_MIN_S, True
         while not self._closing.is_set():
             self.heartbeat = time.monotonic()
@@ -226,7 +226,7 @@ class MqttSource:
         if readable or pending:
             rc = self._read(client)
             if self._arrived:
-                self._inbox.put((time.monotonic(), self._arrived))
+                self._inbox.put(self._arrived)
                 self._arrived = []
             if rc != mqtt.MQTT_ERR_SUCCESS:
                 return rc
@@ -269,24 +269,26 @@ class MqttSource:
         return self._subscribed.wait(timeout)
 
     def take(self, max_messages: int, wait_s: float) -> list[Inbound]:
-        """A batch of ``max_messages`` messages, or fewer once its first has waited ``wait_s``
-        since it arrived ([] when none comes within ``wait_s``): under load one commit then
-        carries many messages (one reading each: 24 → 15 µs of worker time a message)."""
-        (arrived, batch), self._held = self._held, (0.0, [])
+        """What has arrived, up to ``max_messages`` in arrival order, without waiting for more;
+        only when nothing has, the first read to come within ``wait_s`` ([] if none does).
+
+        Adaptive batching: a batch closes when the worker is ready for it, not after a fixed
+        wait. A lone reading is handled at once (publish → alert in milliseconds, not the
+        tens a fixed wait for followers cost); under load, what arrived while the worker
+        committed the previous batch makes the next, so batches grow by themselves and one
+        commit carries many messages."""
+        batch, self._held = self._held, []
         if not batch:
             try:
-                arrived, batch = self._inbox.get(timeout=wait_s)
+                batch = self._inbox.get(timeout=wait_s)
             except queue.Empty:
                 return []
-        deadline, last = arrived + wait_s, arrived
         while len(batch) < max_messages:
             try:
-                last, more = self._inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+                batch += self._inbox.get_nowait()
             except queue.Empty:
                 break
-            batch += more
-        # What is beyond the batch came with the last read taken.
-        batch, self._held = batch[:max_messages], (last, batch[max_messages:])
+        batch, self._held = batch[:max_messages], batch[max_messages:]
         self.counters["received"] += len(batch)
         return batch
 

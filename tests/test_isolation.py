@@ -259,12 +259,13 @@ def test_a_full_filesystem_holds_the_readings_until_space_returns(
 
 def test_a_batch_the_store_refuses_for_good_is_set_aside_and_the_next_ones_flow(
         mosquitto: Mosquitto, listener: Listener, tmp_path: Path) -> None:
-    """The real SQLite refuses: a trigger on the readings table aborts any row of one sensor
+    """The real SQLite refuses: a trigger on the readings' table aborts any row of one sensor
     (SQLITE_CONSTRAINT), as a constraint the data breaks would."""
     deployment = deployment_for(mosquitto, tmp_path, client_id="jinmei-refused")
     service = Service(deployment)
     with sqlite3.connect(tmp_path / "readings.db") as db:
-        db.execute("CREATE TRIGGER refuse BEFORE INSERT ON reading WHEN NEW.sensor = 'T1-1101' "
+        db.execute("CREATE TRIGGER refuse BEFORE INSERT ON reading_data WHEN NEW.sensor_id IN "
+                   "(SELECT id FROM sensor WHERE sensor = 'T1-1101') "
                    "BEGIN SELECT RAISE(ABORT, 'T1-1101 refused by the store'); END")
     assert service.start(wait_subscribed_s=10)
     start_ms = int(time.time() * 1000) - 60_000

@@ -166,6 +166,26 @@ def test_methane_rise_is_stored_and_raises_then_resolves_alerts(
     assert ("limit_power_off", "firing") in states and ("limit_power_off", "resolved") in states
 
 
+def test_a_lone_reading_is_alerted_at_once_not_after_batch_wait_ms(
+        mosquitto: Mosquitto, listener: Listener, tmp_path: Path) -> None:
+    """Adaptive batching: one power-off reading, alone, is handled when it arrives; a fixed
+    batch would have held it ``batch_wait_ms`` (8 s here) for followers."""
+    deployment = deployment_for(mosquitto, tmp_path)
+    deployment = dataclasses.replace(
+        deployment, ingest=dataclasses.replace(deployment.ingest, batch_wait_ms=8_000))
+    service = Service(deployment)
+    assert service.start(wait_subscribed_s=10)
+    try:
+        sent = time.monotonic()
+        send(mosquitto, [("jinmei/qipanjing/telemetry/S01",
+                          encode_telemetry(int(time.time() * 1000), [(T1, 1.62, "ok")]))])
+        listener.wait_for(lambda m: m[1].get("rule") == "limit_power_off", timeout=15)
+        took = time.monotonic() - sent
+    finally:
+        service.stop()
+    assert took < 4.0  # generous for a busy machine (milliseconds on a quiet one)
+
+
 def test_bad_input_is_republished_with_its_reason_and_good_readings_kept(
         mosquitto: Mosquitto, listener: Listener, tmp_path: Path) -> None:
     service = Service(deployment_for(mosquitto, tmp_path))

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import ingest.sqlite as sqlite_module
 from alerts.wire import Alert, encode_alert
 from config.errors import ConfigError, DeliveryError
 from config.model import Registry
@@ -111,26 +112,92 @@ def test_survives_reopening(tmp_path: Path, registry: Registry) -> None:
 
 def test_readings_are_keyed_by_time_first(sink: SQLiteSink) -> None:
     """Each batch lands at the end of the key (write speed does not fall as the file grows)."""
-    key = [row[2] for row in sink._conn.execute("PRAGMA index_info(sqlite_autoindex_reading_1)")]
-    assert key == ["ts", "mine", "sensor"]
+    key = [row[2] for row in
+           sink._conn.execute("PRAGMA index_info(sqlite_autoindex_reading_data_1)")]
+    assert key == ["ts", "sensor_id"]
+    columns = [row[1] for row in sink._conn.execute("PRAGMA table_info(reading_data)")]
+    assert columns == ["sensor_id", "ts", "value", "status"]
 
 
-def test_a_file_with_the_older_sensor_first_key_is_still_written_and_read(
-        tmp_path: Path, registry: Registry) -> None:
-    with sqlite3.connect(tmp_path / "readings.db") as old:
-        old.execute("CREATE TABLE reading (mine TEXT NOT NULL, sensor TEXT NOT NULL, "
-                    "kind TEXT NOT NULL, location TEXT NOT NULL, ts INTEGER NOT NULL, "
-                    "value REAL NOT NULL, status INTEGER NOT NULL, "
-                    "PRIMARY KEY (mine, sensor, ts)) WITHOUT ROWID")
+# The wide readings table of jinmei before the narrow schema, time-first and sensor-first.
+WIDE_TABLE = ("CREATE TABLE reading (mine TEXT NOT NULL, sensor TEXT NOT NULL, "
+              "kind TEXT NOT NULL, location TEXT NOT NULL, ts INTEGER NOT NULL, "
+              "value REAL NOT NULL, status INTEGER NOT NULL, PRIMARY KEY ({key})) WITHOUT ROWID")
+
+
+def write_wide_file(path: Path, key: str, n: int) -> list[tuple]:
+    """A file as the wide schema wrote it, with ``n`` readings of the three SENSORS plus
+    readings the registry no longer knows: a sensor since removed, and CO-1102 at an earlier
+    location. Returns its rows, ordered as read_readings orders them."""
+    rows = expected_rows(make_batch(n))
+    rows += [("dayan", "T9-1109", "ch4", "heading_face", T0 + k, 0.25, 0) for k in range(5)]
+    rows += [("dayan", "CO-1102", "co", "heading_return", T0 - 1000 * k, 3.5, 4)
+             for k in range(1, 4)]
+    rows.sort()
+    with sqlite3.connect(path) as old:
+        old.execute(WIDE_TABLE.format(key=key))
+        old.executemany("INSERT INTO reading VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
     old.close()
-    batch = make_batch(60)
+    return rows
+
+
+@pytest.mark.parametrize("key", ["ts, mine, sensor", "mine, sensor, ts"])
+def test_a_file_of_the_wide_schema_is_migrated_and_every_reading_found(
+        tmp_path: Path, registry: Registry, key: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_module, "MIGRATE_CHUNK_ROWS", 7)  # many chunks, some ts split
+    rows = write_wide_file(tmp_path / "readings.db", key, 200)
     store = SQLiteSink(tmp_path / "readings.db", registry)
     try:
-        store.write(batch)
-        store.write(batch)  # still idempotent on its own key
-        assert store.read_readings() == expected_rows(batch)
+        assert store.read_readings() == rows
+        kinds = dict(store._conn.execute("SELECT name, type FROM sqlite_master "
+                                         "WHERE name LIKE 'reading%'"))
+        assert kinds == {"reading": "view", "reading_data": "table"}
+        # New readings go into the migrated file; a redelivered old one is not doubled.
+        store.write(make_batch(200))
+        store.write(make_batch(10, start=T0 + 10_000_000))
+        assert store.read_readings() == sorted(rows + expected_rows(
+            make_batch(10, start=T0 + 10_000_000)))
     finally:
         store.close()
+
+
+def test_a_migration_killed_midway_resumes_without_loss(tmp_path: Path) -> None:
+    """SIGKILL after the third chunk's commit: the next open finds the copy half done,
+    finishes it, and every reading is there once."""
+    path = tmp_path / "readings.db"
+    rows = write_wide_file(path, "ts, mine, sensor", 300)
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
+        from tests.test_sqlite_sink import SENSORS
+        from config.model import Registry
+        import ingest.sqlite as s
+        s.MIGRATE_CHUNK_ROWS = 25
+        copy, done = s._migrate_chunk, []
+        def killing(conn):
+            more = copy(conn)
+            done.append(more)
+            if len(done) == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return more
+        s._migrate_chunk = killing
+        s.SQLiteSink({str(path)!r}, Registry.from_sensors(SENSORS))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, check=False)
+    assert done.returncode == -9
+    with sqlite3.connect(path) as half:
+        legacy = half.execute("SELECT count(*) FROM reading_legacy").fetchone()[0]
+        copied = half.execute("SELECT count(*) FROM reading_data").fetchone()[0]
+        mark = half.execute("SELECT copied_to_ts FROM reading_migration").fetchone()[0]
+    half.close()
+    assert legacy == len(rows) and 0 < copied < len(rows)
+    assert copied == sum(1 for r in rows if r[4] <= mark)  # whole chunks, up to the mark
+    again = SQLiteSink(path, Registry.from_sensors(SENSORS))
+    try:
+        assert again.read_readings() == rows
+    finally:
+        again.close()
 
 
 def test_written_batch_survives_a_killed_process(tmp_path: Path) -> None:
