@@ -7,7 +7,10 @@ path, the demo also sends two deliberately broken messages per mine (bad JSON, u
 
 Feed time runs ``speed`` times faster than the wall clock. So that no reading is ever stamped
 in the future (the ingestor rejects those), the feed's clock starts ``duration × (speed − 1)``
-seconds in the past and reaches the present as the run ends.
+seconds in the past and reaches the present as the run ends. The service runs on the feed's
+clock (:class:`FeedClock`: jinmei reads time only through its ``clock`` parameter), so silence
+is judged and alerts are stamped as a live mine would have them — not ``late`` and not
+``no_data`` for readings that are only compressed in time.
 """
 
 from __future__ import annotations
@@ -75,11 +78,28 @@ def demo_deployment(broker: BrokerConfig, workdir: Path) -> Deployment:
         broker=dataclasses.replace(broker, client_id="jinmei-demo"),
         store=dataclasses.replace(shipped.store, url=f"sqlite:///{workdir / 'readings.db'}"),
         ingest=dataclasses.replace(shipped.ingest, state_dir=str(workdir)),
-        # the feed runs many times faster than the service clock: a 30 s resolve hold would
-        # outlast the demo, so resolves are shown at once
+        # a 30 s resolve hold of feed time would hold the last resolves past the end of the
+        # run: the demo shows them at once
         alerts=dataclasses.replace(shipped.alerts, resolve_hold_s=0.0),
         http=HttpConfig(listen=""),  # self-contained: no port of the host taken
     )
+
+
+class FeedClock:
+    """Epoch seconds of the feed: frozen at its start until :meth:`start`, then running
+    ``speed`` times faster than the wall clock from there."""
+
+    def __init__(self, start_ms: int, speed: float) -> None:
+        self.start_s, self.speed = start_ms / 1000, speed
+        self._wall0: float | None = None
+
+    def start(self) -> None:
+        self._wall0 = time.time()
+
+    def __call__(self) -> float:
+        if self._wall0 is None:
+            return self.start_s
+        return self.start_s + (time.time() - self._wall0) * self.speed
 
 
 def broken_messages(mine: str, now_ms: int) -> list[Message]:
@@ -105,7 +125,8 @@ def run_demo(duration_s: float = 20.0, speed: float = 30.0, workdir: Path | None
     assert broker is not None
     deployment = demo_deployment(broker, workdir)
     where = redact_url(broker.url)
-    service = Service(deployment, on_alert=lambda a: out(alert_line(a)))
+    clock = FeedClock(int(time.time() * 1000) - int(duration_s * (speed - 1) * 1000), speed)
+    service = Service(deployment, on_alert=lambda a: out(alert_line(a)), clock=clock)
     try:
         if not service.start(wait_subscribed_s=15):
             why = service.source.refusal or "no subscription within 15 s"
@@ -115,7 +136,9 @@ def run_demo(duration_s: float = 20.0, speed: float = 30.0, workdir: Path | None
             f"{', '.join(m.id for m in deployment.mines)}; broker {where}; "
             f"scenario {SCENARIO}, {duration_s:g} s at {speed:g}x ({duration_s * speed / 60:g} "
             f"feed minutes)")
-        published, messages = _simulate_all(deployment, duration_s, speed, seed)
+        clock.start()
+        published, messages = _simulate_all(deployment, duration_s, speed, seed,
+                                            int(clock.start_s * 1000))
         # the broker has every message; wait until the service has processed them all
         deadline = time.monotonic() + 15
         while service.pipeline.stats.messages < messages and time.monotonic() < deadline:
@@ -128,11 +151,9 @@ def run_demo(duration_s: float = 20.0, speed: float = 30.0, workdir: Path | None
 
 
 def _simulate_all(deployment: Deployment, duration_s: float, speed: float,
-                  seed: int) -> tuple[dict[str, int], int]:
-    """One publisher thread per mine; returns the readings each published and the number of
-    messages in all."""
-    now_ms = int(time.time() * 1000)
-    start_ms = now_ms - int(duration_s * (speed - 1) * 1000)
+                  seed: int, start_ms: int) -> tuple[dict[str, int], int]:
+    """One publisher thread per mine, its feed from ``start_ms``; returns the readings each
+    published and the number of messages in all."""
     published: dict[str, int] = {}
     messages: list[int] = []
 
@@ -142,7 +163,7 @@ def _simulate_all(deployment: Deployment, duration_s: float, speed: float,
                         seed=seed + mine_index)
         broker = deployment.broker
         summary = publish(feed, broker, speed=speed, client_id=f"jinmei-sim-{mine.id}")
-        broken = publish(broken_messages(mine.id, int(time.time() * 1000)), broker,
+        broken = publish(broken_messages(mine.id, int(time.time() * 1000) - 1000), broker,
                          speed=None, client_id=f"jinmei-sim-{mine.id}-broken")
         published[mine.id] = summary.readings
         messages.extend((summary.messages, broken.messages))
