@@ -174,7 +174,10 @@ def parse_duration(text: str) -> int:
     found = _DURATION.fullmatch(text.strip())
     if found is None:
         raise UsageError("--duration", f"expected e.g. 30m, 2h or 1d, got {text!r}")
-    return int(float(found[1]) * _UNITS[found[2]] * 1000)
+    ms = int(float(found[1]) * _UNITS[found[2]] * 1000)
+    if ms <= 0:  # a silence must end after it starts
+        raise UsageError("--duration", f"must be longer than 0, got {text!r}")
+    return ms
 
 
 def parse_date(text: str) -> date:

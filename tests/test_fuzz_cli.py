@@ -46,7 +46,7 @@ def test_any_text_is_a_time_or_a_usage_error(text: str) -> None:
 @given(TYPED)
 def test_any_text_is_a_duration_or_a_usage_error(text: str) -> None:
     try:
-        assert parse_duration(text) >= 0
+        assert parse_duration(text) > 0
     except UsageError as exc:
         assert exc.option == "--duration"
 
@@ -60,7 +60,7 @@ def test_any_text_is_a_date_or_a_usage_error(text: str) -> None:
         assert exc.option == "--date"
 
 
-@given(st.integers(0, 10**9), st.sampled_from([("s", 1), ("m", 60), ("h", 3600), ("d", 86400)]))
+@given(st.integers(1, 10**9), st.sampled_from([("s", 1), ("m", 60), ("h", 3600), ("d", 86400)]))
 def test_a_duration_is_its_number_times_its_unit(number: int, unit: tuple[str, int]) -> None:
     assert parse_duration(f" {number}{unit[0]} ") == number * unit[1] * 1000
 
@@ -117,3 +117,14 @@ def test_the_commands_answer_any_time_with_a_status_never_a_traceback(
         assert "Traceback" not in err
         if code == 2:
             assert err.startswith(("configuration error: ", "error: --", "usage: ")), err
+
+
+def test_a_silence_of_no_length_is_a_usage_error() -> None:
+    # "0s" passed the parser and then raised ValueError out of the silence book (fuzzing)
+    for text in ("0s", "0m", "0.0h"):
+        try:
+            parse_duration(text)
+        except UsageError as exc:
+            assert exc.option == "--duration" and "longer than 0" in str(exc)
+        else:
+            raise AssertionError(f"{text!r} was accepted")

@@ -21,6 +21,7 @@ The mine is Qipanjing cut down to two substations with 2 s sampling periods, so 
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -159,9 +160,12 @@ def test_open_episodes_survive_a_restart_and_end_only_on_readings_with_true_valu
         assert wait_until(lambda: find(listener, "CO-1101", "silent", "firing"), 20)
         [co_fired] = find(listener, "CO-1101", "silent", "firing")
         co_start = co_fired["started_at"]
-        send(mosquitto, [(S01, encode_telemetry(co_start + offset, [("CO-1101", value, "ok")]))
-                         for offset, value in ((-1_500, 3.1), (-500, 3.2), (700, 3.3),
-                                               (1_700, 3.4))])
+        # The substation resends its buffer in one message (readings with their own ts).
+        buffered = [{"sensor": "CO-1101", "value": value, "ts": co_start + offset}
+                    for offset, value in ((-1_500, 3.1), (-500, 3.2), (700, 3.3),
+                                          (1_700, 3.4))]
+        send(mosquitto, [(S01, json.dumps({"ts": co_start + 1_700,
+                                           "readings": buffered}).encode())])
         assert wait_until(lambda: find(listener, "CO-1101", "silent", "resolved"), 20)
     finally:
         second.stop()
