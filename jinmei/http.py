@@ -175,7 +175,7 @@ def readiness(service: Service) -> tuple[bool, dict[str, object]]:
     waiting = []
     if not service.source.wait_subscribed(0):
         waiting.append("broker")
-    if service.pipeline.stats.store_failing or service.sink.stats().get("failing", 0):
+    if service.pipeline.store_failing_since_ms is not None:  # its writes or the forwarder
         waiting.append("store")
     if not len(service.pipeline.registry):
         waiting.append("registry")

@@ -109,7 +109,7 @@ class ServiceCollector(Collector):
         yield CounterMetricFamily("jinmei_store_retries", "Failed store writes (retried; the "
                                   "batch's acknowledgement held).", value=stats.store_retries)
         yield GaugeMetricFamily("jinmei_store_failing", "1 while the last store write failed.",
-                                value=int(stats.store_failing))
+                                value=int(pipeline.write_failing_since_ms is not None))
         yield from self._spool()
         yield from self._alerts()
         now_s = pipeline.clock()

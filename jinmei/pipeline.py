@@ -163,7 +163,6 @@ class PipelineStats:
     open_episodes: Counter[tuple[str, str]] = field(default_factory=Counter)  # rule, severity
     newest_ms_by_mine: dict[str, int] = field(default_factory=dict)  # newest reading time stored
     store_write_s: LatencyBuckets = field(default_factory=LatencyBuckets)
-    store_failing: bool = False
     reloads: Counter[str] = field(default_factory=Counter)  # applied, refused, unchanged
 
     def since(self, before: PipelineStats) -> str:
@@ -676,7 +675,6 @@ class Pipeline:
                 if alerts:
                     self.sink.write_alerts(alerts)
                 self.stats.store_write_s.observe(time.perf_counter() - started)
-                self.stats.store_failing = False
                 self._write_fault = None
                 return _Stored.STORED
             except DeliveryError as exc:
@@ -705,7 +703,6 @@ class Pipeline:
                     self.stats.dead_letters += len(letters)
                     return _Stored.SET_ASIDE
             self.stats.store_retries += 1
-            self.stats.store_failing = True
             if outage_begins:
                 log.error("store %s failed (%s); holding %d readings and retrying",
                           self.sink.name, error, len(batch))
