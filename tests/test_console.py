@@ -355,6 +355,8 @@ def test_dispatcher_sees_a_power_off_live_acks_it_and_records_cause_and_action(
         try:
             # a wrong password is refused, the right one lets in
             _login(d, base, "wang", "not-the-password")
+            # the click submits the form; the refusal page arrives a moment later
+            WebDriverWait(d, 10).until(lambda d: d.find_elements(By.ID, "login-error"))
             error = d.find_element(By.ID, "login-error").text  # type: ignore[attr-defined]
             assert "Wrong user name or password" in error
             _login(d, base, "wang", PASSWORDS["wang"])
