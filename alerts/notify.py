@@ -86,6 +86,25 @@ def _floor(alert: Alert) -> bool:
     return alert.rule == "limit_power_off" and alert.state == "firing"
 
 
+def _one_transition_each(waiting: list[tuple[Alert, int]]
+                         ) -> tuple[list[tuple[Alert, int]], list[tuple[Alert, int]]]:
+    """Split the waiting transitions before the first that repeats an alert already in the
+    message: (to send now, to wait for the group's next send).
+
+    A notification tells at most one transition of each alert, so what goes into it does not
+    depend on how readings were batched: an instance that took a power-off's firing and its
+    resolve in one batch sends the firing now and the resolve a group interval later, as does
+    an instance that took them in two. Two active-active instances then send the same
+    notifications under the same idempotency keys (issue 15 item 2), and a receiver is told
+    "fired" and "resolved" in that order, in two messages, whatever the load."""
+    seen: set[str] = set()
+    for i, (alert, _) in enumerate(waiting):
+        if alert.id in seen:
+            return waiting[:i], waiting[i:]
+        seen.add(alert.id)
+    return waiting, []
+
+
 def _key(*parts: object) -> str:
     return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:24]
 
@@ -239,7 +258,9 @@ class Notifier:
 
     def _send(self, group: _Group, reason: Reason, now_ms: int) -> Notification:
         receiver, mine, area = group
-        waiting = self._waiting.pop(group, [])
+        waiting, later = _one_transition_each(self._waiting.pop(group, []))
+        if later:
+            self._waiting[group] = later
         alerts = ([a for a, _ in waiting] if waiting
                   else list(self._told[group].values()))  # a repeat: what is still firing
         identity = [(a.id, a.state, a.ts) for a in alerts]

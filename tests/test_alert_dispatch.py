@@ -99,6 +99,30 @@ def test_storm_is_grouped_and_power_off_goes_at_once(dispatcher: AlertDispatcher
                                                    ("limit_power_off", "firing")])]
 
 
+def test_a_firing_and_its_resolve_in_one_batch_go_as_two_batches_would(tmp_path: Path) -> None:
+    """Active-active (issue 15): the same transitions give the same notifications and keys
+    whether a busy instance took the power-off and its end in one batch or a quiet one in two."""
+    config = AlertsConfig(group_wait_s=10, group_interval_s=60, resolve_hold_s=0.0,
+                          receivers=(DESK,),
+                          routes=(Route(receivers=("desk",), severities=("critical",)),))
+    fired, ended = (ev(T1, "limit_power_off", True, 1_000, 1.6),
+                    ev(T1, "limit_power_off", False, 2_000, 0.5))
+    busy, quiet = (open_dispatcher(tmp_path / f"{n}.db", config) for n in ("busy", "quiet"))
+    busy.apply([fired, ended], 2_000)
+    quiet.apply([fired], 1_000)
+    quiet.apply([ended], 2_000)
+    for d in (busy, quiet):
+        assert sent(d) == [("desk", "floor", [("limit_power_off", "firing")])]  # at once
+        d.apply([], 59_000)
+        assert len(sent(d)) == 1                   # the resolve waits for the group interval
+        d.apply([], 62_000)
+        assert sent(d)[1:] == [("desk", "update", [("limit_power_off", "resolved")])]
+    assert [n.key for n in busy.notifications()] == [n.key for n in quiet.notifications()]
+    for d in (busy, quiet):
+        d.close()
+        d.record.close()
+
+
 def test_power_off_inhibits_the_alarm_of_its_sensor(dispatcher: AlertDispatcher) -> None:
     dispatcher.apply([ev(T1, "limit_power_off", True, 1_000, 1.6)], 1_000)
     dispatcher.apply([ev(T1, "limit_alarm", True, 1_000, 1.6)], 1_000)

@@ -107,6 +107,7 @@ def write_config(tmp_path: Path, webhook: ScriptedServer) -> Path:
         f'mines = ["{shipped / "mines" / "qipanjing.toml"}", '
         f'"{shipped / "mines" / "dayan.toml"}"]\n'
         '[broker]\nclient_id = "jinmei-supervised"\n'
+        '[http]\nlisten = "127.0.0.1:0"\n'  # a free port: nothing else's 9108 matters
         f'[ingest]\nstate_dir = "{tmp_path / "state"}"\n'
         "stall_s = 2.0\noffline_after_s = 2.0\nstore_fault_after_s = 1.0\n"
         "workers = 1\n"  # the single process's own supervision (tests/test_workers.py: N)
