@@ -439,8 +439,10 @@ class Pipeline:
         return parts[1] if len(parts) > 2 and parts[1] in self.registry.mine_ids else ""
 
     def _count_open_episodes(self) -> None:
-        self.stats.open_episodes = Counter((a.rule, a.severity)
-                                           for a in self.dispatcher.episodes.open())
+        """Open episodes by (rule, severity); a pair that was open once stays, at 0, so its
+        gauge series reads "none open" on the dashboard rather than vanishing (no data)."""
+        now = Counter((a.rule, a.severity) for a in self.dispatcher.episodes.open())
+        self.stats.open_episodes = Counter({**dict.fromkeys(self.stats.open_episodes, 0), **now})
 
     def _decode(self, messages: list[Inbound], now_ms: int,
                 rejects: list[Reject]) -> ReadingBatch:

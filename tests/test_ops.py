@@ -189,7 +189,9 @@ def test_victoria_metrics_scrapes_the_endpoint_and_the_service_dashboard_has_dat
                           f"      - targets: ['127.0.0.1:{http_port(service)}']\n",
                           encoding="utf-8")
         try:
-            with victoria_metrics(tmp_path, flags=[f"-promscrape.config={scrape}"]) as vm:
+            # instant queries see the last second, not only points older than 30 s (default)
+            with victoria_metrics(tmp_path, flags=[f"-promscrape.config={scrape}",
+                                                   "-search.latencyOffset=1s"]) as vm:
                 send(mosquitto, [*methane_rise(int(time.time() * 1000) - 60_000),
                                  (DAYAN, b"{not json")])
                 rate: list[dict[str, Any]] = []
