@@ -5,11 +5,12 @@ For every scenario × pilot mine, the feed plays through codec and detectors exa
 and each step's events go through the alerts dispatcher (``AlertDispatcher.apply(events,
 now)``, its record and state in a temporary folder, the deployment's timers, one test receiver
 ``desk`` routed every alert — a webhook never called: the outbox holds what would be sent).
-Twice: **before**, with the supersede rules (``supersede_warnings``,
+Three times (:data:`STAGES`): **before**, with the supersede rules (``supersede_warnings``,
 ``supersede_warnings_under_power_off``, ``supersede_level_shifts``) and the
-``area_alarm_over_warnings`` inhibition off — the dispatcher before issue 17 — and **after**,
-with all on (the defaults). Once the feed ends the clock runs on for ``TAIL_S`` so held resolves
-and group waits fall due.
+``area_alarm_over_warnings`` inhibition off — the dispatcher before issue 17; **landed**, with
+issue 17's first two items on (the point's alarm supersedes, the area's alarm inhibits) and the
+area power-off and level-shift rules off; and **after**, with all on (the defaults). Once the
+feed ends the clock runs on for ``TAIL_S`` so held resolves and group waits fall due.
 
 An incident is one truth event: each scenario tells one story in one area (a methane rise at a
 longwall, a fan stop in a heading, a stuck sensor …), so a run whose ground truth has an entry
@@ -61,7 +62,9 @@ from config.model import AlertsConfig, DetectorConfig, Mine, Receiver, Registry,
 from simulators.scenarios import SCENARIOS
 from simulators.truth import ground_truth
 
-__all__ = ["Quality", "incident_config", "measure"]
+__all__ = ["STAGES", "Quality", "incident_config", "measure"]
+
+STAGES = ("before", "landed", "after")  # issue 17: none of it, items 1–2, all of it
 
 TAIL_S = 120  # past the feed's end: the 30 s resolve hold and the 60 s group interval
 RECEIVER = Receiver("desk", "webhook", (("url", "http://127.0.0.1:9/never-called"),))
@@ -89,13 +92,14 @@ class Quality:
         return self.first_lead == before.first_lead and all(w in self.pre_alarm for w in trends)
 
 
-def incident_config(shipped: AlertsConfig, after: bool) -> AlertsConfig:
-    """The deployment's alert settings with the test receiver, before or after issue 17."""
+def incident_config(shipped: AlertsConfig, stage: str) -> AlertsConfig:
+    """The deployment's alert settings with the test receiver at one of :data:`STAGES`."""
+    landed, after = stage != "before", stage == "after"
     return dataclasses.replace(
         shipped, mqtt=True, receivers=(RECEIVER,), routes=(Route(receivers=("desk",)),),
-        supersede_warnings=after, supersede_warnings_under_power_off=after,
+        supersede_warnings=landed, supersede_warnings_under_power_off=after,
         supersede_level_shifts=after,
-        inhibit=dataclasses.replace(shipped.inhibit, area_alarm_over_warnings=after))
+        inhibit=dataclasses.replace(shipped.inhibit, area_alarm_over_warnings=landed))
 
 
 def measure(mine: Mine, scenario: str, detectors: DetectorConfig, alerts: AlertsConfig, *,
@@ -192,8 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     deployment = load_deployment(None)
-    totals = {"before": [0, 0], "after": [0, 0]}
-    print("| scenario | mine | incidents | published before → after | notified before → after"
+    totals = {stage: [0, 0] for stage in STAGES}
+    print("| scenario | mine | incidents | published before → landed → after"
+          " | notified before → landed → after"
           " | suppressed | wrong before → after | noise before → after"
           " | truth in time before → after | first warning's lead (min) before → after"
           " | pre-alarm warnings (lead, min) before | after |")
@@ -202,19 +207,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     for scenario in args.scenario or list(SCENARIOS):
         for mine in deployment.mines:
             try:
-                before, after = (measure(mine, scenario, deployment.detectors,
-                                         incident_config(deployment.alerts, on), seed=args.seed)
-                                 for on in (False, True))
+                before, landed, after = (
+                    measure(mine, scenario, deployment.detectors,
+                            incident_config(deployment.alerts, stage), seed=args.seed)
+                    for stage in STAGES)
             except ValueError as error:  # the mine cannot play it (no goaf points …)
                 print(f"| {scenario} | {mine.id} | skipped: {error} ||||||||||")
                 continue
             incidents = 1 if before.entries else 0
-            for name, q in (("before", before), ("after", after)):
+            for name, q in zip(STAGES, (before, landed, after), strict=True):
                 totals[name][0] += q.published
                 totals[name][1] += q.notified
             print(f"| {scenario} | {mine.id} | {incidents} | {before.published} → "
-                  f"{after.published} ({after.inhibited}) | {before.notified} → "
-                  f"{after.notified} | {after.suppressed} | {before.wrong} → {after.wrong} | "
+                  f"{landed.published} → {after.published} ({after.inhibited}) | "
+                  f"{before.notified} → {landed.notified} → {after.notified} | "
+                  f"{after.suppressed} | {before.wrong} → {after.wrong} | "
                   f"{before.noise} → {after.noise} | {before.in_time}/"
                   f"{before.entries} → {after.in_time}/{after.entries} | "
                   f"{_lead(before.first_lead)} → {_lead(after.first_lead)} | "
@@ -223,8 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if (after.wrong or after.noise or after.in_time < before.in_time
                     or not after.keeps_warnings_of(before)):
                 failures.append(f"{scenario} {mine.id}")
-    print(f"| all | | | {totals['before'][0]} → {totals['after'][0]} | {totals['before'][1]}"
-          f" → {totals['after'][1]} ||||||||")
+    print("| all | | | " + " → ".join(str(totals[s][0]) for s in STAGES) + " | "
+          + " → ".join(str(totals[s][1]) for s in STAGES) + " ||||||||")
     print("\ntargets (nothing wrong, no noise, truth in time, trend warnings and the first"
           " warning's lead kept): "
           + ("met" if not failures else "MISSED: " + "; ".join(failures)))

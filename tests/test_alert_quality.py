@@ -395,8 +395,9 @@ def test_area_power_off_reaches_the_webhook_and_its_warnings_do_not(
         tmp_path: Path, supersede_area: bool, inhibit_area: bool) -> None:
     """The issue's test: an area with an open power-off sends the power-off to a webhook and
     none of the area's warnings of that gas. By default they do not open at all (recorded as
-    suppressed); with the area's supersede rules off they open marked inhibited_by the power-off and are still
-    not told; with the inhibition off too they are told (the test can fail)."""
+    suppressed); with the area's supersede rules off they open marked inhibited_by the
+    power-off and are still not told; with the inhibition off too they are told (the test can
+    fail)."""
     with scripted_http_server(lambda n, body: (200, {}, b"")) as server:
         config = dataclasses.replace(
             webhook_config(server.url, InhibitConfig(area_alarm_over_warnings=inhibit_area)),
@@ -504,7 +505,8 @@ def test_the_incident_evaluation_shows_the_alarm_and_keeps_the_early_warnings(
     deployment = load_deployment(None)
     for mine in deployment.mines:
         before, after = (measure(mine, scenario, deployment.detectors,
-                                 incident_config(deployment.alerts, on)) for on in (False, True))
+                                 incident_config(deployment.alerts, stage))
+                         for stage in ("before", "after"))
         assert before.wrong > 0 and after.wrong == 0                 # no T0 beside its alarm
         assert before.noise > 0 and after.noise == 0                 # the old noise is gone
         assert after.published < before.published and after.notified <= before.notified
