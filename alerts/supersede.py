@@ -12,9 +12,9 @@ dispatcher already has that story, each on by default and switched in ``[alerts]
   message "被报警取代 / superseded by the alarm" (the alarm's value and limit) — recorded,
   published on ``jinmei/<mine>/alerts`` and told to receivers who were told of its firing, like
   any resolve; a warning of the point firing meanwhile opens nothing.
-- ``supersede_warnings_under_power_off`` — **the area's power-off** (issue 17, fourth
-  session). While a ``limit_power_off`` is open in an area (a working face or heading,
-  ``Sensor.area``: the power-off area of the limits table), an early warning of the same gas at
+- ``supersede_warnings_under_power_off`` — **the area's power-off.** While a
+  ``limit_power_off`` is open in an area (a working face or heading, ``Sensor.area``: the
+  power-off area of the limits table), an early warning of the same gas at
   another point of that area opens nothing either: the area's power is cut and work there
   stopped (煤矿安全规程), so a forecast of that gas there has nothing left to prevent — the
   point's own alarm limit still fires if it is crossed, and the restore (复电) is the next news.
@@ -31,9 +31,9 @@ dispatcher already has that story, each on by default and switched in ``[alerts]
 - ``supersede_level_shifts`` — **an earlier warning of the rise.** A level shift says "the
   gas here just stepped up". While the area (or, without an area, the point) already has an
   open rising warning of the same gas — a level shift, a rising trend or the pre-warning limit
-  (``warning_high``) at any of its points — a level shift opens nothing: the gas
-  released at the face reaches the upper corner and the return within seconds, and the
-  dispatcher was told of it by the first warning. Trend warnings are never held back by this
+  (``warning_high``) at any of its points — a level shift opens nothing: the gas released at
+  the face reaches the upper corner and the return within seconds, and the dispatcher was told
+  of it by the first warning (ISA-18.2's redundant alarm again). Trend warnings are never held back by this
   rule: each one forecasts a time to the limit, the lead issue 17 keeps.
 
 Measured on every scenario (``bench/evaluate_incidents.py``, bench/RESULTS.md): the simulated
