@@ -33,8 +33,8 @@ dispatcher already has that story, each on by default and switched in ``[alerts]
   open rising warning of the same gas — a level shift, a rising trend or the pre-warning limit
   (``warning_high``) at any of its points — a level shift opens nothing: the gas released at
   the face reaches the upper corner and the return within seconds, and the dispatcher was told
-  of it by the first warning (ISA-18.2's redundant alarm again). Trend warnings are never held back by this
-  rule: each one forecasts a time to the limit, the lead issue 17 keeps.
+  of it by the first warning (ISA-18.2's redundant alarm again). Trend warnings are never held
+  back by this rule: each one forecasts a time to the limit, the lead issue 17 keeps.
 
 Measured on every scenario (``bench/evaluate_incidents.py``, bench/RESULTS.md): the simulated
 methane rise publishes 8 transitions instead of 18 at each pilot mine; every truth entry is
