@@ -20,9 +20,12 @@ and the :class:`~alerts.outbox.DeliveryWorker` thread then delivers, retries and
   never muted, and its group is sent at once.
 - One incident, one story (issue 17): a point's open alarm or power-off supersedes its early
   warnings (``alerts.supersede``: the open one resolved with ``reason: "superseded"``, none
-  opened meanwhile), and an open alarm or power-off in an area marks the firing early warnings
-  of the same kind there ``inhibited_by`` its id before they are recorded and published — the
-  notifier's inhibit stage then holds them back from receivers (``alerts.inhibit``).
+  opened meanwhile); so do an area's open power-off (the same gas's warnings at its other
+  points) and an open rising warning of the area (a further level shift of the same gas) —
+  held-back firings are written to ``alert_suppressed``, not published; and an open alarm or
+  power-off in an area marks the firing early warnings of the same kind there ``inhibited_by``
+  its id before they are recorded and published — the notifier's inhibit stage then holds
+  them back from receivers (``alerts.inhibit``).
 
 At start, :meth:`AlertDispatcher.restore` takes back the open episodes, the held (pending)
 events, the notification groups, the escalations and the superseded conditions, and returns the
@@ -93,7 +96,9 @@ class AlertDispatcher:
         self.debounce = Debounce(registry, self.db,
                                  for_ms={rule: _ms(s) for rule, s in config.for_s},
                                  resolve_hold_ms=_ms(config.resolve_hold_s))
-        self.supersede = Supersede(registry, names, self.db, enabled=config.supersede_warnings)
+        self.supersede = Supersede(registry, names, self.db, point=config.supersede_warnings,
+                                   area=config.supersede_warnings_under_power_off,
+                                   level_shifts=config.supersede_level_shifts)
         self.silences = SilenceBook(self.db)
         self.outbox = Outbox(self.db)
         self.notifier = Notifier(

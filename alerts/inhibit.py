@@ -23,7 +23,10 @@ when they apply:
   firing of the detector (a new episode) or the point's own limit alarm. A warning that fired
   before the alarm but still waited in its group (``group_wait_s``) when the alarm opened is
   held back the same way (alerts.notify): receivers get the alarm, not the warning of a few
-  seconds before it.
+  seconds before it. Under an area's open *power-off* the same gas's warnings at its other
+  points do not open at all (``[alerts] supersede_warnings_under_power_off``, alerts.supersede),
+  so this rule marks those of an alarm without power-off; those a power-off finds already open
+  are held back from receivers all the same.
 
 Nothing inhibits a ``limit_power_off``: the safety floor. Inhibited alerts are still recorded and
 published; only notifications to receivers are held back.

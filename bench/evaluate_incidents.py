@@ -5,9 +5,12 @@ For every scenario × pilot mine, the feed plays through codec and detectors exa
 and each step's events go through the alerts dispatcher (``AlertDispatcher.apply(events,
 now)``, its record and state in a temporary folder, the deployment's timers, one test receiver
 ``desk`` routed every alert — a webhook never called: the outbox holds what would be sent).
-Twice: **before**, with ``supersede_warnings`` and the ``area_alarm_over_warnings`` inhibition
-off — the landed main's dispatcher — and **after**, with both on (the defaults). Once the feed
-ends the clock runs on for ``TAIL_S`` so held resolves and group waits fall due.
+Three times (:data:`STAGES`): **before**, with the supersede rules (``supersede_warnings``,
+``supersede_warnings_under_power_off``, ``supersede_level_shifts``) and the
+``area_alarm_over_warnings`` inhibition off — the dispatcher before issue 17; **landed**, with
+issue 17's first two items on (the point's alarm supersedes, the area's alarm inhibits) and the
+area power-off and level-shift rules off; and **after**, with all on (the defaults). Once the
+feed ends the clock runs on for ``TAIL_S`` so held resolves and group waits fall due.
 
 An incident is one truth event: each scenario tells one story in one area (a methane rise at a
 longwall, a fan stop in a heading, a stuck sensor …), so a run whose ground truth has an entry
@@ -23,12 +26,17 @@ Per run:
   open ("0.91 % rising towards the alarm limit" beside an open 1.02 % alarm) — target 0;
 - ``noise``: early warnings firing in those notifications while an alarm or power-off of the
   same point, or of the same kind in the same area, was open — the target is 0;
+- ``suppressed``: detector firings the supersede rules kept from opening (``alert_suppressed``);
 - ``in time``: ``fires: true`` truth entries shown to the dispatcher in time: a *published*
   episode of the entry's sensor, rule and condition (evaluate_scenarios' matching) that fired
   by the entry's ``by_ms`` and had not ended before its ``from_ms`` (two crossings a few
   seconds apart are one episode, joined by the resolve hold) — must not drop;
 - pre-alarm warnings: the early warnings published before the first alarm or power-off of the
-  incident, each with its lead on that alarm — these are the valuable ones and must stay.
+  incident, each with its lead on that alarm — these are the valuable ones: every trend warning
+  among them (a forecast of the time to the limit) must stay with its lead, and so must the lead
+  of the incident's *first* warning (an early warning or the pre-warning limit ``warning_high``);
+  a level shift beside an earlier open warning of the same rise may go (alerts.supersede), and
+  the table shows which did.
 
 Run: ``python -m bench.evaluate_incidents [--scenario S ...] [--seed 0]``
 """
@@ -54,7 +62,9 @@ from config.model import AlertsConfig, DetectorConfig, Mine, Receiver, Registry,
 from simulators.scenarios import SCENARIOS
 from simulators.truth import ground_truth
 
-__all__ = ["Quality", "incident_config", "measure"]
+__all__ = ["STAGES", "Quality", "incident_config", "measure"]
+
+STAGES = ("before", "landed", "after")  # issue 17: none of it, items 1–2, all of it
 
 TAIL_S = 120  # past the feed's end: the 30 s resolve hold and the 60 s group interval
 RECEIVER = Receiver("desk", "webhook", (("url", "http://127.0.0.1:9/never-called"),))
@@ -72,14 +82,24 @@ class Quality:
     in_time: int
     entries: int
     pre_alarm: tuple[tuple[str, str, float], ...]  # (sensor, condition, lead in minutes)
+    first_lead: float | None  # minutes from the incident's first warning to its first alarm
+    suppressed: int  # detector firings the supersede rules kept from opening
+
+    def keeps_warnings_of(self, before: Quality) -> bool:
+        """Every pre-alarm trend warning of ``before`` is here with its lead, and the first
+        warning's lead is the same."""
+        trends = [w for w in before.pre_alarm if w[1].startswith("trend_")]
+        return self.first_lead == before.first_lead and all(w in self.pre_alarm for w in trends)
 
 
-def incident_config(shipped: AlertsConfig, after: bool) -> AlertsConfig:
-    """The deployment's alert settings with the test receiver, before or after issue 17."""
+def incident_config(shipped: AlertsConfig, stage: str) -> AlertsConfig:
+    """The deployment's alert settings with the test receiver at one of :data:`STAGES`."""
+    landed, after = stage != "before", stage == "after"
     return dataclasses.replace(
         shipped, mqtt=True, receivers=(RECEIVER,), routes=(Route(receivers=("desk",)),),
-        supersede_warnings=after,
-        inhibit=dataclasses.replace(shipped.inhibit, area_alarm_over_warnings=after))
+        supersede_warnings=landed, supersede_warnings_under_power_off=after,
+        supersede_level_shifts=after,
+        inhibit=dataclasses.replace(shipped.inhibit, area_alarm_over_warnings=landed))
 
 
 def measure(mine: Mine, scenario: str, detectors: DetectorConfig, alerts: AlertsConfig, *,
@@ -100,6 +120,7 @@ def measure(mine: Mine, scenario: str, detectors: DetectorConfig, alerts: Alerts
             dispatcher.apply([], tick)
         history = record.history()
         rows = dispatcher.outbox.rows()
+        suppressed = len(dispatcher.supersede.suppressed())
         dispatcher.close()
         record.close()
     truth = ground_truth(mine, scenario, start_ms=START_MS, seed=seed)
@@ -119,9 +140,13 @@ def measure(mine: Mine, scenario: str, detectors: DetectorConfig, alerts: Alerts
     pre = tuple((a.sensor, a.condition, (first - a.ts) / 60_000) for a in history
                 if first is not None and a.state == "firing" and a.ts < first
                 and is_early_warning(a.rule, a.condition))
+    warned = [a.ts for a in history if a.state == "firing" and (
+        is_early_warning(a.rule, a.condition) or a.condition == "warning_high")]
+    first_lead = (None if first is None or not warned or min(warned) >= first
+                  else (first - min(warned)) / 60_000)
     marked = {a.id for a in history if a.inhibited_by}
     return Quality(len(published), sum(a.id in marked for a in history), len(rows),
-                   _wrong(history), noise, in_time, len(must), pre)
+                   _wrong(history), noise, in_time, len(must), pre, first_lead, suppressed)
 
 
 def _wrong(history: Sequence[Alert]) -> int:
@@ -156,6 +181,10 @@ def _alarm_open(history: Sequence[Alert], warning: Alert, area: dict[str, str],
                for a in opened.values())
 
 
+def _lead(minutes: float | None) -> str:
+    return "-" if minutes is None else f"{minutes:.1f}"
+
+
 def _leads(pre: Sequence[tuple[str, str, float]]) -> str:
     return ", ".join(f"{s} {c} {lead:.1f}" for s, c, lead in pre) or "-"
 
@@ -167,38 +196,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     deployment = load_deployment(None)
-    totals = {"before": [0, 0], "after": [0, 0]}
-    print("| scenario | mine | incidents | published before → after | notified before → after"
-          " | wrong before → after | noise before → after | truth in time before → after"
+    totals = {stage: [0, 0] for stage in STAGES}
+    print("| scenario | mine | incidents | published before → landed → after"
+          " | notified before → landed → after"
+          " | suppressed | wrong before → after | noise before → after"
+          " | truth in time before → after | first warning's lead (min) before → after"
           " | pre-alarm warnings (lead, min) before | after |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     failures = []
     for scenario in args.scenario or list(SCENARIOS):
         for mine in deployment.mines:
             try:
-                before, after = (measure(mine, scenario, deployment.detectors,
-                                         incident_config(deployment.alerts, on), seed=args.seed)
-                                 for on in (False, True))
+                before, landed, after = (
+                    measure(mine, scenario, deployment.detectors,
+                            incident_config(deployment.alerts, stage), seed=args.seed)
+                    for stage in STAGES)
             except ValueError as error:  # the mine cannot play it (no goaf points …)
-                print(f"| {scenario} | {mine.id} | skipped: {error} ||||||||")
+                print(f"| {scenario} | {mine.id} | skipped: {error} ||||||||||")
                 continue
             incidents = 1 if before.entries else 0
-            for name, q in (("before", before), ("after", after)):
+            for name, q in zip(STAGES, (before, landed, after), strict=True):
                 totals[name][0] += q.published
                 totals[name][1] += q.notified
             print(f"| {scenario} | {mine.id} | {incidents} | {before.published} → "
-                  f"{after.published} ({after.inhibited}) | {before.notified} → "
-                  f"{after.notified} | {before.wrong} → {after.wrong} | {before.noise} → "
-                  f"{after.noise} | {before.in_time}/"
+                  f"{landed.published} → {after.published} ({after.inhibited}) | "
+                  f"{before.notified} → {landed.notified} → {after.notified} | "
+                  f"{after.suppressed} | {before.wrong} → {after.wrong} | "
+                  f"{before.noise} → {after.noise} | {before.in_time}/"
                   f"{before.entries} → {after.in_time}/{after.entries} | "
+                  f"{_lead(before.first_lead)} → {_lead(after.first_lead)} | "
                   f"{_leads(before.pre_alarm)} | {_leads(after.pre_alarm)} |",
                   flush=True)
             if (after.wrong or after.noise or after.in_time < before.in_time
-                    or after.pre_alarm != before.pre_alarm):
+                    or not after.keeps_warnings_of(before)):
                 failures.append(f"{scenario} {mine.id}")
-    print(f"| all | | | {totals['before'][0]} → {totals['after'][0]} | {totals['before'][1]}"
-          f" → {totals['after'][1]} |||||")
-    print("\ntargets (nothing wrong, no noise, truth and pre-alarm warnings kept): "
+    print("| all | | | " + " → ".join(str(totals[s][0]) for s in STAGES) + " | "
+          + " → ".join(str(totals[s][1]) for s in STAGES) + " ||||||||")
+    print("\ntargets (nothing wrong, no noise, truth in time, trend warnings and the first"
+          " warning's lead kept): "
           + ("met" if not failures else "MISSED: " + "; ".join(failures)))
     return 1 if failures else 0
 

@@ -678,7 +678,8 @@ def _parse_route(t: _Table, receivers: Collection[str]) -> Route:
 
 def _parse_alerts(t: _Table, environ: Mapping[str, str]) -> AlertsConfig:
     t.allow("mqtt", "group_wait_s", "group_interval_s", "repeat_interval_s", "resolve_hold_s",
-            "for_s", "retry_max_s", "receivers", "routes", "supersede_warnings", "inhibit")
+            "for_s", "retry_max_s", "receivers", "routes", "supersede_warnings",
+            "supersede_warnings_under_power_off", "supersede_level_shifts", "inhibit")
     d = AlertsConfig()
     inhibit = t.table("inhibit")
     rules = [f.name for f in fields(InhibitConfig)]
@@ -705,6 +706,9 @@ def _parse_alerts(t: _Table, environ: Mapping[str, str]) -> AlertsConfig:
         receivers=tuple(receivers),
         routes=tuple(_parse_route(r, names) for r in t.tables("routes")),
         supersede_warnings=t.flag("supersede_warnings", d.supersede_warnings),
+        supersede_warnings_under_power_off=t.flag("supersede_warnings_under_power_off",
+                                                  d.supersede_warnings_under_power_off),
+        supersede_level_shifts=t.flag("supersede_level_shifts", d.supersede_level_shifts),
         inhibit=InhibitConfig(**{r: inhibit.flag(r, getattr(d.inhibit, r)) for r in rules}))
 
 

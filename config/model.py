@@ -267,7 +267,10 @@ class AlertsConfig:
     ``mqtt`` publishes every transition on ``jinmei/<mine>/alerts``; ``receivers`` and
     ``routes`` drive notifications through the durable outbox. Times in seconds.
     ``supersede_warnings``: a point's open limit alarm or power-off ends its trend, level-shift
-    and mismatch warnings and keeps new ones from opening (alerts.supersede).
+    and mismatch warnings and keeps new ones from opening; ``supersede_warnings_under_power_off``:
+    an area's open power-off keeps the same gas's early warnings at its other points from
+    opening; ``supersede_level_shifts``: an open rising warning of a gas in an area keeps a
+    further level shift of that gas there from opening (alerts.supersede, all on by default).
     """
 
     mqtt: bool = True
@@ -280,6 +283,8 @@ class AlertsConfig:
     receivers: tuple[Receiver, ...] = ()
     routes: tuple[Route, ...] = ()
     supersede_warnings: bool = True
+    supersede_warnings_under_power_off: bool = True
+    supersede_level_shifts: bool = True
     inhibit: InhibitConfig = InhibitConfig()
 
 

@@ -197,7 +197,7 @@ def test_every_kind_has_a_range_and_switches_are_zero_one() -> None:
 def test_sample_deployment_shows_the_model_defaults(config_copy: Path) -> None:
     sample = (config_copy / DEFAULT_DEPLOYMENT.name).read_text(encoding="utf-8")
     uncommented, count = re.subn(r"^# (\w+ = .*)$", r"\1", sample, flags=re.MULTILINE)
-    assert count == 57  # limits + 9 broker + 1 store + 9 ingest + 7 alerts + 18 detectors
+    assert count == 59  # limits + 9 broker + 1 store + 9 ingest + 9 alerts + 18 detectors
     #                     + 10 networking + 1 http + 1 console
     deployment = load_deployment(write(config_copy, uncommented, "all.toml"), environ={})
     assert deployment.broker == BrokerConfig()
