@@ -58,7 +58,7 @@ What the events say — only what is known:
   the other detectors on their own times (alerts about the past marked ``late``, 补传). So the
   record holds both truths: ``alerts history`` and ``report daily`` give the span with no data
   at jinmei; the readings give the span the mine had no data at all (a gap the resend did not
-  fill stays a gap in the stored readings, drawn as such by ``report plot``).
+  fill stays a gap in the stored readings, drawn as such in ``report daily --out``).
 - **Same readings, same episodes.** How a resend is cut into messages and batches changes
   nothing: an episode ends at the arrival of its first evidence, whatever reading that is, and
   the value of a ``silent`` ending is the oldest reading (by its own time) of the batch that

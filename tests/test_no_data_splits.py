@@ -18,6 +18,7 @@ when that is calibration gas); a substation's shows its representative's last re
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -100,7 +101,7 @@ def cut(rows: list[Row], rnd: random.Random) -> list[list[Row]]:
     """``rows`` in random messages (each shuffled) grouped into random batches."""
     bounds = sorted({0, len(rows), *rnd.sample(range(1, len(rows)), rnd.randint(
         0, len(rows) - 1))})
-    messages = [rows[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    messages = [rows[a:b] for a, b in itertools.pairwise(bounds)]
     for message in messages:
         rnd.shuffle(message)
     batches, k = [], 0
