@@ -27,7 +27,8 @@ reported within 4 periods of its fast methane points. A sensor already reported 
 own no longer sets that pace — else a dead fast sensor would make the slow siblings' 30 s
 cadence look like a dead substation. A sensor reported silent on its own stays so while its
 whole substation falls silent too (it has not come back). When a substation comes back but
-some of its sensors do not, those fire ``silent`` on their own.
+some of its sensors do not, those fire ``silent`` on their own once their allowance, counted
+from its return, has passed.
 
 What the events say — only what is known:
 
@@ -39,8 +40,9 @@ What the events say — only what is known:
 - **Values are readings.** ``value`` is always a reading of the event's own sensor, never a
   duration: on firing its last reading before the silence (NaN — JSON null, "no reading" in
   the message — when none was heard since the service started); on a ``silent`` ending the
-  first reading of what ended it (below). Calibrating readings (standard gas on the head) are
-  never shown as a reading: in their place the sensor's last measured one before (or NaN).
+  oldest reading of the batch that ended it (below). Calibrating readings (standard gas on
+  the head) are never shown as a reading: in their place the sensor's last measured one
+  before (or NaN).
   ``substation_silent`` shows its representative sensor's last reading before the silence,
   on firing and on ending (NaN if none), never a sibling's value in another unit. ``limit``
   is the silence allowed, in seconds (for a substation, that of its fastest sensor: it has
@@ -69,7 +71,9 @@ What the events say — only what is known:
   ending shows no reading of the resend because its representative's may come in a later
   message. When a substation comes back, the deadlines of its sensors not yet heard restart
   at its return, as at service start: a resend cut between the sensors of one poll cycle must
-  not make those of the later messages silent on their own in between.
+  not make those of the later messages silent on their own in between. (This needs the
+  substation known silent: the service ticks about once a second, so only a resend that
+  arrives within that second after the substation's deadline comes before it is.)
 - **Restart.** ``restore`` takes back the silent sensors and substations of the open
   episodes: they stay silent (not "heard at start", which would end them with no reading and
   raise them again a few periods later under new ids) until a reading of theirs arrives;
