@@ -202,8 +202,8 @@ def test_open_episodes_survive_a_restart_and_end_only_on_readings_with_true_valu
     # Back-filled across the start: closed when it arrived, showing its oldest reading.
     assert co_back["ended_at"] >= co_resent_at and co_back["value"] == 3.1
     for fired, back in ((s06_fired, s06_back), (t2_fired, t2_back), (co_fired, co_back)):
-        lasted = (back["ended_at"] - fired["started_at"]) // 1000
-        assert f"持续 {lasted} s" in back["message"]
+        lasted = (back["ended_at"] - fired["started_at"]) / 1000
+        assert f"持续 {lasted:.0f} s" in back["message"]
     # Nothing fired twice: one firing per episode, no new ids for the restored ones; no S06
     # sensor was silent on its own while the rest of its resend was on its way.
     episodes = [(a["sensor"], a["condition"]) for a in transitions(listener)
