@@ -27,7 +27,8 @@ reported within 4 periods of its fast methane points. A sensor already reported 
 own no longer sets that pace — else a dead fast sensor would make the slow siblings' 30 s
 cadence look like a dead substation. A sensor reported silent on its own stays so while its
 whole substation falls silent too (it has not come back). When a substation comes back but
-some of its sensors do not, those fire ``silent`` on their own.
+some of its sensors do not, those fire ``silent`` on their own once their allowance, counted
+from its return, has passed.
 
 What the events say — only what is known:
 
@@ -38,27 +39,55 @@ What the events say — only what is known:
   detectors' business).
 - **Values are readings.** ``value`` is always a reading of the event's own sensor, never a
   duration: on firing its last reading before the silence (NaN — JSON null, "no reading" in
-  the message — when none was heard since the service started); on ending the reading that
-  ended it. Calibrating readings (standard gas on the head) are never shown as a reading:
-  in their place the sensor's last measured one (or NaN). ``substation_silent`` shows its
-  representative sensor's last reading (NaN if none), never a sibling's value in another
-  unit. ``limit`` is the silence allowed, in seconds (for a substation, that of its fastest
-  sensor: it has been silent at least that long).
-- **Times.** A firing event carries ``now``, the service-clock time the silence was noticed.
-  The ending event carries the time of the first reading of the evidence stamped at or after
-  that start — a substation back-filling its buffered readings (断电续传) proves it was
-  reporting from then on — or, when every reading of the evidence is older than the start,
-  the newest of them (the episode book then ends the episode at its start: an episode never
-  ends before it began, ``alerts.episodes``).
+  the message — when none was heard since the service started); on a ``silent`` ending the
+  oldest reading of the batch that ended it (below). Calibrating readings (standard gas on
+  the head) are never shown as a reading: in their place the sensor's last measured one
+  before (or NaN).
+  ``substation_silent`` shows its representative sensor's last reading before the silence,
+  on firing and on ending (NaN if none), never a sibling's value in another unit. ``limit``
+  is the silence allowed, in seconds (for a substation, that of its fastest sensor: it has
+  been silent at least that long).
+- **Times: the span jinmei had no data.** An episode is the time the sensor (substation) was
+  silent *at jinmei*: it starts at ``now``, the service-clock time the silence was noticed,
+  and ends at ``now`` of the batch that brought the first reading after it — the moment
+  jinmei could see the sensor again. Both ends are on the one service clock, so a duration is
+  never negative (the episode book also never ends an episode before its start,
+  ``alerts.episodes``, should the clock step back).
+- **Back-fill (断电续传) does not shorten it.** A substation that buffered its readings and
+  resends them proves that the mine *measured* through the outage; it does not undo the time
+  nobody could see those readings — the dispatcher, jinmei's alarms and the regulator were
+  blind then, and that is what 通讯中断 records. The resent readings are stored and judged by
+  the other detectors on their own times (alerts about the past marked ``late``, 补传). So the
+  record holds both truths: ``alerts history`` and ``report daily`` give the span with no data
+  at jinmei; the readings give the span the mine had no data at all (a gap the resend did not
+  fill stays a gap in the stored readings, drawn as such in ``report daily --out``).
+- **Same readings, same episodes.** How a resend is cut into messages and batches changes
+  nothing: an episode ends at the arrival of its first evidence, whatever reading that is, and
+  the value of a ``silent`` ending is the oldest reading (by its own time) of the batch that
+  ended it. A sensor's readings reach jinmei in time order across messages (MQTT keeps one
+  topic's messages in order, and a substation resends its buffer oldest first; within a
+  message any order), so that batch holds the oldest reading of the resend however it was
+  cut. If that reading is calibration gas, the last measured one before it. A substation's
+  ending shows no reading of the resend because its representative's may come in a later
+  message. When a substation comes back, the deadlines of its sensors not yet heard restart
+  at its return, as at service start: a resend cut between the sensors of one poll cycle must
+  not make those of the later messages silent on their own in between. (This needs the
+  substation known silent: the service ticks about once a second, so only a resend that
+  arrives within that second after the substation's deadline comes before it is.)
 - **Restart.** ``restore`` takes back the silent sensors and substations of the open
   episodes: they stay silent (not "heard at start", which would end them with no reading and
-  raise them again a few periods later under new ids) until a reading of theirs arrives. Their
-  start is not carried over, so the first reading of the evidence (any time) ends them.
+  raise them again a few periods later under new ids) until a reading of theirs arrives;
+  ``recall`` takes back the last reading each showed (the open episode's value), which an
+  ending may show. Nothing else is needed — the end is an arrival and the start stays in the
+  episode book — so a restart in the middle of an episode gives the ending (time, value) that
+  no restart gives. Not carried over: that last reading's own time, so a resend of readings
+  older still may become the sensor's last reading (the value of a later firing).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -92,7 +121,7 @@ class NoDataDetector:
     ``maximum.at`` for each sensor's newest reading (~1 ms per 100,000 readings); ``update``
     and ``tick`` then take a few passes over per-sensor arrays and one ``bincount`` per
     substation count. Adds no status bits. State per sensor: when it was last heard (service
-    clock), its newest reading (ts, value), whether it is silent and since when.
+    clock), its newest reading (ts, value), whether it is silent.
 
     Examples
     --------
@@ -117,19 +146,20 @@ class NoDataDetector:
     >>> found.events[0].scope
     'S01'
 
-    After a restart the open substation episode is restored: the clock ends nothing, and it
-    ends only when a reading of S01 arrives. Those are back-filled here — stamped from 100 s
-    on, before the restored episode's start, which the service no longer knows — so the first
-    one ends it (the episode book keeps the end no earlier than the start):
+    After a restart the open substation episode is restored with the last reading it showed
+    (``recall``): the clock ends nothing, and it ends only when a reading of S01 arrives — here
+    a resend of readings buffered from 100 s on. It ends when they arrive (401 s: S01 was
+    silent at jinmei until then), with T1's last reading before the silence:
 
     >>> restarted = NoDataDetector(longwall(), DetectorConfig())
     >>> restarted.restore(silence.active())
+    >>> restarted.recall({T1: found.events[0].value})
     >>> print_events(restarted.tick(at(400)))
     >>> back = restarted.update(readings([(T2, 100, 0.41), (T1, 100, 0.5), (KD, 100, 1)]),
     ...                         at(401))
     >>> print_events(back)
-    ('T1-1101', 'substation_silent', False, 'critical', 0.5)
-    >>> back.events[0].ts == at(100)
+    ('T1-1101', 'substation_silent', False, 'critical', 0.52)
+    >>> back.events[0].ts == at(401)
     True
     """
 
@@ -163,8 +193,6 @@ class NoDataDetector:
         self._last_value = np.full(n, np.nan)
         self._silent = np.zeros(n, dtype=bool)             # reported per sensor
         self._station_silent = np.zeros(len(stations), dtype=bool)
-        self._since = np.zeros(n, dtype=np.int64)          # when each was reported (0: restored)
-        self._station_since = np.zeros(len(stations), dtype=np.int64)
 
     def __repr__(self) -> str:
         return (f"NoDataDetector(sensors={len(self.registry)}, silent={int(self._silent.sum())}"
@@ -184,6 +212,9 @@ class NoDataDetector:
         if len(batch) == 0:
             return Detection([], bits)
         self._heard[batch.sensor] = now
+        # Judged before the batch's readings become the sensors' last ones: an ending may show
+        # the last reading before the silence, and a firing never concerns a sensor heard now.
+        events = self._judge(now, batch)
         # Each sensor's newest measured reading by its own time (a back-fill may come in any
         # order; of readings stamped alike, the last to arrive). Calibration gas is no reading
         # of the air: shown as a "last reading" it would read as methane at 2 %.
@@ -191,7 +222,7 @@ class NoDataDetector:
         np.maximum.at(self._last_ts, batch.sensor[measured], batch.ts[measured])
         newest = measured[batch.ts[measured] == self._last_ts[batch.sensor[measured]]]
         self._last_value[batch.sensor[newest]] = batch.value[newest]
-        return Detection(self._judge(now, batch), bits)
+        return Detection(events, bits)
 
     def tick(self, now: int) -> Detection:
         self._arm(now)
@@ -216,6 +247,11 @@ class NoDataDetector:
                       | (np.bincount(self._station, weights=silent,
                                      minlength=len(self._station_size)) == self._station_size)
                       | (self._station_silent & ~station_heard_now))
+        # A substation back: its sensors not heard yet get their deadlines from its return.
+        waking = (self._station_silent & ~all_silent)[self._station] & ~heard & ~self._silent
+        if waking.any():
+            self._heard[waking] = now
+            silent &= ~waking
         # A sensor is silent on its own only once a sibling was heard after its deadline;
         # until then its silence may be the first sign of the whole substation going.
         # One already reported stays so until it is heard, whatever its substation does.
@@ -227,34 +263,28 @@ class NoDataDetector:
             i = int(self._representative[k])
             firing = bool(all_silent[k])
             if firing:
-                self._station_since[k] = now
                 events.append(self._firing(i, "substation_silent",
                                            str(self._station_severity[k]), now,
                                            float(self._station_allowed_ms[k] / 1000),
                                            self._station_name[k]))
             else:
                 assert batch is not None  # only a reading ends a silence
-                evidence = np.flatnonzero(self._station[batch.sensor] == k)
-                ts = _ending(batch.ts[evidence], int(self._station_since[k]))
-                # The representative's own reading at that time if it has one, else its last.
-                own = evidence[(batch.sensor[evidence] == i) & (batch.ts[evidence] == ts)]
-                value = self._value(i, batch, own[0] if own.size else None)
                 events.append(Event(i, "no_data", "substation_silent",
-                                    str(self._station_severity[k]), False, ts, value,
+                                    str(self._station_severity[k]), False, now,
+                                    _reading(self._last_value[i]),
                                     float(self._station_allowed_ms[k] / 1000),
                                     self._station_name[k]))
         for i in np.flatnonzero(alone != self._silent).tolist():
             if alone[i]:
-                self._since[i] = now
                 events.append(self._firing(i, "silent", str(self._severity[i]), now,
                                            float(self._allowed_ms[i] / 1000), ""))
             else:
                 assert batch is not None  # only a reading ends a silence
                 rows = np.flatnonzero(batch.sensor == i)
-                ts = _ending(batch.ts[rows], int(self._since[i]))
-                value = self._value(i, batch, int(rows[np.argmax(batch.ts[rows] == ts)]))
-                events.append(Event(i, "no_data", "silent", str(self._severity[i]), False, ts,
-                                    value, float(self._allowed_ms[i] / 1000)))
+                first = int(rows[np.argmin(batch.ts[rows])])  # the oldest; of equals, first in
+                events.append(Event(i, "no_data", "silent", str(self._severity[i]), False, now,
+                                    self._value(i, batch, first),
+                                    float(self._allowed_ms[i] / 1000)))
         self._silent = alone
         self._station_silent = all_silent
         return events
@@ -264,10 +294,10 @@ class NoDataDetector:
         return Event(i, "no_data", condition, severity, True, now, _reading(self._last_value[i]),
                      allowed_s, scope)
 
-    def _value(self, i: int, batch: ReadingBatch, row: int | None) -> float:
-        """The value an ending event of sensor ``i`` shows: the reading at ``row`` (the one that
-        ended it), unless there is none or it is calibration gas — then its last measured one."""
-        if row is None or batch.status[row] & _CALIBRATION:
+    def _value(self, i: int, batch: ReadingBatch, row: int) -> float:
+        """The value an ending event of sensor ``i`` shows: the reading at ``row``, unless it
+        is calibration gas — then its last measured one before the batch."""
+        if batch.status[row] & _CALIBRATION:
             return _reading(self._last_value[i])
         return float(batch.value[row])
 
@@ -278,20 +308,26 @@ class NoDataDetector:
         return sorted(silent + stations)
 
     def restore(self, active: list[tuple[int, str]]) -> None:
-        """Know these as silent (their start unknown: 0); see "Restart" in the module
-        docstring. Call before the first ``update`` or ``tick``."""
+        """Know these as silent; see "Restart" in the module docstring. Call before the first
+        ``update`` or ``tick``."""
         for sensor, condition in active:
             if condition == "silent":
                 self._silent[sensor] = True
-                self._since[sensor] = 0
             elif condition == "substation_silent":
                 self._station_silent[self._station[sensor]] = True
-                self._station_since[self._station[sensor]] = 0
             else:
                 raise ValueError(f"not a no-data condition: {condition!r}")
         if self._armed:  # restored into a running detector: silent from now on, too
             quiet = self._silent | self._station_silent[self._station]
             self._heard[quiet] = _NOT_HEARD
+
+    def recall(self, last_readings: Mapping[int, float]) -> None:
+        """Take back each sensor's last reading (sensor index → value, NaN: none) as the open
+        no-data episodes showed it, after a restart; a reading heard since is not replaced.
+        Its own time is not known: any measured reading heard later is newer."""
+        for sensor, value in last_readings.items():
+            if self._last_ts[sensor] == 0:
+                self._last_value[sensor] = value
 
 
 def _reading(value: float) -> float:
@@ -299,10 +335,3 @@ def _reading(value: float) -> float:
     runs' events still compare equal (NaN != NaN, but equality of fields tries identity first)."""
     return math.nan if math.isnan(value) else float(value)
 
-
-def _ending(ts: np.ndarray, since: int) -> int:
-    """When a silence that began at ``since`` ended, by the readings that ended it (``ts``):
-    the first stamped at or after ``since``, else (all older: a back-fill of the time before)
-    the newest of them."""
-    after = ts[ts >= since]
-    return int(after.min() if after.size else ts.max())

@@ -33,7 +33,7 @@ than ``now`` by more than :data:`LATE_AFTER_MS` — the alert then says it is ab
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -107,6 +107,14 @@ class DetectorSuite:
         for d in self.members:
             d.restore([a for a in active if a[1] in d.conditions])
         return [a for a in active if a[1] not in self.conditions]
+
+    def recall(self, last_readings: Mapping[int, float]) -> None:
+        """Hand the last readings that restored no-data episodes showed (sensor index → value)
+        to the members that keep them (a detector with a ``recall`` method: the no-data one,
+        whose endings may show them; see "Restart" in detectors/silence.py)."""
+        for d in self.members:
+            if hasattr(d, "recall"):
+                d.recall(last_readings)
 
 
 def _merge(detections: list[Detection], n: int) -> Detection:

@@ -287,6 +287,11 @@ class Pipeline:
         for sensor, condition in self.detectors.restore(self.dispatcher.restore()):
             log.warning("open condition %r of %s is no detector's any more; it stays open",
                         condition, self.registry.sensors[sensor].key)
+        # A restored silence may end showing the last reading it showed (detectors/silence.py).
+        index = self.registry.index
+        self.detectors.recall({index[f"{a.mine}/{a.sensor}"]: a.value
+                               for a in self.dispatcher.episodes.open()
+                               if a.rule == "no_data" and f"{a.mine}/{a.sensor}" in index})
         self._mine_ids = sorted({s.mine for s in self.registry.sensors})
         mine_pos = {m: i for i, m in enumerate(self._mine_ids)}
         self._mine_of_sensor = np.array([mine_pos[s.mine] for s in self.registry.sensors],

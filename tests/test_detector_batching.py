@@ -6,7 +6,8 @@ goes through every reading-driven detector of the suite (limits, faults, trend, 
 interlocks) in time order,
 split into random batches; the events (sensor, rule, condition, firing, ts, value) must be the
 same for every split. The no-data detector is left out: it is driven by the service clock
-(``tick(now)``), not by the readings, and is owned by the episode work (detectors/silence.py).
+(``tick(now)``), not by the readings; ``tests/test_no_data_splits.py`` holds its property (any
+cut of an outage's back-fill gives the same no-data episodes).
 """
 
 from __future__ import annotations

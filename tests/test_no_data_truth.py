@@ -3,8 +3,10 @@
 - a silence ends only on a reading of its own sensor (substation: of its substation) — never
   on the clock, a clock stepped back, or a restart; a calibrating reading is such evidence;
 - the value of a no-data event is a reading of its own sensor (NaN when none), never seconds;
-- a back-fill ends a silence at the first reading stamped at or after the silence's start,
-  else (all older) at its newest one, which the episode book moves up to the start: an episode
+- a silence is the span jinmei had no data: it ends when the first reading after it arrives
+  (service clock), however old that reading is — a back-fill (断电续传) does not shorten it —
+  and shows the oldest reading of the batch that ended it, so a resend cut into messages any
+  way ends it alike (the hypothesis property in ``tests/test_no_data_splits.py``); an episode
   never ends before it began, whatever rule resolves it;
 - a resolve held over a restart resolves once, not again as "start unknown";
 - calibrating readings open and close nothing in any detector but no-data; a calibration in
@@ -78,19 +80,25 @@ SILENT_AT_31 = [("T1", "silent", True, 31.0, 0.42)]
 @pytest.mark.parametrize(("then", "expected"), [
     # A live reading ends it, at that reading, with its value.
     ([(40.0, [("T1", 40.0, 0.5, 0)])], [("T1", "silent", False, 40.0, 0.5)]),
-    # A back-fill across the start ends it at the first reading stamped at or after 31 s.
-    ([(60.0, [("T1", 25.0, 0.44, 0), ("T1", 45.0, 0.46, 0), ("T1", 35.0, 0.45, 0)])],
-     [("T1", "silent", False, 35.0, 0.45)]),
-    # A back-fill all older than the start: its newest reading (the book moves it to 31 s).
-    ([(60.0, [("T1", 10.0, 0.43, 0), ("T1", 20.0, 0.44, 0)])],
-     [("T1", "silent", False, 20.0, 0.44)]),
+    # A back-fill across the start (any order in its message) ends it when it arrives, 60 s:
+    # jinmei was blind until then. Its value is the oldest reading it brought.
+    ([(60.0, [("T1", 45.0, 0.46, 0), ("T1", 25.0, 0.44, 0), ("T1", 35.0, 0.45, 0)])],
+     [("T1", "silent", False, 60.0, 0.44)]),
+    # A back-fill all older than the start: the same, never before the start.
+    ([(60.0, [("T1", 20.0, 0.44, 0), ("T1", 10.0, 0.43, 0)])],
+     [("T1", "silent", False, 60.0, 0.43)]),
     # A calibrating reading proves the sensor talks: it ends the silence; its standard gas is
-    # no reading of the air, so the value shown is the last measured one.
+    # no reading of the air, so the value shown is the last measured one before it ...
     ([(40.0, [("T1", 40.0, 2.0, CAL)])], [("T1", "silent", False, 40.0, 0.42)]),
+    # ... also when measured readings come after it in the same batch: were they cut into a
+    # later message, the first message would show 0.42 too.
+    ([(60.0, [("T1", 45.0, 0.46, 0), ("T1", 35.0, 2.0, CAL)])],
+     [("T1", "silent", False, 60.0, 0.42)]),
     # The clock ends nothing: not time passing, not a clock stepped back, not siblings talking.
     ([(45.0, []), (20.0, []), (25.0, talk(S01[1:] + S02, 25.0)), (50.0, talk(S01[1:], 50.0))],
      []),
-], ids=["live", "backfill-across-start", "backfill-before-start", "calibrating", "clock"])
+], ids=["live", "backfill-across-start", "backfill-before-start", "calibrating",
+        "calibrating-first-in-backfill", "clock"])
 def test_a_silence_ends_only_on_a_reading_of_its_sensor(
         then: list[tuple[float, list[Row]]], expected: list[tuple]) -> None:
     detector = NoDataDetector(REGISTRY, CONFIG)
@@ -113,10 +121,14 @@ def test_a_sensor_silent_alone_stays_silent_while_its_substation_is_too() -> Non
     assert run(detector, [(70.0, talk(S02, 70.0))]) == [
         ("T1", "substation_silent", True, 70.0, 0.42)]
     # CO reports: the substation is back (value: T1's own last reading, not CO's 3.0 ppm);
-    # T1 is still silent, its siblings not heard since 31 s are now silent on their own.
+    # T1 is still silent. T2 and KD get their allowance from the substation's return (the rest
+    # of its poll may be in the next message) ...
     assert run(detector, [(75.0, [("CO", 74.0, 3.0, 0)])]) == [
-        ("T1", "substation_silent", False, 74.0, 0.42), ("T2", "silent", True, 75.0, 0.3),
-        ("KD", "silent", True, 75.0, 0.3)]
+        ("T1", "substation_silent", False, 75.0, 0.42)]
+    assert run(detector, [(76.0, [("T2", 75.0, 0.3, 0)])]) == []
+    # ... and KD, not heard once CO is heard after that allowance, is silent on its own.
+    assert run(detector, [(100.0, talk(S02, 100.0)), (106.0, [("CO", 106.0, 3.0, 0)])]) == [
+        ("KD", "silent", True, 106.0, 0.3)]
 
 
 def test_a_substation_names_the_silence_of_its_fastest_sensor_not_its_representative() -> None:
@@ -134,23 +146,29 @@ def test_a_substation_names_the_silence_of_its_fastest_sensor_not_its_representa
     # A restored silent sensor stays silent through ticks and its siblings' readings ...
     ([("T1", "silent")], [(1000.0, []), (1001.0, talk(S01[1:] + S02, 1001.0)),
                           (1100.0, talk(S01[1:] + S02, 1100.0))], []),
-    # ... and ends at its first reading (its start is not carried over: any time will do).
+    # ... and ends when its first reading arrives, with the oldest reading that brought.
     ([("T1", "silent")], [(1000.0, talk(S01[1:] + S02, 1000.0)),
-                          (1001.0, [("T1", 900.0, 0.5, 0), ("T1", 950.0, 0.6, 0)])],
-     [("T1", "silent", False, 900.0, 0.5)]),
+                          (1001.0, [("T1", 950.0, 0.6, 0), ("T1", 900.0, 0.5, 0)])],
+     [("T1", "silent", False, 1001.0, 0.5)]),
+    # Calibration gas first: the last reading the open episode showed (recalled), not none.
+    ([("T1", "silent")], [(1001.0, [("T1", 900.0, 2.0, CAL), ("T1", 950.0, 0.6, 0)])],
+     [("T1", "silent", False, 1001.0, 0.42)]),
     # A restored substation stays silent while another substation talks ...
     ([("T1", "substation_silent")], [(1000.0, talk(S02, 1000.0)), (1020.0, []),
                                      (1025.0, talk(S02, 1025.0))], []),
-    # ... and ends on a reading of any of its sensors, with its representative's reading.
+    # ... and ends on a reading of any of its sensors, with its representative's last reading
+    # before the silence (recalled), whatever the resend brings first.
     ([("T1", "substation_silent")], [(1000.0, talk(S02, 1000.0)),
                                      (1001.0, talk(S01, 990.0, 0.35))],
-     [("T1", "substation_silent", False, 990.0, 0.35)]),
-], ids=["sensor-stays", "sensor-ends", "substation-stays", "substation-ends"])
+     [("T1", "substation_silent", False, 1001.0, 0.42)]),
+], ids=["sensor-stays", "sensor-ends", "sensor-ends-calibrating", "substation-stays",
+        "substation-ends"])
 def test_a_restart_keeps_silence_until_evidence(
         restored: list[tuple[str, str]], then: list[tuple[float, list[Row]]],
         expected: list[tuple]) -> None:
     detector = NoDataDetector(REGISTRY, CONFIG)
     detector.restore([(INDEX[s], c) for s, c in restored])
+    detector.recall({INDEX[s]: 0.42 for s, _ in restored})  # the open episodes' values
     assert run(detector, then) == expected
 
 

@@ -8,11 +8,13 @@ service is started on the same ``state_dir``. Checked on the alerts stream and t
   no evidence), and every resolve keeps the id of its firing;
 - a no-data transition's value is a reading of its own sensor (its last before the silence,
   the one that ended it) — never a duration;
-- readings back-filled after the restart, stamped before the episodes started, close the
-  no-data episodes no earlier than they started (never a negative duration), and a sensor that
-  falls silent and is then back-filled across its start closes at the first reading stamped at
-  or after the start;
-- a calibrating reading is evidence that a sensor talks: it ends that sensor's silence.
+- a no-data episode is the span jinmei had no data (detectors/silence.py): readings
+  back-filled after the restart, stamped before the episodes started, close them when they
+  arrive — not at their stamps, never before the start, never a negative duration — and so
+  does a back-fill across the start of a silence that began after the restart; the value is
+  the oldest reading resent (a substation: its representative's last reading before);
+- a calibrating reading is evidence that a sensor talks: it ends that sensor's silence, showing
+  the last measured reading before it — carried over the restart (``recall``), as without one.
 
 The mine is Qipanjing cut down to two substations with 2 s sampling periods, so that silence
 (3 periods) is noticed in seconds: S01 (T1-1101, T2-1101, CO-1101) and S06 (CH4-ZH, CO-ZH, FS-ZH).
@@ -35,6 +37,7 @@ from alerts.record import AlertRecord
 from alerts.report import daily
 from config.model import Deployment
 from ingest.codec import encode_telemetry
+from jinmei.pipeline import TICK_S
 from jinmei.service import Service
 from tests.servers import Mosquitto, wait_until
 from tests.test_service import Listener, deployment_for, send
@@ -44,6 +47,7 @@ pytestmark = pytest.mark.integration
 KEEP = ("T1-1101", "T2-1101", "CO-1101", "CH4-ZH", "CO-ZH", "FS-ZH")
 S01, S06 = "jinmei/qipanjing/telemetry/S01", "jinmei/qipanjing/telemetry/S06"
 PERIOD_S = 2.0  # silence after 6 s; the feeder's 0.5 s leaves a busy machine 5 s of slack
+OUTAGE_S = 1.0  # how long CO-1101's outage goes on after it was reported, before the resend
 NORMAL = {"T1-1101": 1.20, "T2-1101": 0.30, "CO-1101": 3.0, "CH4-ZH": 0.25, "CO-ZH": 1.0,
           "FS-ZH": 1.5}  # T1 at 1.20 % is past its 1.0 % alarm limit, below power-off 1.5 %
 
@@ -140,11 +144,17 @@ def test_open_episodes_survive_a_restart_and_end_only_on_readings_with_true_valu
         assert {t2_fired["id"], s06_fired["id"], t1_fired["id"]} <= {
             a.id for a in second.pipeline.dispatcher.episodes.open()}
 
-        # S06 back-fills: its buffered readings, all stamped before its episode started.
+        # S06 back-fills: its buffered readings, all stamped before its episode started, cut
+        # between the sensors of its polls — CO-ZH and FS-ZH first, CH4-ZH's more than a clock
+        # tick later: S06 is back at the first, and CH4-ZH is not silent on its own meanwhile.
         start = s06_fired["started_at"]
+        resent_at = int(time.time() * 1000)
         send(mosquitto, [(S06, encode_telemetry(start - 2_000 + 500 * k,
-                                                [("CH4-ZH", 0.26 + 0.01 * k, "ok"),
-                                                 ("CO-ZH", 1.0, "ok"), ("FS-ZH", 1.5, "ok")]))
+                                                [("CO-ZH", 1.0, "ok"), ("FS-ZH", 1.5, "ok")]))
+                         for k in range(3)])
+        time.sleep(2 * TICK_S)  # spaces the two parts of the resend; asserts nothing
+        send(mosquitto, [(S06, encode_telemetry(start - 2_000 + 500 * k,
+                                                [("CH4-ZH", 0.26 + 0.01 * k, "ok")]))
                          for k in range(3)])
         # T2 comes back with a calibrating reading (标校) stamped before its episode started.
         send(mosquitto, [(S01, encode_telemetry(t2_fired["started_at"] - 1_000,
@@ -162,8 +172,10 @@ def test_open_episodes_survive_a_restart_and_end_only_on_readings_with_true_valu
         co_start = co_fired["started_at"]
         # The substation resends its buffer in one message (readings with their own ts).
         buffered = [{"sensor": "CO-1101", "value": value, "ts": co_start + offset}
-                    for offset, value in ((-1_500, 3.1), (-500, 3.2), (700, 3.3),
+                    for offset, value in ((-500, 3.2), (-1_500, 3.1), (700, 3.3),
                                           (1_700, 3.4))]
+        time.sleep(OUTAGE_S)  # the outage goes on a while after it was noticed; asserts nothing
+        co_resent_at = int(time.time() * 1000)
         send(mosquitto, [(S01, json.dumps({"ts": co_start + 1_700,
                                            "readings": buffered}).encode())])
         assert wait_until(lambda: find(listener, "CO-1101", "silent", "resolved"), 20)
@@ -180,21 +192,25 @@ def test_open_episodes_survive_a_restart_and_end_only_on_readings_with_true_valu
                         (co_fired, co_back)):
         assert (back["id"], back["started_at"]) == (fired["id"], fired["started_at"])
         assert back["ts"] == back["ended_at"] >= back["started_at"]
-    # Back-filled before the start: ended no earlier than started, with the reading's value.
-    assert s06_back["ended_at"] == s06_fired["started_at"]
-    assert s06_back["value"] == 0.26  # CH4-ZH's own reading, never a sibling's or seconds
-    # T2 ended by calibration gas, which is no reading of the air, and the restarted service
-    # has heard no measured reading of it: no value (null, 无读数) rather than the gas's 2.00 %.
-    assert t2_back["ended_at"] == t2_fired["started_at"] and t2_back["value"] is None
-    assert "恢复上报，无测量读数" in t2_back["message"]
-    assert "no measured reading" in t2_back["message"]
+    # Back-filled before the start: ended when the resend reached jinmei, not at its stamps;
+    # the value is CH4-ZH's own last reading before the silence, never a sibling's or seconds.
+    assert s06_back["ended_at"] >= resent_at > s06_fired["started_at"]
+    assert s06_back["value"] == s06_fired["value"] == 0.25
+    # T2 ended by calibration gas, which is no reading of the air: its last measured reading,
+    # 0.30 %, carried over the restart — what it shows without a restart — never the gas.
+    assert t2_back["ended_at"] >= resent_at and t2_back["value"] == 0.30
+    assert "恢复上报，读数 0.30%" in t2_back["message"]
     assert t1_back["value"] == 0.50 and t1_back["ended_at"] > t1_fired["started_at"]
-    # Back-filled across the start: closed at the first reading stamped at or after it.
-    assert (co_back["ended_at"], co_back["value"]) == (co_start + 700, 3.3)
-    assert "持续 0 s" in s06_back["message"] and "持续 0 s" in t2_back["message"]
-    # Nothing fired twice: one firing per episode, no new ids for the restored ones.
+    # Back-filled across the start: closed when it arrived, showing its oldest reading.
+    assert co_back["ended_at"] >= co_resent_at and co_back["value"] == 3.1
+    for fired, back in ((s06_fired, s06_back), (t2_fired, t2_back), (co_fired, co_back)):
+        lasted = (back["ended_at"] - fired["started_at"]) / 1000
+        assert f"持续 {lasted:.0f} s" in back["message"]
+    # Nothing fired twice: one firing per episode, no new ids for the restored ones; no S06
+    # sensor was silent on its own while the rest of its resend was on its way.
     episodes = [(a["sensor"], a["condition"]) for a in transitions(listener)
                 if a["state"] == "firing"]
+    assert not {("CH4-ZH", "silent"), ("CO-ZH", "silent"), ("FS-ZH", "silent")} & set(episodes)
     for key in (("T2-1101", "silent"), ("CH4-ZH", "substation_silent"),
                 ("T1-1101", "alarm_high"), ("CO-1101", "silent")):
         assert episodes.count(key) == 1, key
@@ -212,8 +228,9 @@ def test_open_episodes_survive_a_restart_and_end_only_on_readings_with_true_valu
     # ... and so does the daily report: the day's no-data and alarm time is never negative.
     day = (min(a.started_at for a in history) - 60_000, max(a.ts for a in history) + 60_000)
     report = {r.sensor: r for r in daily(deployment.mines[0], day, [], history)}
-    assert (report["T2-1101"].no_data_count, report["T2-1101"].no_data_s) == (1, 0.0)
-    assert report["CO-1101"].no_data_count == 1 and 0 < report["CO-1101"].no_data_s < 60
+    assert (report["T2-1101"].no_data_count, report["T2-1101"].no_data_s) == (
+        1, pytest.approx((t2_back["ended_at"] - t2_fired["started_at"]) / 1000, abs=0.1))
+    assert report["CO-1101"].no_data_count == 1 and OUTAGE_S <= report["CO-1101"].no_data_s < 60
     assert report["T1-1101"].alarm_count >= 1 and report["T1-1101"].alarm_s > 0
     assert all(min(r.alarm_s, r.power_off_s, r.fault_s, r.no_data_s) >= 0
                for r in report.values())
