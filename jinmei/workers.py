@@ -50,7 +50,9 @@ import dataclasses
 import hashlib
 import logging
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -62,10 +64,11 @@ from pathlib import Path
 from config.errors import UsageError
 from config.model import Deployment
 from ingest.mqtt import TELEMETRY_TOPIC, mine_topic
+from jinmei.http import WORKER_FD_ENV, WORKER_KEY_ENV
 from jinmei.supervisor import EXIT_FAILED
 
-__all__ = ["RESTART_LIMIT", "RESTART_WINDOW_S", "WorkerParent", "as_worker", "assign",
-           "cores", "select_mines", "telemetry_topics", "worker_count"]
+__all__ = ["RESTART_LIMIT", "RESTART_WINDOW_S", "WorkerParent", "WorkerState", "as_worker",
+           "assign", "cores", "select_mines", "telemetry_topics", "worker_count"]
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +120,10 @@ def select_mines(deployment: Deployment, names: str) -> Deployment:
 
 
 def as_worker(deployment: Deployment, index: int) -> Deployment:
-    """Worker ``index``'s deployment: its own session id and state folder, and no operator
-    endpoint (N workers cannot share its port, and the parent does not serve it yet; the
-    caller has already kept only its mines with :func:`select_mines`)."""
+    """Worker ``index``'s deployment: its own session id and state folder, and not the
+    parent's ``[http] listen`` (it serves on the loopback socket its parent hands it, if any:
+    :class:`jinmei.http.WorkerEndpoint`; the caller has already kept only its mines with
+    :func:`select_mines`)."""
     broker = dataclasses.replace(deployment.broker,
                                  client_id=f"{deployment.broker.client_id}-w{index}")
     ingest = dataclasses.replace(deployment.ingest, workers=1,
@@ -135,18 +139,36 @@ def telemetry_topics(deployment: Deployment, every_mine: bool) -> str | tuple[st
     return TELEMETRY_TOPIC if every_mine else tuple(mine_topic(m.id) for m in deployment.mines)
 
 
+@dataclass(frozen=True)
+class WorkerState:
+    """What the parent knows of one worker now (for its operator endpoint)."""
+
+    index: int
+    mines: tuple[str, ...]
+    pid: int | None  # None: not running
+    port: int | None  # its endpoint's loopback port (None: no endpoint)
+    restarts: int  # starts after an exit (not counting SIGHUP's)
+    restart_in_s: float | None  # while not running: when it is started again
+
+    @property
+    def name(self) -> str:
+        return f"worker {self.index} ({', '.join(self.mines)})"
+
+
 @dataclass
 class _Slot:
     """One worker: its mines, its process and its restart history."""
 
     index: int
     mines: tuple[str, ...]
+    sock: socket.socket | None = None  # its endpoint's listening socket, kept over restarts
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     exits: deque[float] = field(default_factory=deque)
     backoff_s: float = RESTART_MIN_S
     start_at: float = 0.0  # monotonic time of the next start while not running
     reload: bool = False  # stopped on purpose by SIGHUP: start again at once
+    restarts: int = 0
 
 
 class WorkerParent:
@@ -154,14 +176,36 @@ class WorkerParent:
 
     ``command(index, mines)`` is the worker's argv. :meth:`run` returns the parent's exit code:
     0 after a forwarded SIGTERM/SIGINT, :data:`EXIT_FAILED` when a worker cannot be kept alive.
+    With ``endpoints``, each worker serves its operator endpoint on a loopback socket the parent
+    makes once and hands to every start of that worker (so its port never changes, and no other
+    process can take it while the worker restarts), and its console answers requests carrying
+    :attr:`key` only (:mod:`jinmei.parent`). ``on_reload`` runs on SIGHUP, before the workers
+    are restarted.
     """
 
     def __init__(self, shares: Sequence[tuple[str, ...]],
-                 command: Callable[[int, tuple[str, ...]], list[str]]) -> None:
-        self.slots = [_Slot(k, mines) for k, mines in enumerate(shares)]
+                 command: Callable[[int, tuple[str, ...]], list[str]], *,
+                 endpoints: bool = False, on_reload: Callable[[], None] | None = None) -> None:
+        self.slots = [_Slot(k, mines, socket.create_server(("127.0.0.1", 0))
+                            if endpoints else None) for k, mines in enumerate(shares)]
         self.command = command
+        self.key = secrets.token_urlsafe(32)
+        self.on_reload = on_reload
         self._stopping: int | None = None  # the signal that asked us to stop
         self._reload = False
+
+    def states(self) -> list[WorkerState]:
+        """Every worker's state, as the supervision loop last saw it (any thread may ask)."""
+        now = time.monotonic()
+        states = []
+        for slot in self.slots:
+            process = slot.process  # one read: the loop may replace it meanwhile
+            running = process is not None and process.returncode is None
+            states.append(WorkerState(
+                slot.index, slot.mines, process.pid if process and running else None,
+                slot.sock.getsockname()[1] if slot.sock else None, slot.restarts,
+                None if running else max(0.0, slot.start_at - now)))
+        return states
 
     def _signal(self, signum: int, frame: object) -> None:
         if signum == signal.SIGHUP:
@@ -179,6 +223,8 @@ class WorkerParent:
             time.sleep(POLL_S)
             if self._reload:
                 self._reload = False
+                if self.on_reload is not None:
+                    self.on_reload()
                 self._forward(signal.SIGHUP, reload=True)
             for slot in self.slots:
                 if not self._keep(slot, time.monotonic()):
@@ -193,7 +239,13 @@ class WorkerParent:
         return 0 if self._stop_all(self._stopping) else 1
 
     def _start(self, slot: _Slot) -> None:
-        slot.process = subprocess.Popen(self.command(slot.index, slot.mines))
+        env: dict[str, str] | None = None
+        fds: tuple[int, ...] = ()
+        if slot.sock is not None:
+            fd = slot.sock.fileno()
+            env, fds = {**os.environ, WORKER_FD_ENV: str(fd), WORKER_KEY_ENV: self.key}, (fd,)
+        slot.process = subprocess.Popen(self.command(slot.index, slot.mines), env=env,
+                                        pass_fds=fds)
         slot.started = time.monotonic()
         slot.reload = False
 
@@ -220,6 +272,7 @@ class WorkerParent:
                           slot.index, ", ".join(slot.mines), how, slot.backoff_s)
                 slot.start_at = now + slot.backoff_s
                 slot.backoff_s = min(slot.backoff_s * 2, RESTART_MAX_S)
+                slot.restarts += 1
         if now >= slot.start_at:
             self._start(slot)
         return True
