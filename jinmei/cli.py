@@ -184,11 +184,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                     "with [ingest] workers = 1 to finish it", single, single.parent)
     running = [deployment]  # the parent's console reads its accounts; SIGHUP rereads them
 
-    def reload() -> None:
+    def reload() -> bool:
         try:
             running[0] = _run_deployment(args)
         except (ConfigError, UsageError) as exc:
-            log.error("reload refused in the parent: %s — the console keeps its accounts", exc)
+            log.error("reload refused: %s — the workers keep running on config hash %s", exc,
+                      running[0].config_hash)
+            return False
+        return True
 
     parent = WorkerParent(assign(mine_ids, n), lambda k, mines: worker_argv(given, k, mines),
                           endpoints=bool(deployment.http.listen), on_reload=reload)

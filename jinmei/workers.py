@@ -1,8 +1,8 @@
 """Workers by mine: ``jinmei run`` on every core, and on several machines by configuration.
 
 One ``jinmei run`` process decodes, detects and stores on one core (the interpreter lock).
-With ``[ingest] workers = N`` (default 0: one per core, never more than there are mines) the
-command becomes a parent that starts N worker processes, each the whole single-process
+With ``[ingest] workers = N`` (default 0: one per core, never more than there are mines; 1:
+everything in one process, as before) the command becomes a parent that starts N worker processes, each the whole single-process
 service (:class:`jinmei.service.Service`) for a fixed subset of the mines:
 
 - **Assignment** (:func:`assign`): the sorted mine ids dealt round-robin — stable for a given
@@ -23,15 +23,24 @@ service (:class:`jinmei.service.Service`) for a fixed subset of the mines:
   worker's state file, and a silence is written to each (jinmei.cli_alerts);
   ``jinmei networking status|export`` still use ``<state_dir>/networking`` only (README).
 
-The parent supervises: a worker that exits — any code, 3 (its own supervision failed) or
-killed — is started again after a backoff (``RESTART_MIN_S`` doubling to ``RESTART_MAX_S``);
-more than ``RESTART_LIMIT`` exits of one worker within ``RESTART_WINDOW_S`` and the parent
-stops the others and exits with :data:`~jinmei.supervisor.EXIT_FAILED` (3), for systemd to
-restart the whole. SIGTERM and SIGINT are forwarded and the parent waits for every worker's
-clean stop (batch finished and acknowledged); SIGHUP is forwarded and each worker stops
-cleanly and is started again at once, rereading the configuration (the assignment stays the
-one computed at the parent's start). A worker whose parent is gone (``kill -9`` of the parent)
-stops by itself within a second.
+The parent supervises: a worker that exits — any code but 2, 3 (its own supervision failed)
+or killed — is started again after a backoff (``RESTART_MIN_S`` doubling to
+``RESTART_MAX_S``); more than ``RESTART_LIMIT`` exits of one worker within
+``RESTART_WINDOW_S`` and the parent stops the others and exits with
+:data:`~jinmei.supervisor.EXIT_FAILED` (3), for systemd to restart the whole. A worker that
+exits 2 (its configuration, or the broker, refused it: a wrong password, an untrusted
+certificate) is not restarted: the parent stops the others and exits 2 at once, as one
+process does. SIGTERM and SIGINT are forwarded and the parent waits for every worker's clean
+stop (batch finished and acknowledged); SIGHUP makes the parent reread the configuration and,
+if it is valid, each worker stops cleanly and is started again at once on the new files (the
+assignment stays the one computed at the parent's start); a broken file is refused and the
+workers go on. A worker whose parent is gone (``kill -9`` of the parent) stops by itself
+within a second.
+
+**The operator endpoint** (``[http] listen``) is the parent's: each worker serves its own on
+a loopback socket the parent made (:class:`jinmei.http.WorkerEndpoint`), and the parent
+answers ``/healthz``, ``/readyz``, ``/metrics`` and the console for all of them
+(:mod:`jinmei.parent`, :mod:`jinmei.console.relay`).
 
 ``jinmei run --mines a,b`` runs only the named mines (spread mines over machines by
 configuration; an unknown id exits 2 naming the configured ones); its MQTT session is
@@ -75,6 +84,7 @@ log = logging.getLogger(__name__)
 # jinmei's own restart policy, after systemd's StartLimitBurst: a worker that keeps dying is a
 # fault to report (exit 3), not to hide behind endless restarts.
 RESTART_MIN_S, RESTART_MAX_S = 0.5, 30.0
+EXIT_USAGE = 2  # `jinmei run`'s code for a configuration (or broker) refusal: no restart mends it
 RESTART_LIMIT, RESTART_WINDOW_S = 5, 300.0
 STABLE_S = 60.0  # a worker that ran this long starts its backoff again from RESTART_MIN_S
 STOP_WAIT_S = 60.0  # a clean stop finishes a batch; past this the worker is killed
@@ -179,13 +189,14 @@ class WorkerParent:
     With ``endpoints``, each worker serves its operator endpoint on a loopback socket the parent
     makes once and hands to every start of that worker (so its port never changes, and no other
     process can take it while the worker restarts), and its console answers requests carrying
-    :attr:`key` only (:mod:`jinmei.parent`). ``on_reload`` runs on SIGHUP, before the workers
-    are restarted.
+    :attr:`key` only (:mod:`jinmei.parent`). ``on_reload`` runs on SIGHUP: it rereads the
+    configuration, and only when it returns True (the files are valid) are the workers
+    restarted — a broken file leaves them running, as a refused reload does in one process.
     """
 
     def __init__(self, shares: Sequence[tuple[str, ...]],
                  command: Callable[[int, tuple[str, ...]], list[str]], *,
-                 endpoints: bool = False, on_reload: Callable[[], None] | None = None) -> None:
+                 endpoints: bool = False, on_reload: Callable[[], bool] | None = None) -> None:
         self.slots = [_Slot(k, mines, socket.create_server(("127.0.0.1", 0))
                             if endpoints else None) for k, mines in enumerate(shares)]
         self.command = command
@@ -223,17 +234,23 @@ class WorkerParent:
             time.sleep(POLL_S)
             if self._reload:
                 self._reload = False
-                if self.on_reload is not None:
-                    self.on_reload()
-                self._forward(signal.SIGHUP, reload=True)
+                if self.on_reload is None or self.on_reload():
+                    self._forward(signal.SIGHUP, reload=True)
             for slot in self.slots:
-                if not self._keep(slot, time.monotonic()):
+                code = self._keep(slot, time.monotonic())
+                if code == EXIT_USAGE:
+                    log.critical("worker %d (%s) exited %d: its configuration or the broker "
+                                 "refused it (its message is above) and a restart cannot mend "
+                                 "that; stopping the other workers and exiting %d", slot.index,
+                                 ", ".join(slot.mines), code, code)
+                elif code is not None:
                     log.critical("worker %d (%s) exited %d times within %.0f s: giving up; "
                                  "stopping the other workers and exiting %d", slot.index,
                                  ", ".join(slot.mines), len(slot.exits), RESTART_WINDOW_S,
-                                 EXIT_FAILED)
+                                 code)
+                if code is not None:
                     self._stop_all(signal.SIGTERM)
-                    return EXIT_FAILED
+                    return code
         log.info("%s: stopping %d workers", signal.Signals(self._stopping).name,
                  len(self.slots))
         return 0 if self._stop_all(self._stopping) else 1
@@ -249,14 +266,17 @@ class WorkerParent:
         slot.started = time.monotonic()
         slot.reload = False
 
-    def _keep(self, slot: _Slot, now: float) -> bool:
-        """Start ``slot`` again if it is due; False once it cannot be kept alive."""
+    def _keep(self, slot: _Slot, now: float) -> int | None:
+        """Start ``slot`` again if it is due; the parent's exit code once it cannot be kept
+        alive: :data:`EXIT_USAGE` when it exited so, :data:`EXIT_FAILED` after too many exits."""
         process = slot.process
         if process is not None:
             code = process.poll()
             if code is None:
-                return True
+                return None
             slot.process = None
+            if code == EXIT_USAGE:
+                return EXIT_USAGE
             if slot.reload and code == 0:
                 slot.start_at = now
             else:
@@ -266,7 +286,7 @@ class WorkerParent:
                 while slot.exits and now - slot.exits[0] > RESTART_WINDOW_S:
                     slot.exits.popleft()
                 if len(slot.exits) > RESTART_LIMIT:
-                    return False
+                    return EXIT_FAILED
                 how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"code {code}"
                 log.error("worker %d (%s) exited (%s); starting it again in %.1f s",
                           slot.index, ", ".join(slot.mines), how, slot.backoff_s)
@@ -275,7 +295,7 @@ class WorkerParent:
                 slot.restarts += 1
         if now >= slot.start_at:
             self._start(slot)
-        return True
+        return None
 
     def _forward(self, signum: int, *, reload: bool = False) -> None:
         for slot in self.slots:
