@@ -2,8 +2,9 @@
 
 One ``jinmei run`` process decodes, detects and stores on one core (the interpreter lock).
 With ``[ingest] workers = N`` (default 0: one per core, never more than there are mines; 1:
-everything in one process, as before) the command becomes a parent that starts N worker processes, each the whole single-process
-service (:class:`jinmei.service.Service`) for a fixed subset of the mines:
+everything in one process, as before) the command becomes a parent that starts N worker
+processes, each the whole single-process service (:class:`jinmei.service.Service`) for a
+fixed subset of the mines:
 
 - **Assignment** (:func:`assign`): the sorted mine ids dealt round-robin — stable for a given
   configuration and N, predictable by an operator, and logged at start (``worker 0: dayan,
