@@ -14,6 +14,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -96,6 +97,11 @@ def test_metrics_of_workers_merge_with_help_once_and_a_worker_label_on_every_sam
     assert {(s.labels["mine"], s.labels["worker"])
             for s in by_name["jinmei_mine_worker"].samples} == {("m5", "0"), ("m7", "1"),
                                                                  ("m9", "2")}
+    # the README lists the parent's own families: the operator's contract, as for the others
+    own = {f.name + ("_total" if f.type == "counter" else "") for f in families
+           if f.name.startswith("jinmei_") and f.name != "jinmei_readings_stored"}
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert own == set(re.findall(r"^  - `(jinmei_\w+)", readme, re.MULTILINE))
 
 
 # ── jinmei run with two workers ──────────────────────────────────────────────────────────
