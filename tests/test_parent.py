@@ -21,6 +21,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -124,10 +125,34 @@ def metric(port: int, name: str) -> dict[tuple[tuple[str, str], ...], float]:
             for f in text_string_to_metric_families(text) for s in f.samples if s.name == name}
 
 
-@pytest.fixture
-def parent(mosquitto: Mosquitto, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """``jinmei run`` with 2 workers (dayan → worker 0, qipanjing → worker 1), its endpoint on
-    a free port; stopped (and its workers with it) whatever the test did."""
+@dataclass(frozen=True)
+class Running:
+    """``jinmei run`` with 2 workers (dayan → worker 0, qipanjing → worker 1) on ``broker``,
+    its endpoint on ``port``, its files in ``work``."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    work: Path
+    broker: Mosquitto
+
+    @property
+    def log(self) -> str:
+        return (self.work / "jinmei.log").read_text()
+
+    @property
+    def tail(self) -> str:
+        """The end of the log, for a failure's message."""
+        return self.log[-3000:]
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """One service for this module's tests (each start costs two interpreters and seconds of
+    a CI run), stopped with its workers whatever the tests did; the test that kills a worker
+    runs last."""
+    work = tmp_path_factory.mktemp("parent")
+    broker = Mosquitto(work)
+    broker.start()
     port = free_port()
     users = "".join(
         f'[[console.users]]\nname = "{name}"\nrole = "{role}"\n{mines}'
@@ -135,23 +160,26 @@ def parent(mosquitto: Mosquitto, tmp_path: Path) -> Iterator[tuple[subprocess.Po
         for name, role, mines in (("wang", "dispatcher", 'mines = ["qipanjing"]\n'),
                                   ("li", "dispatcher", 'mines = ["dayan"]\n'),
                                   ("zhao", "regulator", "")))
-    config = tmp_path / "jinmei.toml"
+    config = work / "jinmei.toml"
     config.write_text(
         f'mines = ["{SHIPPED / "mines" / "dayan.toml"}", '
         f'"{SHIPPED / "mines" / "qipanjing.toml"}"]\n'
-        f'[broker]\nurl = "{mosquitto.url}"\nclient_id = "jinmei-parent-test"\n'
-        f'[store]\nurl = "sqlite:///{tmp_path / "readings.db"}"\n'
-        f'[ingest]\nstate_dir = "{tmp_path / "state"}"\nworkers = 2\n'
+        f'[broker]\nurl = "{broker.url}"\nclient_id = "jinmei-parent-test"\n'
+        f'[store]\nurl = "sqlite:///{work / "readings.db"}"\n'
+        f'[ingest]\nstate_dir = "{work / "state"}"\nworkers = 2\n'
         f'[http]\nlisten = "127.0.0.1:{port}"\n{users}', encoding="utf-8")
-    with (tmp_path / "jinmei.log").open("ab") as log:
+    with (work / "jinmei.log").open("ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "jinmei.cli", "run", "--config",
                                  str(config)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    service = Running(proc, port, work, broker)
     try:
-        yield proc, port
+        assert wait_until(lambda: ready(port), 60), service.tail
+        yield service
     finally:
         code = stop(proc)
-        assert code == 0, (tmp_path / "jinmei.log").read_text()[-3000:]
+        broker.stop()
+        assert code == 0, service.tail
 
 
 def ready(port: int) -> bool:
@@ -162,73 +190,15 @@ def ready(port: int) -> bool:
 
 
 @pytest.mark.integration
-def test_parent_endpoint_answers_for_every_worker_and_follows_a_killed_one(
-        parent: tuple[subprocess.Popen[bytes], int], mosquitto: Mosquitto,
-        tmp_path: Path) -> None:
-    proc, port = parent
-    log = tmp_path / "jinmei.log"
-    assert wait_until(lambda: ready(port), 60), log.read_text()[-3000:]
-    status, payload = get(port, "/healthz")
-    assert status == 200 and [w["mines"] for w in payload["workers"]] == [["dayan"],
-                                                                          ["qipanjing"]]
-
-    # /metrics: every worker's readings, each series with its worker
-    start_ms = int(time.time() * 1000) - 600_000
-    send(mosquitto, telemetry("dayan", range(3), start_ms)
-         + telemetry("qipanjing", range(4), start_ms))
-    db = tmp_path / "readings.db"
-    total = {"dayan": 0, "qipanjing": 0}
-    assert wait_until(lambda: set(stored(db)) == set(total), 30)
-    assert wait_until(lambda: (c := stored(db)) and all(  # every message in
-        c[m] == n * (len(telemetry(m, range(1), 0)[0][1].split(b'"sensor"')) - 1)
-        for m, n in (("dayan", 3), ("qipanjing", 4))), 30), stored(db)
-    total = stored(db)
-
-    def by_worker() -> dict[tuple[tuple[str, str], ...], float]:
-        return metric(port, "jinmei_readings_stored_total")
-    assert wait_until(lambda: sum(by_worker().values()) == sum(total.values()), 15), by_worker()
-    assert by_worker() == {(("mine", "dayan"), ("worker", "0")): total["dayan"],
-                           (("mine", "qipanjing"), ("worker", "1")): total["qipanjing"]}
-    text = get(port, "/metrics")[1]
-    assert text.count("# HELP jinmei_readings_stored_total ") == 1
-    assert text.count("# TYPE process_resident_memory_bytes ") == 1
-    assert metric(port, "jinmei_mine_worker") == {(("mine", "dayan"), ("worker", "0")): 1,
-                                                  (("mine", "qipanjing"), ("worker", "1")): 1}
-    assert set(metric(port, "jinmei_worker_up").values()) == {1}
-
-    # worker 1 hangs: the parent says which, and does not hang with it
-    victim = worker_pid(proc.pid, 1)
-    assert victim is not None
-    os.kill(victim, signal.SIGSTOP)
-    try:
-        status, payload = get(port, "/readyz")
-        assert status == 503
-        assert payload["waiting_for"] == ["worker 1 (qipanjing): no answer within 3 s"]
-        status, payload = get(port, "/healthz")
-        assert status == 503 and [(r["worker"], r["reason"]) for r in payload["reasons"]] == [
-            (1, "worker_unanswered")]
-    finally:
-        os.kill(victim, signal.SIGKILL)  # then killed: the parent starts it again
-    assert wait_until(lambda: worker_pid(proc.pid, 1) not in (None, victim), 30)
-    assert wait_until(lambda: ready(port), 60), log.read_text()[-3000:]
-    assert metric(port, "jinmei_worker_restarts_total") == {(("worker", "0"),): 0,
-                                                            (("worker", "1"),): 1}
-    assert "worker 1 (qipanjing) exited (killed by SIGKILL)" in log.read_text()
-
-
-@pytest.mark.integration
 def test_console_through_the_parent_acks_at_the_second_worker_and_refuses_every_trespass(
-        parent: tuple[subprocess.Popen[bytes], int], mosquitto: Mosquitto,
-        tmp_path: Path) -> None:
-    _, port = parent
-    base = f"http://127.0.0.1:{port}"
-    assert wait_until(lambda: ready(port), 60), (tmp_path / "jinmei.log").read_text()[-3000:]
+        running: Running) -> None:
+    base = f"http://127.0.0.1:{running.port}"
     now = int(time.time() * 1000)
-    send(mosquitto, [("jinmei/qipanjing/telemetry/S01",
+    send(running.broker, [("jinmei/qipanjing/telemetry/S01",
                       encode_telemetry(now, [("T1-1101", 1.62, "ok")])),
                      ("jinmei/dayan/telemetry/S01",
                       encode_telemetry(now, [("T1-1201", 1.62, "ok")]))])
-    worker_state = {m: tmp_path / "state" / f"worker-{k}" / "alerts.db"
+    worker_state = {m: running.work / "state" / f"worker-{k}" / "alerts.db"
                     for k, m in enumerate(("dayan", "qipanjing"))}
 
     def power_off(mine: str) -> str | None:
@@ -310,3 +280,52 @@ def test_console_through_the_parent_acks_at_the_second_worker_and_refuses_every_
     finally:
         record.close()
 
+
+@pytest.mark.integration
+def test_parent_endpoint_answers_for_every_worker_and_follows_a_killed_one(
+        running: Running) -> None:
+    proc, port = running.proc, running.port
+    status, payload = get(port, "/healthz")
+    assert status == 200 and [w["mines"] for w in payload["workers"]] == [["dayan"],
+                                                                          ["qipanjing"]]
+
+    # /metrics: every worker's readings, each series with its worker
+    db = running.work / "readings.db"
+    before = stored(db)
+    start_ms = int(time.time() * 1000) - 600_000
+    send(running.broker, telemetry("dayan", range(3), start_ms)
+         + telemetry("qipanjing", range(4), start_ms))
+    total = {m: before.get(m, 0) + n * (len(telemetry(m, range(1), 0)[0][1].split(b'"sensor"'))
+                                        - 1) for m, n in (("dayan", 3), ("qipanjing", 4))}
+    assert wait_until(lambda: stored(db) == total, 30), (stored(db), total)
+
+    def by_worker() -> dict[tuple[tuple[str, str], ...], float]:
+        return metric(port, "jinmei_readings_stored_total")
+    assert wait_until(lambda: sum(by_worker().values()) == sum(total.values()), 15), by_worker()
+    assert by_worker() == {(("mine", "dayan"), ("worker", "0")): total["dayan"],
+                           (("mine", "qipanjing"), ("worker", "1")): total["qipanjing"]}
+    text = get(port, "/metrics")[1]
+    assert text.count("# HELP jinmei_readings_stored_total ") == 1
+    assert text.count("# TYPE process_resident_memory_bytes ") == 1
+    assert metric(port, "jinmei_mine_worker") == {(("mine", "dayan"), ("worker", "0")): 1,
+                                                  (("mine", "qipanjing"), ("worker", "1")): 1}
+    assert set(metric(port, "jinmei_worker_up").values()) == {1}
+
+    # worker 1 hangs: the parent says which, and does not hang with it
+    victim = worker_pid(proc.pid, 1)
+    assert victim is not None
+    os.kill(victim, signal.SIGSTOP)
+    try:
+        status, payload = get(port, "/readyz")
+        assert status == 503
+        assert "worker 1 (qipanjing): no answer within 3 s" in payload["waiting_for"]
+        status, payload = get(port, "/healthz")
+        assert status == 503
+        assert (1, "worker_unanswered") in [(r["worker"], r["reason"]) for r in payload["reasons"]]
+    finally:
+        os.kill(victim, signal.SIGKILL)  # then killed: the parent starts it again
+    assert wait_until(lambda: worker_pid(proc.pid, 1) not in (None, victim), 30)
+    assert wait_until(lambda: ready(port), 60), running.tail
+    assert metric(port, "jinmei_worker_restarts_total") == {(("worker", "0"),): 0,
+                                                            (("worker", "1"),): 1}
+    assert "worker 1 (qipanjing) exited (killed by SIGKILL)" in running.log
