@@ -15,6 +15,10 @@ console adds a mount rather than a second server.
   missing. For a load balancer or a deploy script: 503 means not yet, or not now.
 - ``GET /metrics`` — the Prometheus text format of :mod:`jinmei.metrics`.
 
+A worker of ``[ingest] workers`` serves this endpoint on the loopback socket its parent made
+and handed over (:class:`WorkerEndpoint`), and the parent serves ``[http] listen`` for all
+workers (:mod:`jinmei.parent`).
+
 Why the standard library's ``ThreadingHTTPServer``: three GET endpoints with small bodies,
 asked every few seconds by a scraper and a health checker — no framework or event loop earns its
 place in a threaded service, and nothing new to install or patch. Each request gets a daemon

@@ -17,7 +17,11 @@ Routes (all under ``/console/``, mounted on the ``[http]`` endpoint; ``/`` redir
 ``POST /console/mine/<id>/unsilence``     end a silence (``id``)
 ========================================  =====================================================
 
-Authorization, in this order, on every request: a session (else the login page, or 403 for a
+A worker's console (``delegate_key``) also answers ``GET /console/cards?mines=a,b`` — the
+overview cards of those mines as JSON, for its parent's overview — and has no login.
+
+Authorization, in this order, on every request (:class:`~jinmei.console.front.Front`,
+shared with the workers' parent): a session (else the login page, or 403 for a
 POST); on a POST the session's CSRF token (else 403); the mine among the user's (else 403); for
 a POST, a role that may act (a regulator never may: 403). An episode or silence named in a form
 must belong to the mine of the URL (else 404), so a dispatcher cannot reach another mine's
