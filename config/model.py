@@ -203,7 +203,7 @@ class IngestConfig:
     ``store_fault_after_s``: a store failing this long raises ``store_fault`` — one patrol
     period, before monitoring_offline.
     ``workers``: how many processes share the mines (:mod:`jinmei.workers`); 0 (the default)
-    means one per core, and never more than there are mines.
+    means one per core, and never more than there are mines; 1 keeps everything in one process.
     """
 
     state_dir: str = "var/jinmei"
@@ -214,7 +214,7 @@ class IngestConfig:
     offline_after_s: float = 60.0
     store_fault_after_s: float = 30.0
     quarantine_after: int = 3  # deliveries; see the sample configuration
-    workers: int = 1  # processes; 0: one per core (jinmei.workers)
+    workers: int = 0  # processes; 0: one per core (jinmei.workers)
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,8 @@ from ingest.sqlite import SQLiteSink
 
 __all__ = ["Sink", "open_sink"]
 
-_INFLUX_FORM = "influxdb://host:port?org=ORG&bucket=BUCKET (or influxdbs:// for https)"
+_INFLUX_FORM = ("influxdb://host:port[/path]?org=ORG&bucket=BUCKET (or influxdbs:// for https; "
+                "a path is the server's prefix, e.g. /insert/0/influx of a vminsert)")
 _INFLUX_SCHEMES = {"influxdb": "http", "influxdbs": "https"}
 
 
@@ -94,12 +95,11 @@ def _open_influx(url: str, registry: Registry, state_dir: str | Path, token: str
     hostname = parts.hostname or ""
     if not hostname:
         problems.append("missing host")
-    if parts.path not in ("", "/"):
-        problems.append(f"unexpected path {parts.path}")
     if problems:
         raise _bad_url(f"expected {_INFLUX_FORM}: {'; '.join(problems)} in {url!r}")
     host = f"[{hostname}]" if ":" in hostname else hostname  # an IPv6 literal needs brackets
-    http_url = f"{_INFLUX_SCHEMES[parts.scheme]}://{host}:{port}"
+    # the client adds /api/v2/write to the URL: a path goes before it (a cluster's vminsert)
+    http_url = f"{_INFLUX_SCHEMES[parts.scheme]}://{host}:{port}{parts.path.rstrip('/')}"
     return InfluxSink(http_url, registry, org=query["org"][0], bucket=query["bucket"][0],
                       state_dir=state_dir, token=token)
 

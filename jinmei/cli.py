@@ -160,6 +160,7 @@ def config_option(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from jinmei.parent import parent_server
     from jinmei.workers import WorkerParent, assign, cores, worker_argv, worker_count
 
     deployment = _run_deployment(args)
@@ -181,8 +182,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.warning("%s holds the state of a single-process run (open episodes, notifications "
                     "owed); workers keep theirs in %s/worker-<k> and do not read it: run once "
                     "with [ingest] workers = 1 to finish it", single, single.parent)
-    return WorkerParent(assign(mine_ids, n),
-                        lambda k, mines: worker_argv(given, k, mines)).run()
+    running = [deployment]  # the parent's console reads its accounts; SIGHUP rereads them
+
+    def reload() -> bool:
+        try:
+            running[0] = _run_deployment(args)
+        except (ConfigError, UsageError) as exc:
+            log.error("reload refused: %s — the workers keep running on config hash %s", exc,
+                      running[0].config_hash)
+            return False
+        return True
+
+    parent = WorkerParent(assign(mine_ids, n), lambda k, mines: worker_argv(given, k, mines),
+                          endpoints=bool(deployment.http.listen), on_reload=reload)
+    server = parent_server(lambda: running[0], parent) if deployment.http.listen else None
+    if server is not None:
+        server.start()  # first: an unusable address stops the start before any worker
+        log.info("operator endpoint of %d workers on port %d", n, server.port)
+    try:
+        return parent.run()
+    finally:
+        if server is not None:
+            server.stop()
 
 
 def _run_deployment(args: argparse.Namespace) -> Deployment:
@@ -200,6 +221,7 @@ def _serve(deployment: Deployment, args: argparse.Namespace) -> int:
     """The service in this process until SIGTERM/SIGINT, or until its supervision fails (exit
     3). SIGHUP reloads the files in place; a worker of a parent (``--worker``) stops on it
     instead (the parent starts it again on the new files), and when its parent is gone."""
+    from jinmei.http import WorkerEndpoint
     from jinmei.pipeline import PipelineStats
     from jinmei.reload import reload_service
     from jinmei.service import Service  # imported late: `jinmei config` needs no MQTT stack
@@ -211,7 +233,7 @@ def _serve(deployment: Deployment, args: argparse.Namespace) -> int:
     topic = telemetry_topics(deployment, not args.mines and not worker)
     stop, reload = threading.Event(), threading.Event()
     service = Service(deployment, on_alert=log_alert, on_failure=lambda failure: stop.set(),
-                      topic=topic)
+                      topic=topic, endpoint=WorkerEndpoint.from_environment() if worker else None)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     signal.signal(signal.SIGHUP, lambda *_: (stop if worker else reload).set())

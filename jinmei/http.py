@@ -15,6 +15,10 @@ console adds a mount rather than a second server.
   missing. For a load balancer or a deploy script: 503 means not yet, or not now.
 - ``GET /metrics`` — the Prometheus text format of :mod:`jinmei.metrics`.
 
+A worker of ``[ingest] workers`` serves this endpoint on the loopback socket its parent made
+and handed over (:class:`WorkerEndpoint`), and the parent serves ``[http] listen`` for all
+workers (:mod:`jinmei.parent`).
+
 Why the standard library's ``ThreadingHTTPServer``: three GET endpoints with small bodies,
 asked every few seconds by a scraper and a health checker — no framework or event loop earns its
 place in a threaded service, and nothing new to install or patch. Each request gets a daemon
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import threading
 from collections.abc import Callable
@@ -46,8 +51,8 @@ from config.errors import ConfigError
 if TYPE_CHECKING:
     from jinmei.service import Service
 
-__all__ = ["Mount", "OpsServer", "Response", "json_response", "ops_server", "parse_listen",
-           "readiness"]
+__all__ = ["Mount", "OpsServer", "Response", "WorkerEndpoint", "json_response", "ops_server",
+           "parse_listen", "readiness"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +67,27 @@ class Response:
 
 # Answers every request under its path prefix, writing the reply itself.
 Mount = Callable[[BaseHTTPRequestHandler], None]
+
+# What the workers' parent hands each worker (jinmei.workers): the listening socket it made on
+# a loopback port (inherited file descriptor) and the key its console requests carry.
+WORKER_FD_ENV, WORKER_KEY_ENV = "JINMEI_WORKER_HTTP_FD", "JINMEI_WORKER_KEY"
+
+
+@dataclass(frozen=True)
+class WorkerEndpoint:
+    """A worker's operator endpoint: served on the parent's socket, its console answering
+    requests that carry ``key`` only (:mod:`jinmei.console.relay`)."""
+
+    sock: socket.socket
+    key: str
+
+    @classmethod
+    def from_environment(cls) -> WorkerEndpoint | None:
+        """The endpoint the parent handed over, or None (its ``[http] listen`` is off)."""
+        fd, key = os.environ.get(WORKER_FD_ENV), os.environ.get(WORKER_KEY_ENV)
+        if not fd or not key:
+            return None
+        return cls(socket.socket(fileno=int(fd)), key)
 
 
 def json_response(ok: bool, payload: dict[str, Any]) -> Response:
@@ -83,7 +109,7 @@ class OpsServer:
     """A ThreadingHTTPServer answering ``routes`` (path → function) on its own thread."""
 
     def __init__(self, listen: str, routes: dict[str, Callable[[], Response]],
-                 *, source_file: str = "") -> None:
+                 *, source_file: str = "", sock: socket.socket | None = None) -> None:
         self.routes = routes
         self.mounts: dict[str, Mount] = {}
         self.on_stop: list[Callable[[], None]] = []  # before the server stops (end streams)
@@ -142,21 +168,33 @@ class OpsServer:
         self._class = type("Server", (ThreadingHTTPServer,),
                            {"address_family": family, "daemon_threads": True})
         self._listen, self._source_file = listen, source_file
+        self._sock = sock  # already listening (a worker's, from its parent): served as it is
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.port = port
 
     def start(self) -> None:
         """Bind and serve; raises ConfigError (``http.listen``) when the address is unusable."""
+        if self._sock is not None:
+            self._httpd = self._class(self._sock.getsockname()[:2], self._handler,
+                                      bind_and_activate=False)
+            self._httpd.socket.close()
+            self._httpd.socket = self._sock
+            self._httpd.server_address = self._sock.getsockname()[:2]
+        else:
+            self._bind()
+        assert self._httpd is not None
+        self.port = int(self._httpd.server_address[1])
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="jinmei-http",
+                                        daemon=True)
+        self._thread.start()
+
+    def _bind(self) -> None:
         try:
             self._httpd = self._class(self._address, self._handler)
         except OSError as exc:
             raise ConfigError(self._source_file or "[http]", "http.listen",
                               f"cannot listen on {self._listen}: {exc.strerror or exc}") from exc
-        self.port = int(self._httpd.server_address[1])
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="jinmei-http",
-                                        daemon=True)
-        self._thread.start()
 
     def stop(self) -> None:
         """Return once the server no longer accepts requests and its socket is closed."""
@@ -183,22 +221,23 @@ def readiness(service: Service) -> tuple[bool, dict[str, object]]:
 
 
 def ops_server(service: Service) -> OpsServer | None:
-    """The endpoint of ``[http] listen`` for this service (not yet listening), None when off."""
+    """The endpoint of ``[http] listen`` for this service (not yet listening), None when off;
+    a worker's on the socket its parent made (:attr:`Service.endpoint`)."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     from jinmei.metrics import service_registry
 
-    deployment = service.deployment
-    if not deployment.http.listen:
+    deployment, endpoint = service.deployment, service.endpoint
+    if not deployment.http.listen and endpoint is None:
         return None
     registry = service_registry(service)
-    server = OpsServer(deployment.http.listen, {
+    server = OpsServer(deployment.http.listen or "127.0.0.1:0", {
         "/healthz": lambda: json_response(*service.health()),
         "/readyz": lambda: json_response(*readiness(service)),
         "/metrics": lambda: Response(200, CONTENT_TYPE_LATEST, generate_latest(registry)),
-    }, source_file=deployment.source_file)
+    }, source_file=deployment.source_file, sock=endpoint.sock if endpoint else None)
     if deployment.console.users:  # the dispatcher console (jinmei/console)
         from jinmei.console import attach
 
-        attach(service, server)
+        attach(service, server, endpoint.key if endpoint else None)
     return server

@@ -64,7 +64,7 @@ from ingest.lease import Lease, lease_topic
 from ingest.mqtt import TELEMETRY_TOPIC, MqttSource
 from ingest.sink import open_sink
 from ingest.status import MineStatus
-from jinmei.http import ops_server
+from jinmei.http import WorkerEndpoint, ops_server
 from jinmei.pipeline import Pipeline
 from jinmei.supervisor import Failure, Supervisor, Watch
 from networking.queue import UploadQueue
@@ -128,7 +128,8 @@ class Service:
     ``on_failure`` is called (on the supervisor's thread) once a watched thread died or
     stalled, after the failure was reported; ``failure`` then says which and why.
     ``detectors``: see :class:`Pipeline`. ``topic``: the telemetry filter(s) to subscribe to (a
-    worker of :mod:`jinmei.workers`: its mines').
+    worker of :mod:`jinmei.workers`: its mines'). ``endpoint``: a worker's operator endpoint,
+    handed over by its parent (:class:`jinmei.http.WorkerEndpoint`).
     """
 
     def __init__(self, deployment: Deployment, *,
@@ -136,7 +137,8 @@ class Service:
                  on_failure: Callable[[Failure], None] | None = None,
                  clock: Callable[[], float] = time.time,
                  detectors: DetectorSuite | None = None,
-                 topic: str | tuple[str, ...] = TELEMETRY_TOPIC) -> None:
+                 topic: str | tuple[str, ...] = TELEMETRY_TOPIC,
+                 endpoint: WorkerEndpoint | None = None) -> None:
         state_dir = Path(deployment.ingest.state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
         self.deployment = deployment
@@ -180,6 +182,7 @@ class Service:
         self._started = False
         self._broker_lost_since_ms: int | None = int(clock() * 1000)  # not subscribed yet
         self._status: tuple[str, str] = ("offline", "starting")  # as last published
+        self.endpoint = endpoint
         self.http = ops_server(self)  # [http] listen: /healthz, /readyz, /metrics (or None)
 
     def _watches(self) -> list[Watch]:

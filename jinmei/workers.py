@@ -1,9 +1,10 @@
 """Workers by mine: ``jinmei run`` on every core, and on several machines by configuration.
 
 One ``jinmei run`` process decodes, detects and stores on one core (the interpreter lock).
-With ``[ingest] workers = N`` (default 0: one per core, never more than there are mines) the
-command becomes a parent that starts N worker processes, each the whole single-process
-service (:class:`jinmei.service.Service`) for a fixed subset of the mines:
+With ``[ingest] workers = N`` (default 0: one per core, never more than there are mines; 1:
+everything in one process, as before) the command becomes a parent that starts N worker
+processes, each the whole single-process service (:class:`jinmei.service.Service`) for a
+fixed subset of the mines:
 
 - **Assignment** (:func:`assign`): the sorted mine ids dealt round-robin — stable for a given
   configuration and N, predictable by an operator, and logged at start (``worker 0: dayan,
@@ -23,15 +24,24 @@ service (:class:`jinmei.service.Service`) for a fixed subset of the mines:
   worker's state file, and a silence is written to each (jinmei.cli_alerts);
   ``jinmei networking status|export`` still use ``<state_dir>/networking`` only (README).
 
-The parent supervises: a worker that exits — any code, 3 (its own supervision failed) or
-killed — is started again after a backoff (``RESTART_MIN_S`` doubling to ``RESTART_MAX_S``);
-more than ``RESTART_LIMIT`` exits of one worker within ``RESTART_WINDOW_S`` and the parent
-stops the others and exits with :data:`~jinmei.supervisor.EXIT_FAILED` (3), for systemd to
-restart the whole. SIGTERM and SIGINT are forwarded and the parent waits for every worker's
-clean stop (batch finished and acknowledged); SIGHUP is forwarded and each worker stops
-cleanly and is started again at once, rereading the configuration (the assignment stays the
-one computed at the parent's start). A worker whose parent is gone (``kill -9`` of the parent)
-stops by itself within a second.
+The parent supervises: a worker that exits — any code but 2, 3 (its own supervision failed)
+or killed — is started again after a backoff (``RESTART_MIN_S`` doubling to
+``RESTART_MAX_S``); more than ``RESTART_LIMIT`` exits of one worker within
+``RESTART_WINDOW_S`` and the parent stops the others and exits with
+:data:`~jinmei.supervisor.EXIT_FAILED` (3), for systemd to restart the whole. A worker that
+exits 2 (its configuration, or the broker, refused it: a wrong password, an untrusted
+certificate) is not restarted: the parent stops the others and exits 2 at once, as one
+process does. SIGTERM and SIGINT are forwarded and the parent waits for every worker's clean
+stop (batch finished and acknowledged); SIGHUP makes the parent reread the configuration and,
+if it is valid, each worker stops cleanly and is started again at once on the new files (the
+assignment stays the one computed at the parent's start); a broken file is refused and the
+workers go on. A worker whose parent is gone (``kill -9`` of the parent) stops by itself
+within a second.
+
+**The operator endpoint** (``[http] listen``) is the parent's: each worker serves its own on
+a loopback socket the parent made (:class:`jinmei.http.WorkerEndpoint`), and the parent
+answers ``/healthz``, ``/readyz``, ``/metrics`` and the console for all of them
+(:mod:`jinmei.parent`, :mod:`jinmei.console.relay`).
 
 ``jinmei run --mines a,b`` runs only the named mines (spread mines over machines by
 configuration; an unknown id exits 2 naming the configured ones); its MQTT session is
@@ -50,7 +60,9 @@ import dataclasses
 import hashlib
 import logging
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -62,16 +74,18 @@ from pathlib import Path
 from config.errors import UsageError
 from config.model import Deployment
 from ingest.mqtt import TELEMETRY_TOPIC, mine_topic
+from jinmei.http import WORKER_FD_ENV, WORKER_KEY_ENV
 from jinmei.supervisor import EXIT_FAILED
 
-__all__ = ["RESTART_LIMIT", "RESTART_WINDOW_S", "WorkerParent", "as_worker", "assign",
-           "cores", "select_mines", "telemetry_topics", "worker_count"]
+__all__ = ["RESTART_LIMIT", "RESTART_WINDOW_S", "WorkerParent", "WorkerState", "as_worker",
+           "assign", "cores", "select_mines", "telemetry_topics", "worker_count"]
 
 log = logging.getLogger(__name__)
 
 # jinmei's own restart policy, after systemd's StartLimitBurst: a worker that keeps dying is a
 # fault to report (exit 3), not to hide behind endless restarts.
 RESTART_MIN_S, RESTART_MAX_S = 0.5, 30.0
+EXIT_USAGE = 2  # `jinmei run`'s code for a configuration (or broker) refusal: no restart mends it
 RESTART_LIMIT, RESTART_WINDOW_S = 5, 300.0
 STABLE_S = 60.0  # a worker that ran this long starts its backoff again from RESTART_MIN_S
 STOP_WAIT_S = 60.0  # a clean stop finishes a batch; past this the worker is killed
@@ -117,9 +131,10 @@ def select_mines(deployment: Deployment, names: str) -> Deployment:
 
 
 def as_worker(deployment: Deployment, index: int) -> Deployment:
-    """Worker ``index``'s deployment: its own session id and state folder, and no operator
-    endpoint (N workers cannot share its port, and the parent does not serve it yet; the
-    caller has already kept only its mines with :func:`select_mines`)."""
+    """Worker ``index``'s deployment: its own session id and state folder, and not the
+    parent's ``[http] listen`` (it serves on the loopback socket its parent hands it, if any:
+    :class:`jinmei.http.WorkerEndpoint`; the caller has already kept only its mines with
+    :func:`select_mines`)."""
     broker = dataclasses.replace(deployment.broker,
                                  client_id=f"{deployment.broker.client_id}-w{index}")
     ingest = dataclasses.replace(deployment.ingest, workers=1,
@@ -135,18 +150,36 @@ def telemetry_topics(deployment: Deployment, every_mine: bool) -> str | tuple[st
     return TELEMETRY_TOPIC if every_mine else tuple(mine_topic(m.id) for m in deployment.mines)
 
 
+@dataclass(frozen=True)
+class WorkerState:
+    """What the parent knows of one worker now (for its operator endpoint)."""
+
+    index: int
+    mines: tuple[str, ...]
+    pid: int | None  # None: not running
+    port: int | None  # its endpoint's loopback port (None: no endpoint)
+    restarts: int  # starts after an exit (not counting SIGHUP's)
+    restart_in_s: float | None  # while not running: when it is started again
+
+    @property
+    def name(self) -> str:
+        return f"worker {self.index} ({', '.join(self.mines)})"
+
+
 @dataclass
 class _Slot:
     """One worker: its mines, its process and its restart history."""
 
     index: int
     mines: tuple[str, ...]
+    sock: socket.socket | None = None  # its endpoint's listening socket, kept over restarts
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     exits: deque[float] = field(default_factory=deque)
     backoff_s: float = RESTART_MIN_S
     start_at: float = 0.0  # monotonic time of the next start while not running
     reload: bool = False  # stopped on purpose by SIGHUP: start again at once
+    restarts: int = 0
 
 
 class WorkerParent:
@@ -154,14 +187,37 @@ class WorkerParent:
 
     ``command(index, mines)`` is the worker's argv. :meth:`run` returns the parent's exit code:
     0 after a forwarded SIGTERM/SIGINT, :data:`EXIT_FAILED` when a worker cannot be kept alive.
+    With ``endpoints``, each worker serves its operator endpoint on a loopback socket the parent
+    makes once and hands to every start of that worker (so its port never changes, and no other
+    process can take it while the worker restarts), and its console answers requests carrying
+    :attr:`key` only (:mod:`jinmei.parent`). ``on_reload`` runs on SIGHUP: it rereads the
+    configuration, and only when it returns True (the files are valid) are the workers
+    restarted — a broken file leaves them running, as a refused reload does in one process.
     """
 
     def __init__(self, shares: Sequence[tuple[str, ...]],
-                 command: Callable[[int, tuple[str, ...]], list[str]]) -> None:
-        self.slots = [_Slot(k, mines) for k, mines in enumerate(shares)]
+                 command: Callable[[int, tuple[str, ...]], list[str]], *,
+                 endpoints: bool = False, on_reload: Callable[[], bool] | None = None) -> None:
+        self.slots = [_Slot(k, mines, socket.create_server(("127.0.0.1", 0))
+                            if endpoints else None) for k, mines in enumerate(shares)]
         self.command = command
+        self.key = secrets.token_urlsafe(32)
+        self.on_reload = on_reload
         self._stopping: int | None = None  # the signal that asked us to stop
         self._reload = False
+
+    def states(self) -> list[WorkerState]:
+        """Every worker's state, as the supervision loop last saw it (any thread may ask)."""
+        now = time.monotonic()
+        states = []
+        for slot in self.slots:
+            process = slot.process  # one read: the loop may replace it meanwhile
+            running = process is not None and process.returncode is None
+            states.append(WorkerState(
+                slot.index, slot.mines, process.pid if process and running else None,
+                slot.sock.getsockname()[1] if slot.sock else None, slot.restarts,
+                None if running else max(0.0, slot.start_at - now)))
+        return states
 
     def _signal(self, signum: int, frame: object) -> None:
         if signum == signal.SIGHUP:
@@ -179,32 +235,49 @@ class WorkerParent:
             time.sleep(POLL_S)
             if self._reload:
                 self._reload = False
-                self._forward(signal.SIGHUP, reload=True)
+                if self.on_reload is None or self.on_reload():
+                    self._forward(signal.SIGHUP, reload=True)
             for slot in self.slots:
-                if not self._keep(slot, time.monotonic()):
+                code = self._keep(slot, time.monotonic())
+                if code == EXIT_USAGE:
+                    log.critical("worker %d (%s) exited %d: its configuration or the broker "
+                                 "refused it (its message is above) and a restart cannot mend "
+                                 "that; stopping the other workers and exiting %d", slot.index,
+                                 ", ".join(slot.mines), code, code)
+                elif code is not None:
                     log.critical("worker %d (%s) exited %d times within %.0f s: giving up; "
                                  "stopping the other workers and exiting %d", slot.index,
                                  ", ".join(slot.mines), len(slot.exits), RESTART_WINDOW_S,
-                                 EXIT_FAILED)
+                                 code)
+                if code is not None:
                     self._stop_all(signal.SIGTERM)
-                    return EXIT_FAILED
+                    return code
         log.info("%s: stopping %d workers", signal.Signals(self._stopping).name,
                  len(self.slots))
         return 0 if self._stop_all(self._stopping) else 1
 
     def _start(self, slot: _Slot) -> None:
-        slot.process = subprocess.Popen(self.command(slot.index, slot.mines))
+        env: dict[str, str] | None = None
+        fds: tuple[int, ...] = ()
+        if slot.sock is not None:
+            fd = slot.sock.fileno()
+            env, fds = {**os.environ, WORKER_FD_ENV: str(fd), WORKER_KEY_ENV: self.key}, (fd,)
+        slot.process = subprocess.Popen(self.command(slot.index, slot.mines), env=env,
+                                        pass_fds=fds)
         slot.started = time.monotonic()
         slot.reload = False
 
-    def _keep(self, slot: _Slot, now: float) -> bool:
-        """Start ``slot`` again if it is due; False once it cannot be kept alive."""
+    def _keep(self, slot: _Slot, now: float) -> int | None:
+        """Start ``slot`` again if it is due; the parent's exit code once it cannot be kept
+        alive: :data:`EXIT_USAGE` when it exited so, :data:`EXIT_FAILED` after too many exits."""
         process = slot.process
         if process is not None:
             code = process.poll()
             if code is None:
-                return True
+                return None
             slot.process = None
+            if code == EXIT_USAGE:
+                return EXIT_USAGE
             if slot.reload and code == 0:
                 slot.start_at = now
             else:
@@ -214,15 +287,16 @@ class WorkerParent:
                 while slot.exits and now - slot.exits[0] > RESTART_WINDOW_S:
                     slot.exits.popleft()
                 if len(slot.exits) > RESTART_LIMIT:
-                    return False
+                    return EXIT_FAILED
                 how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"code {code}"
                 log.error("worker %d (%s) exited (%s); starting it again in %.1f s",
                           slot.index, ", ".join(slot.mines), how, slot.backoff_s)
                 slot.start_at = now + slot.backoff_s
                 slot.backoff_s = min(slot.backoff_s * 2, RESTART_MAX_S)
+                slot.restarts += 1
         if now >= slot.start_at:
             self._start(slot)
-        return True
+        return None
 
     def _forward(self, signum: int, *, reload: bool = False) -> None:
         for slot in self.slots:

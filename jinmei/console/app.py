@@ -17,7 +17,11 @@ Routes (all under ``/console/``, mounted on the ``[http]`` endpoint; ``/`` redir
 ``POST /console/mine/<id>/unsilence``     end a silence (``id``)
 ========================================  =====================================================
 
-Authorization, in this order, on every request: a session (else the login page, or 403 for a
+A worker's console (``delegate_key``) also answers ``GET /console/cards?mines=a,b`` — the
+overview cards of those mines as JSON, for its parent's overview — and has no login.
+
+Authorization, in this order, on every request (:class:`~jinmei.console.front.Front`,
+shared with the workers' parent): a session (else the login page, or 403 for a
 POST); on a POST the session's CSRF token (else 403); the mine among the user's (else 403); for
 a POST, a role that may act (a regulator never may: 403). An episode or silence named in a form
 must belong to the mine of the URL (else 404), so a dispatcher cannot reach another mine's
@@ -31,17 +35,15 @@ Responses carry ``Content-Security-Policy: default-src 'self'`` (no inline scrip
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
-import threading
 import time
 import urllib.parse
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import datetime
 from html import escape
-from http.cookies import SimpleCookie
-from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
@@ -54,8 +56,17 @@ from config.errors import UsageError
 from config.model import ConsoleUser, Mine, Registry
 from config.readings import ReadingBatch
 from jinmei.cli_alerts import SENSOR_RULES, check_matchers, parse_duration
-from jinmei.console import assets, pages
-from jinmei.console.accounts import LoginLimiter, Session, Sessions, authenticate
+from jinmei.console import pages
+from jinmei.console.accounts import Session
+from jinmei.console.front import (
+    CSRF_HEADER,
+    KEY_HEADER,
+    SECURITY,
+    USER_HEADER,
+    Front,
+    Refused,
+    Request,
+)
 from jinmei.console.live import STATES, LiveTable
 from jinmei.console.pages import Text, form, local_time, page
 from jinmei.service import names_from_limits
@@ -69,10 +80,6 @@ log = logging.getLogger(__name__)
 
 _SEVERITY = {"critical": 0, "alarm": 1, "warning": 2}
 _KEEPALIVE_S = 15.0  # an idle event stream says something this often (proxies close silent ones)
-_MAX_FORM = 16_384  # bytes: the largest form the console takes
-_SECURITY = (("Content-Security-Policy",
-              "default-src 'self'; frame-ancestors 'none'; form-action 'self'"),
-             ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "same-origin"))
 _HISTORY_LIMIT = 500  # rows on a history page (newest first)
 
 
@@ -92,56 +99,22 @@ def area_type(locations: set[str]) -> tuple[str, str]:
     return ("巷道及其他", "roadways and other")
 
 
-class _Request:
-    """What a handler needs of one HTTP request."""
+class Console(Front):
+    """The dispatcher console of the service in this process; see the module docstring.
 
-    def __init__(self, handler: BaseHTTPRequestHandler) -> None:
-        self.handler = handler
-        url = urllib.parse.urlsplit(handler.path)
-        self.path = url.path
-        self.query = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items()}
-        cookies = SimpleCookie(handler.headers.get("Cookie", ""))
-        self.cookies = {k: m.value for k, m in cookies.items()}
-        self.address = handler.client_address[0]
-        self.tls = handler.headers.get("X-Forwarded-Proto", "") == "https"
-        self.form: dict[str, str] = {}
-        length = handler.headers.get("Content-Length") or "0"
-        size = int(length) if length.isdigit() else _MAX_FORM + 1
-        self.too_large = size > _MAX_FORM  # not read: the connection closes after the answer
-        if handler.command == "POST" and not self.too_large:
-            raw = handler.rfile.read(size).decode("utf-8", "replace")
-            self.form = {k: v[-1] for k, v in
-                         urllib.parse.parse_qs(raw, keep_blank_values=True).items()}
+    ``delegate_key`` (a worker of ``[ingest] workers``): the console answers its parent only
+    — a request must carry the key in ``X-Jinmei-Worker-Key`` and the user and CSRF token of
+    the parent's session in ``X-Jinmei-User`` and ``X-Jinmei-Csrf``; there is no login here.
+    """
 
-
-class _Refused(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
-
-
-class Console:
-    """The dispatcher console of a running service; see the module docstring."""
-
-    def __init__(self, service: Service, clock: Callable[[], float] = time.time) -> None:
-        self.service, self.clock = service, clock
-        deployment = service.deployment
-        self.sessions = Sessions(deployment.console.session_max_s)
-        self.limiter = LoginLimiter()
+    def __init__(self, service: Service, clock: Callable[[], float] = time.time,
+                 delegate_key: str | None = None) -> None:
+        super().__init__(lambda: service.deployment, clock)
+        self.service = service
+        self.delegate_key = delegate_key
         self.live = LiveTable(service.pipeline.registry)
         self.state_db = service.record.path  # the alerts state file: silences live there
-        self._closing = threading.Event()
-        names = names_from_limits(deployment)
-        self.kind_names = dict(names.kind)
-
-    @property
-    def users(self) -> dict[str, ConsoleUser]:
-        """The accounts of the running configuration (a reload may change them)."""
-        return {u.name: u for u in self.service.deployment.console.users}
-
-    @property
-    def mines(self) -> dict[str, Mine]:
-        return {m.id: m for m in self.service.deployment.mines}
+        self.kind_names = dict(names_from_limits(service.deployment).kind)
 
     # ── the pipeline's tap ──────────────────────────────────────────────────────────────
 
@@ -153,70 +126,42 @@ class Console:
             self.live.alerts_changed({a.mine for a in alerts})
 
     def close(self) -> None:
-        """End the event streams (the server is stopping)."""
-        self._closing.set()
+        super().close()
         self.live.alerts_changed(set())
 
-    # ── dispatch ───────────────────────────────────────────────────────────────────────
+    # ── a worker's console: its parent's sessions ───────────────────────────────────────
 
-    def __call__(self, handler: BaseHTTPRequestHandler) -> None:
-        request = _Request(handler)
-        t = Text(request.cookies.get("jinmei_lang", "zh"))
-        session = self.sessions.get(request.cookies.get("jinmei_session", ""))
-        if session is not None and session.user is not None \
-                and self.users.get(session.user.name) != session.user:
-            self.sessions.end(session.token)  # removed or changed by a reload: log in again
-            session = None
-        try:
-            self._route(request, t, session)
-        except _Refused as refused:
-            user = session.user if session else None
-            body = page(t, str(refused.status), f'<p class="error">{escape(refused.message)}</p>',
-                        user=user, csrf=session.csrf if session else "")
-            self._send(request, refused.status, body)
+    def _session(self, request: Request) -> Session | None:
+        if self.delegate_key is None:
+            return super()._session(request)
+        headers = request.handler.headers
+        if not hmac.compare_digest(headers.get(KEY_HEADER, "").encode(),
+                                   self.delegate_key.encode()):
+            raise Refused(403, "a worker's console answers its parent only")
+        user = self.users.get(urllib.parse.unquote(headers.get(USER_HEADER, "")))
+        if user is None:
+            raise Refused(403, "no such user here")
+        return Session("", headers.get(CSRF_HEADER, ""), user, float("inf"))
 
-    def _route(self, request: _Request, t: Text, session: Session | None) -> None:
-        path, method = request.path, request.handler.command
-        if request.too_large:
-            raise _Refused(413, f"a form of at most {_MAX_FORM} bytes, please")
-        if path == "/console/static/console.css":
-            return self._send(request, 200, assets.CSS, "text/css; charset=utf-8")
-        if path == "/console/static/console.js":
-            return self._send(request, 200, assets.JS, "text/javascript; charset=utf-8")
-        if path == "/console/lang":
-            lang = "en" if request.query.get("to") == "en" else "zh"
-            return self._redirect(request, request.handler.headers.get("Referer") or "/console/",
-                                  cookie=("jinmei_lang", lang, False))
-        if path == "/console/login":
-            return self._login(request, t, session)
-        if session is None or session.user is None:
-            if method == "POST":
-                raise _Refused(403, "not logged in")
-            return self._redirect(request, "/console/login")
-        user = session.user
-        if method == "POST" and not session.csrf_ok(request.form.get("csrf", "")):
-            raise _Refused(403, "CSRF token missing or wrong: reload the page and try again")
-        if path == "/console/logout" and method == "POST":
-            self.sessions.end(session.token)
-            return self._send(request, 303, "", headers=(
-                ("Location", "/console/login"),
-                self._cookie(request, "jinmei_session", "", max_age=0)))
-        if path in ("/console/", "/console") and method == "GET":
-            return self._send(request, 200, self._overview(t, user, session))
-        parts = path.removeprefix("/console/mine/").split("/")
-        if not path.startswith("/console/mine/") or parts[0] not in self.mines:
-            raise _Refused(404, f"no such page: {path}")
-        mine = self.mines[parts[0]]
-        if not user.sees(mine.id):
-            raise _Refused(403, f"{user.name} may not see mine {mine.id}")
-        action = parts[1] if len(parts) > 1 else ""
-        if method == "POST":
-            if not user.acts_on(mine.id):
-                raise _Refused(403, f"{user.name} ({user.role}) may not change anything")
+    def _still(self, session: Session) -> bool:
+        return self.delegate_key is not None or super()._still(session)
+
+    def _route(self, request: Request, t: Text, session: Session | None) -> None:
+        if self.delegate_key is None or request.path.startswith("/console/mine/"):
+            return super()._route(request, t, session)
+        if request.path == "/console/cards" and session is not None and session.user:
+            wanted = request.query.get("mines", "").split(",")
+            cards = self._cards(t, session.user, [m for m in self.mines.values()
+                                                  if m.id in wanted and session.user.sees(m.id)])
+            return self._send(request, 200, json.dumps(cards, ensure_ascii=False),
+                              "application/json; charset=utf-8")
+        raise Refused(404, f"no such page on a worker: {request.path}")
+
+    def _mine(self, request: Request, t: Text, mine: Mine, user: ConsoleUser,
+              session: Session, action: str) -> None:
+        if request.handler.command == "POST":
             handlers = {"ack": self._ack, "cause": self._cause, "silence": self._silence,
                         "unsilence": self._unsilence}
-            if action not in handlers:
-                raise _Refused(404, f"no such form: {path}")
             message = handlers[action](request, mine, user)
             return self._redirect(request, f"/console/mine/{mine.id}?done="
                                   f"{urllib.parse.quote(message)}")
@@ -228,82 +173,7 @@ class Console:
             return self._events(request, t, mine, session)
         if action == "history":
             return self._send(request, 200, self._history(request, t, mine, user, session))
-        raise _Refused(404, f"no such page: {path}")
-
-    # ── replies ────────────────────────────────────────────────────────────────────────
-
-    def _send(self, request: _Request, status: int, body: str,
-              content_type: str = "text/html; charset=utf-8",
-              headers: tuple[tuple[str, str], ...] = ()) -> None:
-        data = body.encode()
-        h = request.handler
-        h.send_response(status)
-        for name, value in (("Content-Type", content_type), ("Content-Length", str(len(data))),
-                            ("Cache-Control", "no-store"), *_SECURITY, *headers):
-            h.send_header(name, value)
-        h.end_headers()
-        h.wfile.write(data)
-
-    def _cookie(self, request: _Request, name: str, value: str, http_only: bool = True,
-                max_age: int | None = None) -> tuple[str, str]:
-        flags = "; Path=/; SameSite=Strict" + ("; HttpOnly" if http_only else "")
-        flags += "; Secure" if request.tls else ""
-        flags += f"; Max-Age={max_age}" if max_age is not None else ""
-        return "Set-Cookie", f"{name}={value}{flags}"
-
-    def _redirect(self, request: _Request, to: str,
-                  cookie: tuple[str, str, bool] | None = None) -> None:
-        target = urllib.parse.urlsplit(to)
-        local = target.path or "/console/"  # only ever back to this site
-        if target.query:
-            local += f"?{target.query}"
-        headers = [("Location", local)]
-        if cookie:
-            headers.append(self._cookie(request, cookie[0], cookie[1], cookie[2]))
-        self._send(request, 303, "", headers=tuple(headers))
-
-    # ── login ──────────────────────────────────────────────────────────────────────────
-
-    def _login(self, request: _Request, t: Text, session: Session | None) -> None:
-        error = ""
-        if request.handler.command == "POST":
-            if session is None or not session.csrf_ok(request.form.get("csrf", "")):
-                raise _Refused(403, "CSRF token missing or wrong: reload the login page")
-            name = request.form.get("user", "")
-            wait = self.limiter.blocked_for(name, request.address)
-            if wait > 0:
-                minutes = int(wait // 60) + 1
-                msg = (f"登录失败次数过多，请 {minutes} 分钟后再试 / Too many failed logins: "
-                       f"try again in {minutes} min")
-                return self._send(request, 429, self._login_page(t, session, msg))
-            user = authenticate(self.users, name, request.form.get("password", ""))
-            if user is not None:
-                self.sessions.end(session.token)
-                new = self.sessions.new(user)
-                log.info("console: %s (%s) logged in from %s", user.name, user.role,
-                         request.address)
-                cookie = self._cookie(request, "jinmei_session", new.token,
-                                      max_age=int(self.service.deployment.console.session_max_s))
-                return self._send(request, 303, "", headers=(("Location", "/console/"), cookie))
-            self.limiter.failed(name, request.address)
-            log.warning("console: failed login for %r from %s", name, request.address)
-            error = "用户名或密码错误 / Wrong user name or password"
-            return self._send(request, 401, self._login_page(t, session, error))
-        if session is None or session.user is not None:
-            session = self.sessions.new(None)
-        cookie = self._cookie(request, "jinmei_session", session.token)
-        self._send(request, 200, self._login_page(t, session, error), headers=(cookie,))
-
-    def _login_page(self, t: Text, session: Session, error: str) -> str:
-        message = f'<p class="error" id="login-error">{escape(error)}</p>' if error else ""
-        body = form("/console/login", session.csrf,
-                    f'<h2>{t("login")}</h2>{message}'
-                    f'<label>{t("user")}<input name="user" id="user" autocomplete="username" '
-                    f'required></label><label>{t("password")}<input name="password" '
-                    f'id="password" type="password" autocomplete="current-password" required>'
-                    f'</label><button type="submit" id="login">{t("login")}</button>',
-                    css="login")
-        return page(t, t("login"), body)
+        raise Refused(404, f"no such page: {request.path}")
 
     # ── pages ──────────────────────────────────────────────────────────────────────────
 
@@ -318,15 +188,13 @@ class Console:
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
 
-    def _overview(self, t: Text, user: ConsoleUser, session: Session) -> str:
+    def _cards(self, t: Text, user: ConsoleUser, mines: list[Mine]) -> dict[str, str]:
         now = self._now_ms()
         open_by_mine: dict[str, Counter[str]] = defaultdict(Counter)
         for a in self._open_alerts():
             open_by_mine[a.mine][a.severity] += 1
-        cards = []
-        for mine in self.mines.values():
-            if not user.sees(mine.id):
-                continue
+        cards = {}
+        for mine in mines:
             indices = self._indices(mine.id)
             states = Counter(STATES[s] for s in self.live.states(indices, now).tolist())
             newest = self.live.newest_ms(indices)
@@ -337,17 +205,16 @@ class Console:
             counted = "".join(
                 f'<tr><td>{pages.state_badge(t, st)}</td><td class="num" data-count="{st}">'
                 f'{states[st]}</td></tr>' for st in STATES)
-            cards.append(
+            cards[mine.id] = (
                 f'<section class="card" id="mine-{escape(mine.id)}"><h2><a href="/console/mine/'
                 f'{escape(mine.id)}">{escape(t.pick((mine.name, mine.name_en)))}</a></h2>'
                 f'<table><tr><th colspan="2">{t("open_alerts")}</th></tr>{severities}'
                 f'<tr><th colspan="2">{t("points")} ({len(indices)})</th></tr>{counted}'
                 f'<tr><td>{t("newest")}</td><td>{local_time(newest, mine.timezone)} '
                 f'({t("age")} {age})</td></tr></table></section>')
-        body = f'<div class="cards">{"".join(cards)}</div>'
-        return page(t, t("overview"), body, user=user, csrf=session.csrf, refresh_s=10)
+        return cards
 
-    def _mine_page(self, request: _Request, t: Text, mine: Mine, user: ConsoleUser,
+    def _mine_page(self, request: Request, t: Text, mine: Mine, user: ConsoleUser,
                    session: Session) -> str:
         now = self._now_ms()
         registry = self.live.registry
@@ -432,7 +299,7 @@ class Console:
         return (f'<h2>{t("silences")}</h2><p class="note" id="silence-note">'
                 f'{t("silence_note")}</p>{table}{create}')
 
-    def _history(self, request: _Request, t: Text, mine: Mine, user: ConsoleUser,
+    def _history(self, request: Request, t: Text, mine: Mine, user: ConsoleUser,
                  session: Session) -> str:
         q = request.query
         since_ms = None
@@ -440,7 +307,7 @@ class Console:
             try:
                 day = datetime.strptime(q["since"], "%Y-%m-%d")
             except ValueError:
-                raise _Refused(400, f"since: not a date {q['since']!r} (YYYY-MM-DD)") from None
+                raise Refused(400, f"since: not a date {q['since']!r} (YYYY-MM-DD)") from None
             since_ms = int(day.replace(tzinfo=ZoneInfo(mine.timezone)).timestamp() * 1000)
         rows = [a for a in self.service.record.history(mine.id, since_ms)
                 if all(not q.get(k) or getattr(a, k) == q[k]
@@ -479,18 +346,18 @@ class Console:
 
     # ── live events ────────────────────────────────────────────────────────────────────
 
-    def _events(self, request: _Request, t: Text, mine: Mine, session: Session) -> None:
+    def _events(self, request: Request, t: Text, mine: Mine, session: Session) -> None:
         h = request.handler
         h.send_response(200)
         for name, value in (("Content-Type", "text/event-stream; charset=utf-8"),
-                            ("Cache-Control", "no-store"), *_SECURITY):
+                            ("Cache-Control", "no-store"), *SECURITY):
             h.send_header(name, value)
         h.end_headers()
         registry = self.live.registry
         indices = self._indices(mine.id)
         states = np.full(len(indices), -1, np.int8)  # first turn: every point
         seq, said = 0, time.monotonic()
-        while not self._closing.is_set() and self.sessions.get(session.token) is not None:
+        while not self._closing.is_set() and self._still(session):
             if self.live.registry is not registry:  # a reload: start over on the new one
                 registry, indices = self.live.registry, self._indices(mine.id)
                 states = np.full(len(indices), -1, np.int8)
@@ -516,13 +383,13 @@ class Console:
 
     # ── forms ──────────────────────────────────────────────────────────────────────────
 
-    def _episode(self, request: _Request, mine: Mine) -> str:
+    def _episode(self, request: Request, mine: Mine) -> str:
         episode = request.form.get("episode", "")
         if self.service.record.episode_mine(episode) != mine.id:
-            raise _Refused(404, f"no alert {episode!r} at mine {mine.id}")
+            raise Refused(404, f"no alert {episode!r} at mine {mine.id}")
         return episode
 
-    def _ack(self, request: _Request, mine: Mine, user: ConsoleUser) -> str:
+    def _ack(self, request: Request, mine: Mine, user: ConsoleUser) -> str:
         episode = self._episode(request, mine)
         note = request.form.get("note", "").strip()[:500]
         if not self.service.record.acknowledge(episode, user.name, self._now_ms(), note):
@@ -530,17 +397,17 @@ class Console:
         log.info("console: %s acknowledged %s: %s", user.name, episode, note)
         return f"{episode} acknowledged by {user.name}"
 
-    def _cause(self, request: _Request, mine: Mine, user: ConsoleUser) -> str:
+    def _cause(self, request: Request, mine: Mine, user: ConsoleUser) -> str:
         episode = self._episode(request, mine)
         cause = request.form.get("cause", "").strip()[:200]
         action = request.form.get("action", "").strip()[:200]
         if not cause or not action:
-            raise _Refused(400, "both the cause and the action taken are needed")
+            raise Refused(400, "both the cause and the action taken are needed")
         self.service.record.enter_cause(episode, cause, action, user.name, self._now_ms())
         log.info("console: %s entered the cause of %s", user.name, episode)
         return f"cause and action of {episode} saved"
 
-    def _silence(self, request: _Request, mine: Mine, user: ConsoleUser) -> str:
+    def _silence(self, request: Request, mine: Mine, user: ConsoleUser) -> str:
         f = request.form
         matchers = Matchers(mine.id, f.get("sensor", ""), f.get("kind", ""), f.get("rule", ""),
                             f.get("severity", ""), f.get("area", ""))
@@ -551,7 +418,7 @@ class Console:
             if not reason:
                 raise UsageError("reason", "a silence needs a reason")
         except UsageError as exc:
-            raise _Refused(400, str(exc)) from None
+            raise Refused(400, str(exc)) from None
         now = self._now_ms()
         db = StateDB(self.state_db)
         try:
@@ -561,13 +428,13 @@ class Console:
         log.info("console: %s silenced %s: %s", user.name, matchers.describe(), reason)
         return f"silence {silence.id} created"
 
-    def _unsilence(self, request: _Request, mine: Mine, user: ConsoleUser) -> str:
+    def _unsilence(self, request: Request, mine: Mine, user: ConsoleUser) -> str:
         silence_id = request.form.get("id", "")
         db = StateDB(self.state_db)
         try:
             book = SilenceBook(db)
             if not any(s.id == silence_id and s.matchers.mine == mine.id for s in book.all()):
-                raise _Refused(404, f"no silence {silence_id!r} at mine {mine.id}")
+                raise Refused(404, f"no silence {silence_id!r} at mine {mine.id}")
             book.end(silence_id, self._now_ms())
         finally:
             db.close()

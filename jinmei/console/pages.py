@@ -37,6 +37,8 @@ WORDS: dict[str, tuple[str, str]] = {
     "age": ("距今", "age"),
     "seconds": ("秒", "s"),
     "never": ("无", "none"),
+    "unavailable": ("该矿的监测进程未运行（正在重启），数据暂缺",
+                    "The worker process of this mine is down (being restarted): no figures"),
     "ok": ("正常", "normal"),
     "power_off": ("断电", "power-off"),
     "fault": ("故障", "fault"),
