@@ -174,9 +174,11 @@ def _read_exactly(stream: IO[bytes], size: int) -> bytes:
     return data
 
 
-def serve(conn: sqlite3.Connection, source: IO[bytes], answers: IO[bytes]) -> None:
+def serve(path: str, source: IO[bytes], answers: IO[bytes]) -> None:
     """The writer's loop: a frame in, its rows committed in key order, an answer out; returns
     at the end of ``source``."""
+    conn = connect_durable(path)
+    configure(conn)
     while header := source.read(8):
         n = int.from_bytes(header, "little")
         body = _read_exactly(source, n * _ROW_BYTES)
@@ -200,11 +202,9 @@ def serve(conn: sqlite3.Connection, source: IO[bytes], answers: IO[bytes]) -> No
         else:
             answers.write(OK)
         answers.flush()
+    conn.close()
 
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # see the module docstring
-    connection = connect_durable(sys.argv[1])
-    configure(connection)
-    serve(connection, sys.stdin.buffer, sys.stdout.buffer)
-    connection.close()
+    serve(sys.argv[1], sys.stdin.buffer, sys.stdout.buffer)
