@@ -30,12 +30,6 @@ view. Nothing is lost and nothing is deleted before its copy is committed; the f
 for both copies meanwhile (a full disk is a retryable error, the next open goes on). A file
 migrated this way cannot be written by an older jinmei (the view is read-only).
 
-Writer process: :meth:`SQLiteSink.write` hands the batch's four columns to a writer process
-of its own (:mod:`ingest.sqlite_writer`) and waits for its commit, so the rows are bound and
-committed outside the ingest process's interpreter lock; a writer that dies is started again
-and the batch written again (a retryable error meanwhile). The sink's own connection creates
-and migrates the file, adds the sensors' ids, writes alert transitions and serves the readers.
-
 Durability: :meth:`SQLiteSink.write` returns only after its transaction is on disk. The
 database runs in WAL mode with ``synchronous=FULL``: with ``NORMAL`` a WAL commit is not
 fsynced until the next checkpoint, so a power cut could lose batches whose MQTT messages were
@@ -70,10 +64,8 @@ import numpy as np
 
 from alerts.wire import Alert
 from config.durable import connect_durable, delivery_errors
-from config.errors import DeliveryError
 from config.model import Registry
 from config.readings import ReadingBatch
-from ingest.sqlite_writer import WriterProcess, configure
 
 __all__ = ["SQLiteSink", "StoredReading"]
 
@@ -124,6 +116,7 @@ CREATE VIEW IF NOT EXISTS reading AS
 CREATE TABLE IF NOT EXISTS alert (
     {", ".join(_alert_column(n, _HINTS[n]) for n in _ALERT_COLUMNS)},
     PRIMARY KEY (id, state, ts)) WITHOUT ROWID""")
+_INSERT_READING = "INSERT OR REPLACE INTO reading_data VALUES (?, ?, ?, ?)"
 _ALERT_COLUMN_LIST = ", ".join(f'"{n}"' for n in _ALERT_COLUMNS)  # "limit" is an SQL keyword
 _INSERT_ALERT = (f"INSERT OR REPLACE INTO alert ({_ALERT_COLUMN_LIST}) "
                  f"VALUES ({', '.join('?' * len(_ALERT_COLUMNS))})")
@@ -207,11 +200,15 @@ class SQLiteSink:
         self._alerts = 0
         self._tags: list[tuple[str, str, str, str]] = []  # (mine, sensor, kind, location)
         self._sensor_ids: np.ndarray | None = None  # their ids in ``sensor``, once looked up
-        self._writer = WriterProcess(str(self.path))
-        self._closed = False
         with delivery_errors(self.name):
             self._conn = connect_durable(self.path)
-            configure(self._conn)
+            # 64 MiB page cache (default 2 MiB): a migration reads an old table while it
+            # writes the new one.
+            self._conn.execute("PRAGMA cache_size = -65536")
+            # Checkpoint every 10,000 WAL pages (40 MiB; default 1,000): a page rewritten by
+            # several batches is copied back once (measured 1.2x more rows/s). Only committed
+            # pages are copied, so durability does not change.
+            self._conn.execute("PRAGMA wal_autocheckpoint = 10000")
             _migrate(self._conn, self.path)
             for statement in _SCHEMA:
                 self._conn.execute(statement)
@@ -224,14 +221,18 @@ class SQLiteSink:
 
     def write(self, batch: ReadingBatch) -> None:
         """Store the batch in one transaction; on disk when this returns."""
-        with self._lock:
-            if self._closed:
-                raise DeliveryError(self.name, "the sink is closed", retryable=False)
-            with delivery_errors(self.name):
-                ids = self._sensor_ids if self._sensor_ids is not None else self._resolve_ids()
-            # the writer process sorts the rows into key order and commits them
-            self._writer.write(ids[batch.sensor], batch.ts, batch.value, batch.status)
-        self._readings += len(batch)
+        with self._lock, delivery_errors(self.name):
+            ids = self._sensor_ids if self._sensor_ids is not None else self._resolve_ids()
+            sensor_id = ids[batch.sensor]
+            # Inserting in key order touches each B-tree page once (measured 1.4x faster);
+            # the sort is stable, so of two readings with one key the later one wins.
+            order = np.lexsort((sensor_id, batch.ts))
+            # Rows zipped from whole columns: no Python code per reading.
+            rows = zip(sensor_id[order].tolist(), batch.ts[order].tolist(),
+                       batch.value[order].tolist(), batch.status[order].tolist(), strict=True)
+            with self._conn:
+                self._conn.executemany(_INSERT_READING, rows)
+        self._readings += len(order)
 
     def _resolve_ids(self) -> np.ndarray:
         """The ``sensor`` id of each sensor of the registry, adding the sensors (with their
@@ -297,6 +298,4 @@ class SQLiteSink:
     def close(self) -> None:
         """Close the database; every write has already been committed."""
         with self._lock:
-            self._closed = True
-            self._writer.close()
             self._conn.close()
