@@ -161,7 +161,7 @@ def running_bare(work: Path) -> Iterator[Mosquitto]:
 
 
 def run(kind: str, args: argparse.Namespace) -> list[float]:
-    """One run of ``kind``: ``jinmei``, ``bare`` or ``N workers``."""
+    """One run of ``kind``: ``jinmei``, ``bare`` or ``N worker(s)``."""
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         if kind == "jinmei":
             broker, _service = stack.enter_context(running_service(Path(tmp), args.sensors))
@@ -185,7 +185,7 @@ def main() -> None:
                         help="jinmei as worker processes, e.g. 1,2 (default: in this process)")
     args = parser.parse_args()
 
-    jinmei = [f"{n} workers" for n in args.workers] if args.workers else ["jinmei"]
+    jinmei = [f"{n} worker(s)" for n in args.workers] if args.workers else ["jinmei"]
     kinds = {"jinmei": jinmei, "bare": ["bare"], "both": [*jinmei, "bare"]}[args.subscriber]
     figures: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}
     for _ in range(args.repeat):
