@@ -1,20 +1,30 @@
-"""Benchmark: end to end through a real Mosquitto into the store, on this machine.
+"""Benchmark: end to end through a real Mosquitto into the store, beside its yardsticks.
 
-Targets (design.md): ≥ 200,000 readings/s with batched payloads (100 readings a message) and
-≥ 15,000 messages/s with one reading a message. A publisher thread pushes pre-encoded
-telemetry for a synthetic mine at QoS 1 as fast as the broker acknowledges; the service
-(`jinmei run` in-process: MQTT 5 source with ack after commit, codec, detectors, alert
-dispatcher, store) takes it. The publishers are processes of their own, as mines are: in the
-service's process they would compete with it for the interpreter lock; each keeps at most 100
-publishes unacknowledged (paho's own bookkeeping slows down past a few hundred: measured here
-17k msg/s with 50, 6k with 1,000). The figure is readings stored per second, from the first publish
-to the moment the last reading is committed and acknowledged: the clock starts once every
-publisher process has started and holds its share (a spawned interpreter importing the
-project took 1.5–2.7 s here, a quarter of a run that was once counted in). Mosquitto runs with
-the limits of deploy/mosquitto.conf (no queue cap, no in-flight cap).
+Targets (design.md): ≥ 350,000 readings/s batched (100 readings a message) and, with one
+reading a message, ≥ 0.9× ``mosquitto_sub`` on the same broker; issue 16: SQLite ≥ 0.6× and the
+InfluxDB spool ≥ 0.7× a bare paho + msgspec subscriber. Publisher processes push pre-encoded
+telemetry for a synthetic mine at QoS 1 as fast as the broker acknowledges; the subscriber
+under test takes it (``--subscribers``, comma-separated, default ``jinmei``):
+
+- ``jinmei``: the service (`jinmei run` in-process: MQTT 5 source with ack after commit, codec,
+  detectors, alert dispatcher, store). The figure is readings stored per second, from the first
+  publish to the moment the last reading is committed and acknowledged;
+- ``bare`` and ``mosquitto_sub``: the yardsticks of :mod:`bench.anchors`, timed from the same
+  start to their last message, each on a fresh broker of its own.
+
+``--repeat N`` runs them N times interleaved (jinmei, bare, mosquitto_sub, jinmei, …) and prints
+each run and the medians with jinmei's ratio to each yardstick — the machine is shared, so only
+figures from one interleaved run are compared. The publishers are processes of their own, as
+mines are: in the service's process they would compete with it for the interpreter lock; each
+keeps at most 100 publishes unacknowledged (paho's own bookkeeping slows down past a few
+hundred: measured here 17k msg/s with 50, 6k with 1,000). The clock starts once every publisher
+process has started and holds its share (a spawned interpreter importing the project took
+1.5–2.7 s here, a quarter of a run that was once counted in). Mosquitto runs with the limits of
+deploy/mosquitto.conf (no queue cap, no in-flight cap).
 
 Run from the repository root:
-``python -m bench.bench_e2e [--store sqlite|influx] [--per-message 100] [--readings 1000000]``
+``python -m bench.bench_e2e [--store sqlite|influx] [--per-message 100] [--readings 1000000]
+[--repeat 3] [--subscribers jinmei,bare,mosquitto_sub] [--protocol 5|3.1.1]``
 (``influx`` writes through the InfluxDB sink's spool to a real VictoriaMetrics.)
 
 Workers (``[ingest] workers``, jinmei.workers): ``--workers 1,2`` runs the service as that many
@@ -39,19 +49,23 @@ import resource
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Barrier as BarrierType
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 
-from bench.synthetic import payloads, running_service, synthetic_deployment
+from bench.anchors import bare_subscriber, start_mosquitto_sub
+from bench.synthetic import payloads, running_service, synthetic_deployment, synthetic_mine
 from config.model import BrokerConfig, IngestConfig, StoreConfig
 from jinmei.service import Service
 from jinmei.workers import as_worker, assign, select_mines, telemetry_topics
 from simulators.feed import Message
 from simulators.publisher import publish
 from tests.servers import Mosquitto, victoria_metrics
+
+SUBSCRIBERS = ("jinmei", "bare", "mosquitto_sub")
+_spawn = multiprocessing.get_context("spawn")
 
 
 def publish_share(messages: list[Message], url: str, client_id: str,
@@ -60,13 +74,12 @@ def publish_share(messages: list[Message], url: str, client_id: str,
     publish(messages, url, speed=None, client_id=client_id, window=100)
 
 
-def start_publishers(messages: list[Message], url: str, n: int,
-                     spawn: multiprocessing.context.SpawnContext
+def start_publishers(messages: list[Message], url: str, n: int
                      ) -> list[multiprocessing.process.BaseProcess]:
     """``n`` publisher processes holding their shares; returns once the clock may start."""
-    start = spawn.Barrier(n + 1)
-    publishers = [spawn.Process(target=publish_share,
-                                args=(messages[i::n], url, f"pub-{i}", start))
+    start = _spawn.Barrier(n + 1)
+    publishers = [_spawn.Process(target=publish_share,
+                                 args=(messages[i::n], url, f"pub-{i}", start))
                   for i in range(n)]
     for p in publishers:
         p.start()
@@ -74,34 +87,91 @@ def start_publishers(messages: list[Message], url: str, n: int,
     return publishers
 
 
-def single(args: argparse.Namespace) -> None:
-    """The service in this process on one synthetic mine (the original benchmark)."""
-    with tempfile.TemporaryDirectory() as tmp, \
-            running_service(Path(tmp), args.sensors, args.store) as (broker, service):
-        mine = service.deployment.mines[0]
-        rounds = -(-args.readings // args.sensors)
-        start_ms = int(time.time() * 1000) - rounds * 1000 - 60_000
-        messages = [Message(0, t, p, args.per_message)
-                    for t, p in payloads(mine, rounds, start_ms, per_message=args.per_message)]
-        total = sum(m.readings for m in messages)
-        publishers = start_publishers(messages, broker.url, args.publishers,
-                                      multiprocessing.get_context("spawn"))
-        t0 = time.perf_counter()
+def timed_publish(messages: list[Message], url: str, publishers: int,
+                  finished: Callable[[], bool]) -> float:
+    """Seconds from the start of every publisher to ``finished()``."""
+    procs = start_publishers(messages, url, publishers)
+    t0 = time.perf_counter()
+    while not finished():
+        time.sleep(0.005)
+    elapsed = time.perf_counter() - t0
+    for p in procs:
+        p.join()
+    return elapsed
+
+
+def workload(args: argparse.Namespace) -> list[Message]:
+    """The feed of one synthetic mine of ``--sensors`` points, ``--readings`` in all."""
+    mine = synthetic_mine(args.sensors)
+    rounds = -(-args.readings // args.sensors)
+    start_ms = int(time.time() * 1000) - rounds * 1000 - 60_000
+    return [Message(0, t, p, args.per_message)
+            for t, p in payloads(mine, rounds, start_ms, per_message=args.per_message)]
+
+
+def run_jinmei(args: argparse.Namespace, messages: list[Message]) -> float:
+    """Readings/s of the service in this process (one worker)."""
+    total = sum(m.readings for m in messages)
+    with tempfile.TemporaryDirectory() as tmp, running_service(
+            Path(tmp), args.sensors, args.store, args.protocol) as (broker, service):
         stats = service.pipeline.stats
-        while sum(stats.readings_by_mine.values()) < total:
-            time.sleep(0.01)
-        elapsed = time.perf_counter() - t0
-        for p in publishers:
-            p.join()
-        print(f"end to end, store {args.store}, "
-              f"{args.per_message} readings/message: "
-              f"{total} readings in {elapsed:.2f} s = {total / elapsed:,.0f} readings/s, "
-              f"{len(messages) / elapsed:,.0f} messages/s; "
-              f"{stats.alerts.total()} alert transitions")
+        elapsed = timed_publish(messages, broker.url, args.publishers,
+                                lambda: sum(stats.readings_by_mine.values()) >= total)
+        note = f"{stats.alerts.total()} alert transitions"
         if args.store == "influx":  # counted once durable in the spool; what has gone on since:
             sink = service.sink.stats()
-            print(f"spool: {sink['delivered']:,} lines delivered to VictoriaMetrics, "
-                  f"{sink['pending']} chunks still pending")
+            note += (f"; spool: {sink['delivered']:,} lines delivered to VictoriaMetrics, "
+                     f"{sink['pending']} chunks pending")
+    print(f"  jinmei ({args.store}, MQTT {args.protocol}): {total / elapsed:,.0f} readings/s, "
+          f"{len(messages) / elapsed:,.0f} messages/s ({note})", flush=True)
+    return total / elapsed
+
+
+def run_anchor(kind: str, args: argparse.Namespace, messages: list[Message]) -> float:
+    """Readings/s of a yardstick (``bare`` or ``mosquitto_sub``) on a broker of its own."""
+    total = sum(m.readings for m in messages)
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = Mosquitto(Path(tmp))
+        broker.start()
+        try:
+            if kind == "bare":
+                ready, done = _spawn.Event(), _spawn.Event()
+                proc = _spawn.Process(target=bare_subscriber,
+                                      args=(broker.port, total, ready, done), daemon=True)
+                proc.start()
+                ready.wait(30)
+                elapsed = timed_publish(messages, broker.url, args.publishers, done.is_set)
+                proc.kill()
+            else:
+                sub = start_mosquitto_sub(broker.port, len(messages))
+                elapsed = timed_publish(messages, broker.url, args.publishers,
+                                        lambda: sub.poll() is not None)
+        finally:
+            broker.stop()
+    print(f"  {kind}: {total / elapsed:,.0f} readings/s, "
+          f"{len(messages) / elapsed:,.0f} messages/s", flush=True)
+    return total / elapsed
+
+
+def beside_yardsticks(args: argparse.Namespace) -> None:
+    """One worker and the yardsticks, interleaved ``--repeat`` times; medians and ratios."""
+    kinds = args.subscribers
+    messages = workload(args)
+    rates: dict[str, list[float]] = {k: [] for k in kinds}
+    for run in range(args.repeat):
+        print(f"run {run + 1}:", flush=True)
+        for kind in kinds:
+            rates[kind].append(run_jinmei(args, messages) if kind == "jinmei"
+                               else run_anchor(kind, args, messages))
+    medians = {k: statistics.median(v) for k, v in rates.items()}
+    print(f"medians of {args.repeat}, {args.per_message} readings/message, store {args.store}: "
+          + "; ".join(f"{k} {m:,.0f} readings/s ({m / args.per_message:,.0f} msg/s)"
+                      for k, m in medians.items()))
+    if "jinmei" in medians:
+        for kind in (k for k in kinds if k != "jinmei"):
+            ratios = [a / b for a, b in zip(rates["jinmei"], rates[kind], strict=True)]
+            print(f"  jinmei / {kind}: {medians['jinmei'] / medians[kind]:.2f}× of the medians "
+                  f"(per run {', '.join(f'{r:.2f}' for r in ratios)})")
 
 
 def serve_worker(index: int, n_workers: int, n_sensors: int, n_mines: int, broker_url: str,
@@ -148,7 +218,6 @@ def store_server(work: Path, store: str) -> Iterator[str]:
 
 def with_workers(args: argparse.Namespace, n_workers: int, store: str) -> float:
     """Readings/s end to end with the service as ``n_workers`` processes."""
-    spawn = multiprocessing.get_context("spawn")
     n_mines = args.mines or max(args.workers)
     mines = synthetic_deployment(args.sensors, n_mines).mines
     rounds = -(-args.readings // args.sensors)
@@ -162,16 +231,16 @@ def with_workers(args: argparse.Namespace, n_workers: int, store: str) -> float:
         broker.start()
         stack.callback(broker.stop)
         store_url = stack.enter_context(store_server(work, store))
-        ready, done = spawn.Barrier(n_workers + 1), spawn.Event()
-        stored = [spawn.Value("q", 0) for _ in range(n_workers)]
-        cpu = [spawn.Value("d", 0.0) for _ in range(n_workers)]
-        workers = [spawn.Process(target=serve_worker, args=(
+        ready, done = _spawn.Barrier(n_workers + 1), _spawn.Event()
+        stored = [_spawn.Value("q", 0) for _ in range(n_workers)]
+        cpu = [_spawn.Value("d", 0.0) for _ in range(n_workers)]
+        workers = [_spawn.Process(target=serve_worker, args=(
             k, n_workers, args.sensors, n_mines, broker.url, store_url, str(work / "state"),
             stored[k], cpu[k], ready, done)) for k in range(n_workers)]
         for w in workers:
             w.start()
         ready.wait()
-        publishers = start_publishers(messages, broker.url, args.publishers, spawn)
+        publishers = start_publishers(messages, broker.url, args.publishers)
         t0 = time.perf_counter()
         while sum(v.value for v in stored) < total:
             time.sleep(0.01)
@@ -225,7 +294,13 @@ def main() -> None:
     parser.add_argument("--mines", type=int, default=0,
                         help="synthetic mines with --workers (default: the largest count)")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--protocol", choices=("5", "3.1.1"), default="5",
+                        help="jinmei's broker.protocol (one worker)")
+    parser.add_argument("--subscribers", type=lambda text: text.split(","), default=["jinmei"],
+                        help=f"one worker beside yardsticks: of {', '.join(SUBSCRIBERS)}")
     args = parser.parse_args()
+    if unknown := set(args.subscribers) - set(SUBSCRIBERS):
+        parser.error(f"unknown subscribers: {', '.join(sorted(unknown))}")
     print(f"load average at start: {load_average()}", flush=True)
     try:
         if args.workers:
@@ -235,7 +310,7 @@ def main() -> None:
             args.store = args.store or "sqlite"
             if args.store == "both":
                 parser.error("--store both needs --workers")
-            single(args)
+            beside_yardsticks(args)
     finally:
         print(f"load average at end: {load_average()}")
 
