@@ -96,6 +96,7 @@ class StrayWatcher:
         self._windows: dict[str, _Window] = {}
         self._lock = threading.Lock()
         self._closing = threading.Event()
+        self.subscribed = threading.Event()  # set while the subscription stands
         self._flusher = threading.Thread(target=self._flush_loop, name="jinmei-strays",
                                          daemon=True)
         v5 = self.broker.protocol == "5"
@@ -103,6 +104,8 @@ class StrayWatcher:
         self._client.reconnect_delay_set(int(RECONNECT_MIN_S), int(RECONNECT_MAX_S))
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
+        self._client.on_subscribe = lambda *_: self.subscribed.set()
+        self._client.on_disconnect = lambda *_: self.subscribed.clear()
 
     def start(self) -> None:
         address = broker_address(self.broker.url)
