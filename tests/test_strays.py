@@ -9,6 +9,7 @@ import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,7 +31,7 @@ def stray(k: int = 0) -> tuple[str, bytes]:
     return STRAY, encode_telemetry(int(time.time() * 1000) + k, [("T1-1101", 0.3, "ok")])
 
 
-def rejects_of(listener: Listener, mine: str) -> list[dict]:  # type: ignore[type-arg]
+def rejects_of(listener: Listener, mine: str) -> list[dict[str, Any]]:
     return [body for topic, body in list(listener.messages) if topic == f"jinmei/{mine}/rejects"]
 
 
