@@ -61,7 +61,7 @@ import enum
 import json
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import chain, groupby, repeat
@@ -590,10 +590,15 @@ def _reject_doc(reject: Reject, received_at_ms: int) -> dict[str, object]:
     return doc
 
 
-def reject_message(reject: Reject, received_at_ms: int) -> tuple[str, bytes]:
-    """The ``jinmei/<mine>/rejects`` message republishing one ``reject`` with its reason."""
-    return f"jinmei/{_clean(reject.mine)}/rejects", _ENCODER.encode(
-        _reject_doc(reject, received_at_ms))
+def reject_message(reject: Reject, received_at_ms: int,
+                   by_reason: Mapping[str, int] | None = None) -> tuple[str, bytes]:
+    """The ``jinmei/<mine>/rejects`` message republishing one ``reject`` with its reason;
+    with ``by_reason``, it stands for that many refused messages (``count`` their sum: a
+    rate-limited summary, :mod:`jinmei.strays`)."""
+    doc = _reject_doc(reject, received_at_ms)
+    if by_reason:
+        doc.update(count=sum(by_reason.values()), by_reason=dict(by_reason))
+    return f"jinmei/{_clean(reject.mine)}/rejects", _ENCODER.encode(doc)
 
 
 def reject_messages(rejects: Sequence[Reject], received_at_ms: int) -> list[tuple[str, bytes]]:

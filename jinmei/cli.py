@@ -161,6 +161,7 @@ def config_option(parser: argparse.ArgumentParser) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from jinmei.parent import parent_server
+    from jinmei.strays import StrayWatcher
     from jinmei.workers import WorkerParent, assign, cores, worker_argv, worker_count
 
     deployment = _run_deployment(args)
@@ -195,13 +196,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     parent = WorkerParent(assign(mine_ids, n), lambda k, mines: worker_argv(given, k, mines),
                           endpoints=bool(deployment.http.listen), on_reload=reload)
-    server = parent_server(lambda: running[0], parent) if deployment.http.listen else None
+    # The whole configuration here: telemetry of a mine no worker serves is refused by the
+    # parent (jinmei.strays), as one process refuses it. With --mines, other machines serve
+    # the other mines: nothing is stray, as in one process with --mines.
+    strays = None if args.mines else StrayWatcher(deployment)
+    server = (parent_server(lambda: running[0], parent, strays) if deployment.http.listen
+              else None)
     if server is not None:
         server.start()  # first: an unusable address stops the start before any worker
         log.info("operator endpoint of %d workers on port %d", n, server.port)
+    if strays is not None:
+        strays.start()
     try:
         return parent.run()
     finally:
+        if strays is not None:
+            strays.stop()
         if server is not None:
             server.stop()
 

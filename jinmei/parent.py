@@ -19,7 +19,10 @@ serves ``[http] listen`` and answers from all of them:
   (``HELP`` and ``TYPE`` once per family; a series that had a ``mine`` label keeps it), and the
   parent's own: ``jinmei_worker_up{worker}`` (1: running and answered this scrape),
   ``jinmei_worker_restarts_total{worker}``, ``jinmei_mine_worker{mine, worker}`` (the
-  assignment) and its process metrics (``process_*`` without a ``worker`` label). A worker
+  assignment) and its process metrics (``process_*`` without a ``worker`` label), and the
+  stray telemetry watcher's counts (:mod:`jinmei.strays`) in the workers' families, also
+  without a ``worker`` label: ``jinmei_messages_received_total{mine=""}`` and
+  ``jinmei_rejects_total{reason}``. A worker
   that does not answer is missing from the scrape, and its ``jinmei_worker_up`` is 0.
 - ``/console/…`` — :mod:`jinmei.console.relay`.
 
@@ -46,6 +49,7 @@ from prometheus_client.registry import Collector
 
 from config.model import Deployment
 from jinmei.http import OpsServer, Response, json_response
+from jinmei.strays import StrayWatcher
 from jinmei.workers import WorkerParent, WorkerState
 
 __all__ = ["ASK_TIMEOUT_S", "ParentCollector", "health", "parent_server", "readiness"]
@@ -133,10 +137,12 @@ def readiness(parent: WorkerParent) -> tuple[bool, dict[str, object]]:
 
 
 class ParentCollector(Collector):
-    """Every worker's metrics labelled with its worker, and the parent's own (module doc)."""
+    """Every worker's metrics labelled with its worker, and the parent's own (module doc);
+    with ``strays``, the stray telemetry watcher's counts join the workers' families."""
 
-    def __init__(self, parent: WorkerParent) -> None:
+    def __init__(self, parent: WorkerParent, strays: StrayWatcher | None = None) -> None:
         self.parent = parent
+        self.strays = strays
         self.process = ProcessCollector(registry=None)
 
     def collect(self) -> Iterator[Metric]:
@@ -160,6 +166,9 @@ class ParentCollector(Collector):
             up.add_metric([str(state.index)], int(answered))
         for family in self.process.collect():
             merge(family, None)
+        if self.strays is not None:
+            for family in self._strays(self.strays):
+                merge(family, None)
         yield from families.values()
         yield up
         restarts = CounterMetricFamily("jinmei_worker_restarts", "Worker processes started "
@@ -174,12 +183,28 @@ class ParentCollector(Collector):
         yield restarts
         yield owner
 
+    @staticmethod
+    def _strays(strays: StrayWatcher) -> Iterator[Metric]:
+        """The watcher's counts as one process counts them: ``mine=""``, rejects by reason."""
+        if strays.messages:
+            messages = CounterMetricFamily("jinmei_messages_received", "MQTT telemetry "
+                                           "messages taken, by mine.", labels=["mine"])
+            messages.add_metric([""], strays.messages)
+            yield messages
+        if strays.rejects_by_reason:
+            rejects = CounterMetricFamily("jinmei_rejects", "Refused messages and readings, "
+                                          "by reject reason.", labels=["reason"])
+            for reason, n in sorted(strays.rejects_by_reason.items()):
+                rejects.add_metric([str(reason)], n)
+            yield rejects
 
-def parent_server(deployment: Callable[[], Deployment], parent: WorkerParent) -> OpsServer:
+
+def parent_server(deployment: Callable[[], Deployment], parent: WorkerParent,
+                  strays: StrayWatcher | None = None) -> OpsServer:
     """The parent's endpoint on ``[http] listen`` (not yet listening); ``deployment()`` is the
     running configuration (the console's accounts; a reload may replace it)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ParentCollector(parent))
+    registry.register(ParentCollector(parent, strays))
     current = deployment()
     server = OpsServer(current.http.listen, {
         "/healthz": lambda: json_response(*health(parent)),

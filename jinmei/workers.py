@@ -13,8 +13,10 @@ fixed subset of the mines:
   ``jinmei/<mine>/telemetry/#`` of its mines (so a mine's unacknowledged messages wait in that
   worker's session while it is restarted), detector state, alert record, alert outbox and
   system alerts, and the InfluxDB spool, all under ``<state_dir>/worker-<k>/``. Telemetry of a
-  mine that is not configured reaches no worker (with one process, ``jinmei/+/telemetry/#``
-  rejects it as ``unknown_mine``).
+  mine that is not configured reaches no worker: the parent refuses it instead, with the
+  reject one process gives (``unknown_mine`` on ``jinmei/<mine>/rejects``, rate-limited), by
+  a light watcher of ``jinmei/+/telemetry/#`` at QoS 0 (:mod:`jinmei.strays`) — not with
+  ``--mines``, where the other mines are other machines'.
 - **The SQLite store is shared**: every worker writes the one ``[store] url`` file (WAL; a
   writer waits up to 10 s for the other's commit — ``ingest.sqlite.connect_durable``), so
   Grafana, ``jinmei report`` and every reader of readings find all mines in one place. Writes
@@ -146,7 +148,8 @@ def as_worker(deployment: Deployment, index: int) -> Deployment:
 
 def telemetry_topics(deployment: Deployment, every_mine: bool) -> str | tuple[str, ...]:
     """What to subscribe to: everything (so unknown mines are rejected with their reason)
-    for the whole deployment in one process, else only the deployment's mines."""
+    for the whole deployment in one process, else only the deployment's mines (a worker's
+    parent refuses the unknown ones: :mod:`jinmei.strays`)."""
     return TELEMETRY_TOPIC if every_mine else tuple(mine_topic(m.id) for m in deployment.mines)
 
 
