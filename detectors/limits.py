@@ -205,7 +205,7 @@ class LimitDetector(ConditionRows):
     def _involved(self, batch: ReadingBatch) -> np.ndarray:
         """Per reading: may its sensor's state change or be active in this batch (else the
         sensor stays quiet). Work over the batch only, never over the whole registry."""
-        involved: np.ndarray = self._state[:, batch.sensor].any(axis=0)
+        involved: np.ndarray = np.logical_or.reduce(self._state[:, batch.sensor], axis=0)
         may_fire = ((batch.value >= self._can_fire_high[batch.sensor])
                     | (-batch.value >= self._fire[_LOW, batch.sensor])
                     | ((batch.status & _OVER_RANGE) != 0))
