@@ -89,10 +89,20 @@ class NoDataDetector:
     Notes
     -----
     Cost: ``update`` is one scatter of ``now`` over the batch's sensors and one
-    ``maximum.at`` for each sensor's newest reading (~1 ms per 100,000 readings); ``update``
-    and ``tick`` then take a few passes over per-sensor arrays and one ``bincount`` per
-    substation count. Adds no status bits. State per sensor: when it was last heard (service
-    clock), its newest reading (ts, value), whether it is silent and since when.
+    ``maximum.at`` for each sensor's newest reading (~1 ms per 100,000 readings). Then only
+    the substations that can change are judged, each over its own sensors: those of the
+    batch's sensors, and those *due* — each substation keeps the service-clock time after
+    which it could change with no reading of it (its pace running out, its last sensor's
+    deadline passing), and the one comparison over all substations that finds the due ones runs
+    only once ``now`` is past the soonest of those times: live, once in about two periods of the
+    fastest points, not at every batch or tick. So a one-message batch costs the same with
+    10,000 or 100,000 sensors (``bench/bench_detectors.py --message``), and the events are those
+    of judging every substation at every call (``tests/test_silence_due.py``). Why due times
+    and not a sweep once a second: a sweep would move a silence found in a batch to the next
+    second (its event time is ``now``) and still cost the whole registry every second; a heap
+    would need an entry moved at every reading. Adds no status bits. State per sensor: when it
+    was last heard (service clock), its newest reading (ts, value), whether it is silent and
+    since when; per substation, its due time.
 
     Examples
     --------
