@@ -166,6 +166,7 @@ class LimitDetector(ConditionRows):
         # 0 until set by a reading: a power-off carried over a restart started long ago.
         self._power_off_since = np.zeros(len(registry), dtype=np.int64)
         self._power_off_changes: list[tuple[int, int, bool]] = []
+        self._marked = np.zeros(len(registry), dtype=bool)  # scratch, all False between batches
 
     def __repr__(self) -> str:
         return f"LimitDetector(sensors={len(self.registry)}, active={int(self._state.sum())})"
@@ -204,13 +205,20 @@ class LimitDetector(ConditionRows):
 
     def _involved(self, batch: ReadingBatch) -> np.ndarray:
         """Per reading: may its sensor's state change or be active in this batch (else the
-        sensor stays quiet). Work over the batch only, never over the whole registry."""
-        involved: np.ndarray = np.logical_or.reduce(self._state[:, batch.sensor], axis=0)
+        sensor stays quiet). Work over the batch, never over the whole registry for a small
+        batch (one over every sensor is cheaper only for a batch larger than the registry)."""
+        if len(batch) > len(self.registry):
+            involved: np.ndarray = np.logical_or.reduce(self._state, axis=0)[batch.sensor]
+        else:
+            involved = np.logical_or.reduce(self._state[:, batch.sensor], axis=0)
         may_fire = ((batch.value >= self._can_fire_high[batch.sensor])
                     | (-batch.value >= self._fire[_LOW, batch.sensor])
                     | ((batch.status & _OVER_RANGE) != 0))
         if may_fire.any():  # every reading of a sensor that may fire takes part
-            involved |= np.isin(batch.sensor, batch.sensor[may_fire])
+            firing = batch.sensor[may_fire]
+            self._marked[firing] = True
+            involved |= self._marked[batch.sensor]
+            self._marked[firing] = False
         return involved
 
     def _verdicts(self, segment_sensor: np.ndarray, length: np.ndarray, value: np.ndarray,

@@ -305,8 +305,11 @@ class NoDataDetector:
         if self._judge_all:
             self._judge_all = False
             return np.arange(len(self._station_size)), True
-        stations = (np.unique(self._station[batch.sensor]) if batch is not None
-                    else np.zeros(0, dtype=np.int64))
+        stations = np.zeros(0, dtype=np.int64)
+        if batch is not None:  # a mark per substation beats a sort once the batch is larger
+            of_batch = self._station[batch.sensor]
+            stations = (np.flatnonzero(np.bincount(of_batch, minlength=len(self._station_size)))
+                        if len(batch) > len(self._station_size) else np.unique(of_batch))
         if now <= self._next_due:
             return stations, False
         return np.union1d(stations, np.flatnonzero(self._due < now)), True
