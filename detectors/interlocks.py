@@ -158,10 +158,10 @@ class InterlockDetector(ConditionRows):
         self._seen = np.zeros(n, dtype=bool)
         self._stopped_since = np.zeros(self._n_areas, dtype=np.int64)  # 0 = fans running
         self._demand_since = np.full(self._n_areas, -1, dtype=np.int64)  # −1: no power-off
-        # Per area, kept through the batches so that none sweeps every sensor: methane points
-        # in power-off (None until the first batch takes them from the limit detector, after
-        # any restore), and local fans heard from and running.
-        self._demand_count: np.ndarray | None = None
+        # Per area, kept through the batches so that none sweeps every fan: local fans heard
+        # from and running. (The power-off demand is read from the limit detector at every
+        # batch instead: it is that detector's state, and re-read it heals when that detector
+        # failed on a batch and was given its messages again one by one, jinmei/pipeline.py.)
         self._fans_known = np.zeros(self._n_areas, dtype=np.int64)
         self._fans_running = np.zeros(self._n_areas, dtype=np.int64)
         feeds = np.flatnonzero(self._is_feed)
@@ -233,14 +233,11 @@ class InterlockDetector(ConditionRows):
     def _demand_timeline(self, power_off: list[tuple[int, int, bool]]) -> _Timeline:
         """When each area's methane power-off demand began and ended in this batch, from the
         limit detector's transitions (a handful: a loop over them, not over readings)."""
-        if self._demand_count is None:  # the first batch: power-offs carried over a restart
-            powered, _ = self.limits.powered_off()
-            before = powered.copy()
-            for sensor, _, firing in reversed(power_off):  # each sensor's first one wins
-                before[sensor] = not firing
-            self._demand_count = np.bincount(self._area[self._methane & before],
-                                             minlength=self._n_areas)
-        count = self._demand_count  # moved on in place through the batch's transitions
+        powered, _ = self.limits.powered_off()
+        before = powered.copy()
+        for sensor, _, firing in reversed(power_off):  # each sensor's first transition wins
+            before[sensor] = not firing
+        count = np.bincount(self._area[self._methane & before], minlength=self._n_areas)
         # 0: a demand carried over a restart, begun long ago.
         since = np.where(count > 0, np.maximum(self._demand_since, 0), -1)
         timeline = _Timeline.empty(count > 0, since.copy())
