@@ -134,10 +134,10 @@ class DriftDetector(ConditionRows):
 
     Notes
     -----
-    Cost per batch: a division and a few gathers per reading and two ``bincount`` into the
-    rings; once per bin per air path, 66 pairwise slopes for each sensor (as a neighbour, as
-    itself) and for its deviation, and a few small sorts. Memory: 24 bins × 32 bytes per
-    watched sensor.
+    Cost per batch: a division and a few gathers per reading and two ``add.at`` into the
+    batch's slots of the rings (nothing over the other sensors); once per bin per air path, 66
+    pairwise slopes for each sensor (as a neighbour, as itself) and for its deviation, and a
+    few small sorts. Memory: 24 bins × 32 bytes per watched sensor.
 
     Examples
     --------
@@ -213,9 +213,10 @@ class DriftDetector(ConditionRows):
             self._count[slot[newer]] = 0.0
             self._first[slot[newer]] = np.iinfo(np.int64).max
         keep = bin_ == self._bin[slot]
-        size = len(self._sum)
-        self._sum += np.bincount(slot[keep], weights=value[keep], minlength=size)
-        self._count += np.bincount(slot[keep], minlength=size)
+        # Into the batch's slots only, reading by reading in arrival order: the cost follows the
+        # batch, not the registry, and a bin's sum is the same however its readings were split.
+        np.add.at(self._sum, slot[keep], value[keep])
+        np.add.at(self._count, slot[keep], 1.0)
         np.minimum.at(self._first, slot[keep], ts[keep])
         if not newer.any():
             return Detection([], bits)  # no bin began: nothing new to judge

@@ -150,6 +150,7 @@ class InterlockDetector(ConditionRows):
         kind = np.array([s.kind for s in registry.sensors], dtype=object)
         self._is_feed = kind == "feed"
         self._is_fan = kind == "local_fan"
+        self._is_switch = self._is_feed | self._is_fan
         self._methane = kind == "ch4"
         self._fans_in_area = np.bincount(self._area[self._is_fan], minlength=self._n_areas)
         n = len(registry)
@@ -157,6 +158,12 @@ class InterlockDetector(ConditionRows):
         self._seen = np.zeros(n, dtype=bool)
         self._stopped_since = np.zeros(self._n_areas, dtype=np.int64)  # 0 = fans running
         self._demand_since = np.full(self._n_areas, -1, dtype=np.int64)  # −1: no power-off
+        # Per area, kept through the batches so that none sweeps every fan: local fans heard
+        # from and running. (The power-off demand is read from the limit detector at every
+        # batch instead: it is that detector's state, and re-read it heals when that detector
+        # failed on a batch and was given its messages again one by one, jinmei/pipeline.py.)
+        self._fans_known = np.zeros(self._n_areas, dtype=np.int64)
+        self._fans_running = np.zeros(self._n_areas, dtype=np.int64)
         feeds = np.flatnonzero(self._is_feed)
         self._feeds_of_area = [feeds[self._area[feeds] == a].tolist()
                                for a in range(self._n_areas)]
@@ -167,7 +174,7 @@ class InterlockDetector(ConditionRows):
 
     def update(self, batch: ReadingBatch, now: int) -> Detection:
         bits = np.zeros(len(batch), dtype=np.uint16)
-        switch = np.flatnonzero((self._is_feed | self._is_fan)[batch.sensor]
+        switch = np.flatnonzero(self._is_switch[batch.sensor]
                                 & ((batch.status & _UNTRUSTED) == 0))
         power_off = self.limits.power_off_changes()
         if switch.size == 0 and not power_off:
@@ -180,6 +187,7 @@ class InterlockDetector(ConditionRows):
                   self._stopped_timeline(sensor[fan], ts[fan], live[fan]))
         if sensor.size:
             last = np.r_[sensor[1:] != sensor[:-1], True]
+            self._count_fans(sensor[last], live[last])
             self._switch[sensor[last]] = live[last]
             self._seen[sensor[last]] = True
         # Each feed reading is judged at its time; where a cause ends, the feeds of its area
@@ -271,11 +279,8 @@ class InterlockDetector(ConditionRows):
         area, ts, d_running, d_known = area[by], ts[by], d_running[by], d_known[by]
         start = np.r_[True, area[1:] != area[:-1]]
         head = np.maximum.accumulate(np.where(start, np.arange(n), 0))
-        known_fans = self._is_fan & self._seen
-        running = (np.bincount(self._area[known_fans & self._switch], minlength=self._n_areas)
-                   [area] + _within(np.cumsum(d_running), d_running, head))
-        known = (np.bincount(self._area[known_fans], minlength=self._n_areas)[area]
-                 + _within(np.cumsum(d_known), d_known, head))
+        running = self._fans_running[area] + _within(np.cumsum(d_running), d_running, head)
+        known = self._fans_known[area] + _within(np.cumsum(d_known), d_known, head)
         stopped = (known == self._fans_in_area[area]) & (running == 0)
         previous = np.empty(n, dtype=bool)
         previous[1:] = stopped[:-1]
@@ -285,3 +290,12 @@ class InterlockDetector(ConditionRows):
         # The state each area is left in: its last change in the batch, if any.
         self._stopped_since[area[moved]] = began  # ascending per area: the last one stays
         return timeline.with_changes(area[moved], ts[moved], stopped[moved], began)
+
+    def _count_fans(self, sensor: np.ndarray, live: np.ndarray) -> None:
+        """Move the per-area fan counts on to the batch's last trusted readings (``sensor``
+        unique: fans and feeds, ``live`` their last value)."""
+        is_fan = self._is_fan[sensor]
+        fan, area = sensor[is_fan], self._area[sensor[is_fan]]
+        np.add.at(self._fans_known, area, ~self._seen[fan])
+        was_running = self._switch[fan] & self._seen[fan]
+        np.add.at(self._fans_running, area, live[is_fan].astype(np.int64) - was_running)

@@ -166,6 +166,7 @@ class LimitDetector(ConditionRows):
         # 0 until set by a reading: a power-off carried over a restart started long ago.
         self._power_off_since = np.zeros(len(registry), dtype=np.int64)
         self._power_off_changes: list[tuple[int, int, bool]] = []
+        self._marked = np.zeros(len(registry), dtype=bool)  # scratch, all False between batches
 
     def __repr__(self) -> str:
         return f"LimitDetector(sensors={len(self.registry)}, active={int(self._state.sum())})"
@@ -176,7 +177,7 @@ class LimitDetector(ConditionRows):
         if len(batch) == 0:
             return Detection([], status_bits)
         involved = self._involved(batch)
-        rows = None if involved is None else np.flatnonzero(involved[batch.sensor])
+        rows = None if involved.all() else np.flatnonzero(involved)
         if rows is not None and rows.size == 0:
             return Detection([], status_bits)
         seg = segment(batch.sensor, rows)
@@ -202,18 +203,22 @@ class LimitDetector(ConditionRows):
         reading that set it; 0 for one carried over a restart, whose start is unknown)."""
         return self._state[_POWER_OFF].copy(), self._power_off_since.copy()
 
-    def _involved(self, batch: ReadingBatch) -> np.ndarray | None:
-        """Per sensor: may its state change or be active in this batch (else it stays quiet).
-
-        None when every sensor is: then there is nothing to skip.
-        """
-        involved = np.logical_or.reduce(self._state, axis=0)
-        if involved.all():
-            return None
+    def _involved(self, batch: ReadingBatch) -> np.ndarray:
+        """Per reading: may its sensor's state change or be active in this batch (else the
+        sensor stays quiet). Work over the batch, never over the whole registry for a small
+        batch (one over every sensor is cheaper only for a batch larger than the registry)."""
+        if len(batch) > len(self.registry):
+            involved: np.ndarray = np.logical_or.reduce(self._state, axis=0)[batch.sensor]
+        else:
+            involved = np.logical_or.reduce(self._state[:, batch.sensor], axis=0)
         may_fire = ((batch.value >= self._can_fire_high[batch.sensor])
                     | (-batch.value >= self._fire[_LOW, batch.sensor])
                     | ((batch.status & _OVER_RANGE) != 0))
-        involved[batch.sensor[may_fire]] = True
+        if may_fire.any():  # every reading of a sensor that may fire takes part
+            firing = batch.sensor[may_fire]
+            self._marked[firing] = True
+            involved |= self._marked[batch.sensor]
+            self._marked[firing] = False
         return involved
 
     def _verdicts(self, segment_sensor: np.ndarray, length: np.ndarray, value: np.ndarray,

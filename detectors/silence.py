@@ -118,10 +118,20 @@ class NoDataDetector:
     Notes
     -----
     Cost: ``update`` is one scatter of ``now`` over the batch's sensors and one
-    ``maximum.at`` for each sensor's newest reading (~1 ms per 100,000 readings); ``update``
-    and ``tick`` then take a few passes over per-sensor arrays and one ``bincount`` per
-    substation count. Adds no status bits. State per sensor: when it was last heard (service
-    clock), its newest reading (ts, value), whether it is silent.
+    ``maximum.at`` for each sensor's newest reading (~1 ms per 100,000 readings). Then only
+    the substations that can change are judged, each over its own sensors: those of the
+    batch's sensors, and those *due* — each substation keeps the service-clock time after
+    which it could change with no reading of it (its pace running out, its last sensor's
+    deadline passing), and the one comparison over all substations that finds the due ones runs
+    only once ``now`` is past the soonest of those times: live, once in about two periods of the
+    fastest points, not at every batch or tick. So a one-message batch costs the same with
+    10,000 or 100,000 sensors (``bench/bench_detectors.py --message``), and the events are those
+    of judging every substation at every call (``tests/test_silence_due.py``). Why due times
+    and not a sweep once a second: a sweep would move a silence found in a batch to the next
+    second (its event time is ``now``) and still cost the whole registry every second; a heap
+    would need an entry moved at every reading. Adds no status bits. State per sensor: when it
+    was last heard (service clock), its newest reading (ts, value), whether it is silent; per
+    substation, its due time.
 
     Examples
     --------
@@ -193,6 +203,15 @@ class NoDataDetector:
         self._last_value = np.full(n, np.nan)
         self._silent = np.zeros(n, dtype=bool)             # reported per sensor
         self._station_silent = np.zeros(len(stations), dtype=bool)
+        # Each substation's sensors, contiguous: a substation is judged over its own only.
+        self._by_station = np.argsort(self._station, kind="stable")
+        self._station_start = np.cumsum(self._station_size) - self._station_size
+        # When each substation may next change with no reading of it (service clock; see
+        # _due_after), and a time no later than the soonest of them.
+        self._due = np.full(len(stations), np.iinfo(np.int64).max)
+        self._next_due = np.iinfo(np.int64).min
+        self._judge_all = True  # the next judgement covers every substation (arming, restore)
+        self._in_batch = np.zeros(n, dtype=bool)  # scratch, all False between judgements
 
     def __repr__(self) -> str:
         return (f"NoDataDetector(sensors={len(self.registry)}, silent={int(self._silent.sum())}"
@@ -229,39 +248,47 @@ class NoDataDetector:
         return Detection(self._judge(now, None), np.zeros(0, dtype=np.uint16))
 
     def _judge(self, now: int, batch: ReadingBatch | None) -> list[Event]:
+        """The transitions at ``now``. Only the substations that can change are judged: those
+        of the batch's sensors and those due by the clock (``_due``); each over its own
+        sensors, so a batch costs what it holds, not the registry (module docstring, "Cost")."""
+        stations, swept = self._stations_to_judge(now, batch)
+        members, at, starts = self._members_of(stations)
+        heard, allowed = self._heard[members], self._allowed_ms[members]
         # Only a reading ends a silence — not the clock, even one stepped back.
-        heard = np.zeros(len(self.registry), dtype=bool)
         if batch is not None:
-            heard[batch.sensor] = True
-        station_heard_now = np.bincount(self._station, weights=heard,
-                                        minlength=len(self._station_size)) > 0
-        silent = now - self._heard > self._allowed_ms
-        station_heard = np.full(len(self._station_size), _NOT_HEARD, dtype=np.int64)
-        np.maximum.at(station_heard, self._station, self._heard)
+            self._in_batch[batch.sensor] = True
+        heard_now = self._in_batch[members]
+        if batch is not None:
+            self._in_batch[batch.sensor] = False
+        station_heard_now = np.logical_or.reduceat(heard_now, starts)
+        silent = now - heard > allowed
+        station_heard = np.maximum.reduceat(heard, starts)
+        was_silent = self._silent[members]
         # The substation's own deadline: its fastest sensor still reporting on its own (one
         # already reported silent alone no longer sets the pace of its siblings' messages).
         never = np.iinfo(np.int64).max
-        pace = np.full(len(self._station_size), never)
-        np.minimum.at(pace, self._station, np.where(self._silent, never, self._allowed_ms))
+        pace = np.minimum.reduceat(np.where(was_silent, never, allowed), starts)
         all_silent = ((now - station_heard > pace)
-                      | (np.bincount(self._station, weights=silent,
-                                     minlength=len(self._station_size)) == self._station_size)
-                      | (self._station_silent & ~station_heard_now))
+                      | (np.add.reduceat(silent, starts, dtype=np.int64)
+                         == self._station_size[stations])
+                      | (self._station_silent[stations] & ~station_heard_now))
         # A substation back: its sensors not heard yet get their deadlines from its return.
-        waking = (self._station_silent & ~all_silent)[self._station] & ~heard & ~self._silent
+        waking = ((self._station_silent[stations] & ~all_silent)[at] & ~heard_now
+                  & ~was_silent)
         if waking.any():
-            self._heard[waking] = now
+            self._heard[members[waking]] = now
+            heard[waking] = now
             silent &= ~waking
         # A sensor is silent on its own only once a sibling was heard after its deadline;
         # until then its silence may be the first sign of the whole substation going.
         # One already reported stays so until it is heard, whatever its substation does.
-        alone = ((silent & ~all_silent[self._station]
-                  & (station_heard[self._station] > self._heard + self._allowed_ms))
-                 | (self._silent & ~heard))
+        alone = ((silent & ~all_silent[at] & (station_heard[at] > heard + allowed))
+                 | (was_silent & ~heard_now))
         events = []
-        for k in np.flatnonzero(all_silent != self._station_silent).tolist():
+        for j in np.flatnonzero(all_silent != self._station_silent[stations]).tolist():
+            k = int(stations[j])
             i = int(self._representative[k])
-            firing = bool(all_silent[k])
+            firing = bool(all_silent[j])
             if firing:
                 events.append(self._firing(i, "substation_silent",
                                            str(self._station_severity[k]), now,
@@ -274,8 +301,10 @@ class NoDataDetector:
                                     _reading(self._last_value[i]),
                                     float(self._station_allowed_ms[k] / 1000),
                                     self._station_name[k]))
-        for i in np.flatnonzero(alone != self._silent).tolist():
-            if alone[i]:
+        moved = np.flatnonzero(alone != was_silent)
+        for i, now_alone in sorted(zip(members[moved].tolist(), alone[moved].tolist(),
+                                       strict=True)):  # in sensor order, as ever
+            if now_alone:
                 events.append(self._firing(i, "silent", str(self._severity[i]), now,
                                            float(self._allowed_ms[i] / 1000), ""))
             else:
@@ -285,9 +314,46 @@ class NoDataDetector:
                 events.append(Event(i, "no_data", "silent", str(self._severity[i]), False, now,
                                     self._value(i, batch, first),
                                     float(self._allowed_ms[i] / 1000)))
-        self._silent = alone
-        self._station_silent = all_silent
+        self._silent[members] = alone
+        self._station_silent[stations] = all_silent
+        due = np.where(all_silent, never,
+                       _due_after(heard + allowed, station_heard, alone, allowed, at, starts))
+        self._due[stations] = due
+        if swept:
+            self._next_due = int(self._due.min())
+        elif due.size:
+            self._next_due = min(self._next_due, int(due.min()))
         return events
+
+    def _stations_to_judge(self, now: int,
+                           batch: ReadingBatch | None) -> tuple[np.ndarray, bool]:
+        """The substations (ascending) whose state may change at ``now``: every one when
+        armed or restored, else those of the batch's sensors and those due by the clock; and
+        whether the due times were swept (``_next_due`` is then worked out afresh).
+
+        The due ones are found by one comparison over the substations, only once ``now`` is
+        past the soonest due time known (``_next_due``, a lower bound): live, that is about
+        once per (3 − 1) periods of the fastest sensors, not once per batch."""
+        if self._judge_all:
+            self._judge_all = False
+            return np.arange(len(self._station_size)), True
+        stations = np.zeros(0, dtype=np.int64)
+        if batch is not None:  # a mark per substation beats a sort once the batch is larger
+            of_batch = self._station[batch.sensor]
+            stations = (np.flatnonzero(np.bincount(of_batch, minlength=len(self._station_size)))
+                        if len(batch) > len(self._station_size) else np.unique(of_batch))
+        if now <= self._next_due:
+            return stations, False
+        return np.union1d(stations, np.flatnonzero(self._due < now)), True
+
+    def _members_of(self, stations: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The sensors of ``stations`` grouped by substation: (sensor, position of its
+        substation in ``stations``, where each group starts)."""
+        size = self._station_size[stations]
+        starts = np.cumsum(size) - size
+        offset = np.repeat(self._station_start[stations] - starts, size)
+        members = self._by_station[offset + np.arange(int(size.sum()))]
+        return members, np.repeat(np.arange(len(stations)), size), starts
 
     def _firing(self, i: int, condition: str, severity: str, now: int, allowed_s: float,
                 scope: str) -> Event:
@@ -320,6 +386,7 @@ class NoDataDetector:
         if self._armed:  # restored into a running detector: silent from now on, too
             quiet = self._silent | self._station_silent[self._station]
             self._heard[quiet] = _NOT_HEARD
+        self._judge_all = True
 
     def recall(self, last_readings: Mapping[int, float]) -> None:
         """Take back each sensor's last reading (sensor index → value, NaN: none) as the open
@@ -334,4 +401,20 @@ def _reading(value: float) -> float:
     """A reading's value for an event; a missing one is always the same NaN object, so two
     runs' events still compare equal (NaN != NaN, but equality of fields tries identity first)."""
     return math.nan if math.isnan(value) else float(value)
+
+
+def _due_after(deadline: np.ndarray, station_heard: np.ndarray, alone: np.ndarray,
+               allowed: np.ndarray, at: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Per substation just judged (its sensors grouped, ``deadline`` = heard + allowed each):
+    the service-clock time after which it may change with no reading of it — its own pace
+    running out, its last sensor's deadline passing (every one silent), or the deadline of a
+    sensor not yet silent alone though a sibling was heard after it (only when the clock
+    stepped back). Until then, with no reading of it, ``_judge`` would find nothing new there.
+    """
+    never = np.iinfo(np.int64).max
+    pace = np.minimum.reduceat(np.where(alone, never, allowed), starts)
+    paced = np.where(pace == never, never, station_heard + np.where(pace == never, 0, pace))
+    pending = np.where((station_heard[at] > deadline) & ~alone, deadline, never)
+    return np.minimum(np.minimum(paced, np.maximum.reduceat(deadline, starts)),
+                      np.minimum.reduceat(pending, starts))
 

@@ -155,6 +155,11 @@ class TrendDetector(ConditionRows):
             if s.kind == "ch4" else -1 for s in registry.sensors], dtype=np.int64)
         self._is_face = self._partner >= 0
         self._faces = np.flatnonzero(self._is_face)
+        # The faces grouped by their return airway, to find a reported return's faces by a
+        # search instead of a pass over every face.
+        by_return = np.argsort(self._partner[self._faces], kind="stable")
+        self._faces_by_return = self._faces[by_return]
+        self._return_of_faces = self._partner[self._faces_by_return]
         self._state = np.zeros((len(CONDITIONS), n), dtype=bool)
         # One bin (one judging instant) per trend_eval_s of each sensor's feed, on grids
         # staggered across sensors so the work spreads evenly over batches.
@@ -203,12 +208,19 @@ class TrendDetector(ConditionRows):
             events += self._decide(who[at], when[at], [0, 1, 2], self._trend(who[at], when[at]))
         reported = kept[np.r_[True, kept[1:] != kept[:-1]]]  # grouped by sensor: run heads
         # A face's instants are judged once its return airway's feed has reached them too.
-        faces = self._faces[np.isin(self._faces, reported)
-                            | np.isin(self._partner[self._faces], reported)]
+        faces = self._faces_of(reported)
         if faces.size:
             events += self._mismatch_instants(faces)
         events.sort(key=lambda e: e.ts)  # stable: one sensor's transitions stay in order
         return Detection(events, bits)
+
+    def _faces_of(self, reported: np.ndarray) -> np.ndarray:
+        """The faces (ascending) among ``reported`` sensors or whose return is among them."""
+        lo = np.searchsorted(self._return_of_faces, reported, side="left")
+        count = np.searchsorted(self._return_of_faces, reported, side="right") - lo
+        start = np.repeat(lo - np.cumsum(count) + count, count)
+        via_return = self._faces_by_return[start + np.arange(int(count.sum()))]
+        return np.unique(np.concatenate([reported[self._is_face[reported]], via_return]))
 
     def _mismatch_instants(self, faces: np.ndarray) -> list[Event]:
         """Judge face/return mismatch at each face instant both feeds have now reached."""
