@@ -277,6 +277,19 @@ def _screenshot(driver: Any, name: str, tmp_path: Path) -> None:
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 20_000
 
 
+def _wait(driver: Any, timeout_s: float) -> Any:
+    """A WebDriverWait that also rides out a page being replaced while a condition reads it
+    (an element found on the old page goes stale when the form's redirect lands)."""
+    from selenium.common.exceptions import (
+        NoSuchElementException,
+        StaleElementReferenceException,
+    )
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout_s, ignored_exceptions=(
+        NoSuchElementException, StaleElementReferenceException))
+
+
 def _in_row(driver: Any, selector: str, act: Callable[[Any], T]) -> T:
     """``act`` on the row ``selector`` picks, found again should the list be refetched
     between two steps (the page does that when an alert changes)."""
@@ -343,7 +356,6 @@ def _ycbj_records(state: Path) -> list[list[str]]:
 def test_dispatcher_sees_a_power_off_live_acks_it_and_records_cause_and_action(
         mosquitto: Mosquitto, tmp_path: Path, browser: object) -> None:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     d = browser
     with scripted_http_server(lambda n, body: (200, {}, b"ok")) as hook:
@@ -356,11 +368,11 @@ def test_dispatcher_sees_a_power_off_live_acks_it_and_records_cause_and_action(
             # a wrong password is refused, the right one lets in
             _login(d, base, "wang", "not-the-password")
             # the click submits the form; the refusal page arrives a moment later
-            WebDriverWait(d, 10).until(lambda d: d.find_elements(By.ID, "login-error"))
+            _wait(d, 10).until(lambda d: d.find_elements(By.ID, "login-error"))
             error = d.find_element(By.ID, "login-error").text  # type: ignore[attr-defined]
             assert "Wrong user name or password" in error
             _login(d, base, "wang", PASSWORDS["wang"])
-            WebDriverWait(d, 10).until(lambda d: "/console/" in d.current_url
+            _wait(d, 10).until(lambda d: "/console/" in d.current_url
                                        and d.find_elements(By.ID, "mine-qipanjing"))
             assert not d.find_elements(By.ID, "mine-dayan")  # type: ignore[attr-defined]
             d.get(f"{base}/console/mine/qipanjing")  # type: ignore[attr-defined]
@@ -385,7 +397,7 @@ def test_dispatcher_sees_a_power_off_live_acks_it_and_records_cause_and_action(
             finally:
                 client.loop_stop()
                 client.disconnect()
-            WebDriverWait(d, 5).until(lambda d: d.find_elements(
+            _wait(d, 5).until(lambda d: d.find_elements(
                 By.CSS_SELECTOR, 'tr.alert[data-rule="limit_power_off"]'))
             _screenshot(d, "console-mine.png", tmp_path)
 
@@ -393,7 +405,7 @@ def test_dispatcher_sees_a_power_off_live_acks_it_and_records_cause_and_action(
             power_off = 'tr.alert[data-rule="limit_power_off"]'
             episode = _in_row(d, power_off, lambda row: row.get_attribute("data-episode"))
             _in_row(d, power_off, lambda row: _fill(row, "ack", note="已通知撤人 evacuated"))
-            WebDriverWait(d, 10).until(lambda d: d.find_elements(By.ID, "flash"))
+            _wait(d, 10).until(lambda d: d.find_elements(By.ID, "flash"))
             assert "wang" in _in_row(d, power_off, lambda row: row.find_element(
                 By.CSS_SELECTOR, ".acked").text)
 
@@ -401,7 +413,7 @@ def test_dispatcher_sees_a_power_off_live_acks_it_and_records_cause_and_action(
             _in_row(d, power_off, lambda row: _fill(
                 row, "save-cause", cause="回风流瓦斯涌出 gas outburst",
                 action="停电撤人，加强通风 power cut, vented"))
-            WebDriverWait(d, 10).until(lambda d: "saved" in d.find_element(By.ID, "flash").text)
+            _wait(d, 10).until(lambda d: "saved" in d.find_element(By.ID, "flash").text)
 
             # an alert changing while the dispatcher types: the text stays, a notice says so
             time.sleep(1.5)  # the reloaded page's event stream is open
@@ -411,17 +423,17 @@ def test_dispatcher_sees_a_power_off_live_acks_it_and_records_cause_and_action(
             send(mosquitto, [(QIPANJING, encode_telemetry(int(time.time() * 1000),
                                                           [("T2-1101", 1.2, "ok")]))])
             notice = d.find_element(By.ID, "alerts-changed")  # type: ignore[attr-defined]
-            WebDriverWait(d, 10).until(lambda d: notice.is_displayed())
+            _wait(d, 10).until(lambda d: notice.is_displayed())
             assert note.get_attribute("value") == "正在核实 checking"  # not replaced
             assert not d.find_elements(  # type: ignore[attr-defined]
                 By.CSS_SELECTOR, 'tr.alert[data-sensor="T2-1101"]')
             notice.click()
-            WebDriverWait(d, 10).until(lambda d: d.find_elements(
+            _wait(d, 10).until(lambda d: d.find_elements(
                 By.CSS_SELECTOR, 'tr.alert[data-sensor="T2-1101"]'))
             assert not notice.is_displayed()
 
             d.get(f"{base}/console/")  # type: ignore[attr-defined]
-            WebDriverWait(d, 5).until(lambda d: d.find_elements(By.ID, "mine-qipanjing"))
+            _wait(d, 5).until(lambda d: d.find_elements(By.ID, "mine-qipanjing"))
             critical = d.find_element(  # type: ignore[attr-defined]
                 By.CSS_SELECTOR, '#mine-qipanjing [data-severity="critical"]').text
             assert int(critical) >= 1
@@ -475,7 +487,6 @@ def test_dispatcher_sees_a_power_off_live_acks_it_and_records_cause_and_action(
 def test_regulator_reads_but_cannot_act_and_forged_or_tokenless_posts_are_refused(
         mosquitto: Mosquitto, tmp_path: Path, browser: object) -> None:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     d = browser
     with scripted_http_server(lambda n, body: (200, {}, b"ok")) as hook:
@@ -494,17 +505,17 @@ def test_regulator_reads_but_cannot_act_and_forged_or_tokenless_posts_are_refuse
 
             # the regulator sees the mine and the alert, with no button to ack
             _login(d, base, "zhao", PASSWORDS["zhao"])
-            WebDriverWait(d, 10).until(lambda d: d.find_elements(By.ID, "mine-qipanjing"))
+            _wait(d, 10).until(lambda d: d.find_elements(By.ID, "mine-qipanjing"))
             assert d.find_elements(By.ID, "mine-dayan")  # type: ignore[attr-defined]
             _screenshot(d, "console-overview.png", tmp_path)
             d.get(f"{base}/console/mine/qipanjing")  # type: ignore[attr-defined]
-            WebDriverWait(d, 10).until(lambda d: d.find_elements(
+            _wait(d, 10).until(lambda d: d.find_elements(
                 By.CSS_SELECTOR, f'tr.alert[data-episode="{episode}"]'))
             assert not d.find_elements(By.CSS_SELECTOR, "button.ack")  # type: ignore
             assert not d.find_elements(By.CSS_SELECTOR, "form.cause-form")  # type: ignore
             assert "只读" in d.find_element(By.TAG_NAME, "main").text  # type: ignore
             d.find_element(By.ID, "lang").click()  # type: ignore[attr-defined]
-            WebDriverWait(d, 5).until(lambda d: "Open alerts" in d.find_element(
+            _wait(d, 5).until(lambda d: "Open alerts" in d.find_element(
                 By.TAG_NAME, "main").text)
             assert "read-only (regulator)" in d.find_element(By.TAG_NAME, "main").text  # type: ignore
             assert d.current_url.endswith("/console/mine/qipanjing")  # type: ignore
