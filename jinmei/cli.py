@@ -195,7 +195,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return True
 
     parent = WorkerParent(assign(mine_ids, n), lambda k, mines: worker_argv(given, k, mines),
-                          endpoints=bool(deployment.http.listen), on_reload=reload)
+                          endpoints=bool(deployment.http.listen), on_reload=reload,
+                          stall_s=deployment.ingest.stall_s)
     # The whole configuration here: telemetry of a mine no worker serves is refused by the
     # parent (jinmei.strays), as one process refuses it. With --mines, other machines serve
     # the other mines: nothing is stray, as in one process with --mines.
@@ -236,18 +237,22 @@ def _serve(deployment: Deployment, args: argparse.Namespace) -> int:
     from jinmei.reload import reload_service
     from jinmei.service import Service  # imported late: `jinmei config` needs no MQTT stack
     from jinmei.supervisor import Failure
-    from jinmei.workers import telemetry_topics
+    from jinmei.workers import beat, lost_from_environment, telemetry_topics
 
     worker = args.worker is not None
     parent = os.getppid()
     topic = telemetry_topics(deployment, not args.mines and not worker)
     stop, reload = threading.Event(), threading.Event()
+    if worker:
+        beat(stop.is_set)  # the parent's sign that this process is not frozen
     service = Service(deployment, on_alert=log_alert, on_failure=lambda failure: stop.set(),
                       topic=topic, endpoint=WorkerEndpoint.from_environment() if worker else None)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     signal.signal(signal.SIGHUP, lambda *_: (stop if worker else reload).set())
     service.start()
+    if worker and (lost := lost_from_environment()) is not None:
+        service.report_lost(*lost)
     # Settings the broker refuses (an untrusted certificate, a wrong password) cannot come
     # right by waiting: say so and stop, rather than start "running" deaf.
     if refusal := wait_for_refusal(service, stop, REFUSAL_WAIT_S):

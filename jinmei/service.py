@@ -353,6 +353,17 @@ class Service:
         if self.on_failure is not None:
             self.on_failure(failure)
 
+    def report_lost(self, failure: Failure, since_ms: int) -> None:
+        """The previous run of this worker ended without reporting it — frozen and killed, or
+        killed from outside — as its parent says (:mod:`jinmei.workers`): raise
+        ``monitoring_offline`` for that gap now, from ``since_ms``; like a failure this process
+        reported itself, it resolves once this run is subscribed."""
+        log.critical("%s %s: %s — raising monitoring_offline for the gap", failure.thread,
+                     failure.reason.removeprefix("worker_"), failure.detail)
+        self.system.fire(Condition("monitoring_offline", failure.reason, failure.thread,
+                                   since_ms, self.deployment.ingest.stall_s),
+                         int(self.clock() * 1000))
+
     def health(self) -> tuple[bool, dict[str, object]]:
         """(True, {}) while every watched thread is alive and turning and jinmei is not
         blind; else (False, {"reasons": [...]}) — each reason a JSON-able dict."""

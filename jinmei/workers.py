@@ -40,6 +40,20 @@ assignment stays the one computed at the parent's start); a broken file is refus
 workers go on. A worker whose parent is gone (``kill -9`` of the parent) stops by itself
 within a second.
 
+**A worker frozen whole** (``SIGSTOP``, a C call that never lets the interpreter lock go)
+cannot report itself: its own supervisor thread is frozen with it. Each worker therefore
+writes a byte every ``BEAT_S`` to a pipe its parent made for it (:func:`beat`, a thread of
+its own); a running worker silent for ``[ingest] stall_s`` (for its first beat, at least
+``START_GRACE_S``: start-up under load) is logged CRITICAL, killed
+(``SIGKILL``) and started again like any exit. **A worker that went without saying so** —
+killed so, killed by a signal from elsewhere (the OOM killer), or ended by anything but a
+clean stop, a refusal (2) or its own supervision (3, which raised the alert itself) — is
+reported by its next start: the parent hands it the loss (:data:`LOST_ENV`: condition
+``worker_stalled`` or ``worker_dead``, since when, what), and the worker raises
+``monitoring_offline`` for it at once through its outbox (its mines were unwatched meanwhile),
+resolved as soon as it is subscribed again (:func:`report_lost`). Receivers thus hear of every
+gap in the watching, with its start, even when the worker could not tell them itself.
+
 **The operator endpoint** (``[http] listen``) is the parent's: each worker serves its own on
 a loopback socket the parent made (:class:`jinmei.http.WorkerEndpoint`), and the parent
 answers ``/healthz``, ``/readyz``, ``/metrics`` and the console for all of them
@@ -60,6 +74,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import secrets
@@ -67,6 +82,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -77,10 +93,11 @@ from config.errors import UsageError
 from config.model import Deployment
 from ingest.mqtt import TELEMETRY_TOPIC, mine_topic
 from jinmei.http import WORKER_FD_ENV, WORKER_KEY_ENV
-from jinmei.supervisor import EXIT_FAILED
+from jinmei.supervisor import EXIT_FAILED, Failure
 
-__all__ = ["RESTART_LIMIT", "RESTART_WINDOW_S", "WorkerParent", "WorkerState", "as_worker",
-           "assign", "cores", "select_mines", "telemetry_topics", "worker_count"]
+__all__ = ["BEAT_ENV", "BEAT_S", "LOST_ENV", "RESTART_LIMIT", "RESTART_WINDOW_S", "WorkerParent",
+           "WorkerState", "as_worker", "assign", "beat", "cores", "lost_from_environment",
+           "select_mines", "telemetry_topics", "worker_count"]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +110,10 @@ STABLE_S = 60.0  # a worker that ran this long starts its backoff again from RES
 STOP_WAIT_S = 60.0  # a clean stop finishes a batch; past this the worker is killed
 POLL_S = 0.2
 MAX_ID_PART = 40  # mine ids in a session id: beyond this, a digest of them
+BEAT_S = 0.5  # jinmei's own: a worker's beat to its parent; silence for stall_s is a freeze
+START_GRACE_S = 30.0  # jinmei's own: a worker's first beat may wait for interpreter start-up
+BEAT_ENV = "JINMEI_WORKER_BEAT_FD"  # the write end of the worker's beat pipe
+LOST_ENV = "JINMEI_WORKER_LOST"  # what the previous run of this worker could not report
 
 
 def cores() -> int:
@@ -183,6 +204,12 @@ class _Slot:
     start_at: float = 0.0  # monotonic time of the next start while not running
     reload: bool = False  # stopped on purpose by SIGHUP: start again at once
     restarts: int = 0
+    beats: int | None = None  # the read end of its beat pipe while it runs
+    beat: float = 0.0  # monotonic time of its last beat (or of its start)
+    beaten: bool = False  # a beat came since its start
+    killed: Failure | None = None  # why the parent killed it (a freeze)
+    lost: Failure | None = None  # what its next start reports
+    lost_at_ms: int = 0  # when the loss began (epoch ms)
 
 
 class WorkerParent:
@@ -196,16 +223,19 @@ class WorkerParent:
     :attr:`key` only (:mod:`jinmei.parent`). ``on_reload`` runs on SIGHUP: it rereads the
     configuration, and only when it returns True (the files are valid) are the workers
     restarted — a broken file leaves them running, as a refused reload does in one process.
+    A running worker whose beat is silent for ``stall_s`` is killed (module docstring).
     """
 
     def __init__(self, shares: Sequence[tuple[str, ...]],
                  command: Callable[[int, tuple[str, ...]], list[str]], *,
-                 endpoints: bool = False, on_reload: Callable[[], bool] | None = None) -> None:
+                 endpoints: bool = False, on_reload: Callable[[], bool] | None = None,
+                 stall_s: float = 30.0) -> None:
         self.slots = [_Slot(k, mines, socket.create_server(("127.0.0.1", 0))
                             if endpoints else None) for k, mines in enumerate(shares)]
         self.command = command
         self.key = secrets.token_urlsafe(32)
         self.on_reload = on_reload
+        self.stall_s = stall_s
         self._stopping: int | None = None  # the signal that asked us to stop
         self._reload = False
 
@@ -260,15 +290,59 @@ class WorkerParent:
         return 0 if self._stop_all(self._stopping) else 1
 
     def _start(self, slot: _Slot) -> None:
-        env: dict[str, str] | None = None
-        fds: tuple[int, ...] = ()
+        beats, beat_w = os.pipe()
+        os.set_blocking(beats, False)
+        env = {**os.environ, BEAT_ENV: str(beat_w)}
+        env.pop(LOST_ENV, None)
+        fds: tuple[int, ...] = (beat_w,)
         if slot.sock is not None:
             fd = slot.sock.fileno()
-            env, fds = {**os.environ, WORKER_FD_ENV: str(fd), WORKER_KEY_ENV: self.key}, (fd,)
-        slot.process = subprocess.Popen(self.command(slot.index, slot.mines), env=env,
-                                        pass_fds=fds)
-        slot.started = time.monotonic()
+            env, fds = {**env, WORKER_FD_ENV: str(fd), WORKER_KEY_ENV: self.key}, (*fds, fd)
+        if slot.lost is not None:
+            env[LOST_ENV] = json.dumps({**slot.lost.as_dict(), "since_ms": slot.lost_at_ms})
+        try:
+            slot.process = subprocess.Popen(self.command(slot.index, slot.mines), env=env,
+                                            pass_fds=fds)
+        finally:
+            os.close(beat_w)
+        slot.beats, slot.beat, slot.beaten, slot.lost = beats, time.monotonic(), False, None
+        slot.started = slot.beat
         slot.reload = False
+
+    def _listen(self, slot: _Slot, process: subprocess.Popen[bytes], now: float) -> None:
+        """Take ``slot``'s beats; kill the worker if it has been silent for ``stall_s``."""
+        try:
+            if slot.beats is not None and os.read(slot.beats, 65536):
+                slot.beat, slot.beaten = now, True  # (b"": the worker closed it: ending)
+        except BlockingIOError:  # nothing since the last look
+            pass
+        silent = now - slot.beat
+        allowed = self.stall_s if slot.beaten else max(self.stall_s, START_GRACE_S)
+        if silent > allowed and slot.killed is None:
+            slot.killed = Failure(
+                f"worker {slot.index} ({', '.join(slot.mines)})", "worker_stalled",
+                f"the worker process gave no sign of life for {silent:.0f} s "
+                f"(stall_s {self.stall_s:g}): frozen; killed and started again", silent)
+            slot.lost_at_ms = int((time.time() - silent) * 1000)
+            log.critical("worker %d (%s) gave no sign of life for %.0f s (stall_s %g): it is "
+                         "frozen and its mines are unwatched; killing it (SIGKILL) to start it "
+                         "again", slot.index, ", ".join(slot.mines), silent, self.stall_s)
+            process.kill()
+
+    def _ended(self, slot: _Slot, code: int) -> None:
+        """Note what the worker's exit leaves unreported, for its next start to report."""
+        if slot.beats is not None:
+            os.close(slot.beats)
+            slot.beats = None
+        killed, slot.killed = slot.killed, None
+        if killed is not None:
+            slot.lost = killed
+        elif code not in (0, EXIT_USAGE, EXIT_FAILED):
+            how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+            slot.lost = Failure(f"worker {slot.index} ({', '.join(slot.mines)})",
+                                "worker_dead", f"the worker process ended ({how}) without "
+                                "reporting it; started again", 0.0)
+            slot.lost_at_ms = int(time.time() * 1000)
 
     def _keep(self, slot: _Slot, now: float) -> int | None:
         """Start ``slot`` again if it is due; the parent's exit code once it cannot be kept
@@ -277,8 +351,10 @@ class WorkerParent:
         if process is not None:
             code = process.poll()
             if code is None:
+                self._listen(slot, process, now)
                 return None
             slot.process = None
+            self._ended(slot, code)
             if code == EXIT_USAGE:
                 return EXIT_USAGE
             if slot.reload and code == 0:
@@ -324,6 +400,43 @@ class WorkerParent:
                 code = slot.process.wait()
             clean = clean and code == 0
         return clean
+
+
+def beat(stop: Callable[[], bool]) -> None:
+    """A worker's beat to its parent (module docstring): a byte every :data:`BEAT_S` on the
+    pipe of :data:`BEAT_ENV`, from a daemon thread, until ``stop()``; nothing without it."""
+    fd = os.environ.get(BEAT_ENV)
+    if not fd:
+        return
+    beats = int(fd)
+    os.set_blocking(beats, False)
+
+    def run() -> None:
+        while not stop():
+            try:
+                os.write(beats, b".")
+            except BlockingIOError:  # the parent is behind: it has had its beats
+                pass
+            except OSError:  # the parent is gone: the worker's main loop stops on that
+                return
+            time.sleep(BEAT_S)
+
+    threading.Thread(target=run, name="jinmei-beat", daemon=True).start()
+
+
+def lost_from_environment() -> tuple[Failure, int] | None:
+    """What the parent says the previous run of this worker could not report (and since when,
+    epoch ms), or None."""
+    given = os.environ.get(LOST_ENV)
+    if not given:
+        return None
+    try:
+        lost = json.loads(given)
+        return (Failure(str(lost["thread"]), str(lost["reason"]), str(lost["detail"]),
+                        float(lost["silent_s"])), int(lost["since_ms"]))
+    except (ValueError, KeyError, TypeError):
+        log.error("%s=%r is not what a parent writes: ignored", LOST_ENV, given)
+        return None
 
 
 def worker_argv(argv: Sequence[str], index: int, mines: tuple[str, ...]) -> list[str]:

@@ -55,7 +55,8 @@ def main(broker_url: str, workdir: str, sensor_key: str) -> int:
         shipped,
         broker=dataclasses.replace(shipped.broker, url=broker_url, client_id="jinmei-crashing"),
         store=dataclasses.replace(shipped.store, url=f"sqlite:///{work / 'readings.db'}"),
-        ingest=dataclasses.replace(shipped.ingest, state_dir=str(work / "state")))
+        ingest=dataclasses.replace(shipped.ingest, state_dir=str(work / "state")),
+        http=dataclasses.replace(shipped.http, listen=""))  # no endpoint: never a port clash
     registry = deployment.registry
     suite = build_detectors(registry, deployment.detectors)
     killer = KillsTheProcess(registry.index[sensor_key])

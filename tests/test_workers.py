@@ -33,9 +33,10 @@ from ingest.codec import encode_telemetry
 from jinmei.cli import main
 from jinmei.supervisor import EXIT_FAILED
 from jinmei.workers import as_worker, assign, select_mines, worker_count
-from tests.servers import Mosquitto, wait_until
+from tests.servers import Mosquitto, scripted_http_server, wait_until
 from tests.test_service import send
-from tests.test_supervision import status_is
+from tests.test_supervision import ok, received, status_is
+from tests.test_supervision import write_config as supervised_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = Path(DEFAULT_DEPLOYMENT).parent
@@ -87,6 +88,7 @@ def write_config(tmp_path: Path, workers: int = 2) -> Path:
         f'mines = ["{SHIPPED / "mines" / "dayan.toml"}", '
         f'"{SHIPPED / "mines" / "qipanjing.toml"}"]\n'
         '[broker]\nclient_id = "jinmei-workers"\n'
+        '[http]\nlisten = "127.0.0.1:0"\n'  # a free port: nothing else's 9108 matters
         f'[ingest]\nstate_dir = "{tmp_path / "state"}"\nworkers = {workers}\n',
         encoding="utf-8")
     return config
@@ -227,6 +229,59 @@ def test_a_worker_killed_with_unacknowledged_messages_is_restarted_and_loses_not
         code = stop(proc)
     assert code == 0, log.read_text()[-3000:]
     assert children(proc.pid) == {}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("sig", "reason"), [(signal.SIGSTOP, "worker_stalled"),
+                                             (signal.SIGKILL, "worker_dead")])
+def test_a_frozen_or_killed_worker_is_restarted_and_its_gap_reaches_the_receivers(
+        mosquitto: Mosquitto, tmp_path: Path, sig: signal.Signals, reason: str) -> None:
+    """A worker that cannot say it is blind — frozen whole, or killed from outside — is
+    started again by its parent, and its next start tells the receivers of the gap
+    (``monitoring_offline`` from when it began, resolved once it is back); the readings sent
+    meanwhile are stored; the other worker is left alone."""
+    with scripted_http_server(ok) as webhook:
+        config = supervised_config(tmp_path, webhook)
+        config.write_text(config.read_text().replace("workers = 1", "workers = 2")
+                          .replace("stall_s = 2.0", "stall_s = 3.0"))
+        proc = run(tmp_path, mosquitto, config)
+        log = tmp_path / "jinmei.log"
+        db = tmp_path / "readings.db"
+        try:
+            for mine in MINES:
+                assert wait_until(lambda m=mine: status_is(mosquitto, "online", m), 30), \
+                    log.read_text()
+            victim, other = worker_pid(proc.pid, 1), worker_pid(proc.pid, 0)  # qipanjing, dayan
+            assert victim and other, children(proc.pid)
+            before_ms = int(time.time() * 1000)
+            os.kill(victim, sig)
+            start_ms = before_ms - 600_000
+            send(mosquitto, telemetry("qipanjing", range(20), start_ms))
+            firing = wait_until(lambda: received(webhook, "monitoring_offline", reason,
+                                                 "firing"), 40)
+            assert firing, (webhook.requests, log.read_text()[-3000:])
+            resolved = wait_until(lambda: received(webhook, "monitoring_offline", reason,
+                                                   "resolved"), 30)
+            assert resolved, (webhook.requests, log.read_text()[-3000:])
+            per_round = len(telemetry("qipanjing", range(1), start_ms)[0][1]
+                            .split(b'"sensor"')) - 1
+            assert wait_until(lambda: stored(db).get("qipanjing") == 20 * per_round, 30), \
+                stored(db)
+            assert worker_pid(proc.pid, 1) not in (None, victim)
+            assert worker_pid(proc.pid, 0) == other, "the other worker was left alone"
+        finally:
+            code = stop(proc)
+    assert code == 0, log.read_text()[-3000:]
+    assert (firing["severity"], firing["scope"]) == ("critical", "worker 1 (qipanjing)")
+    assert resolved["id"] == firing["id"] and resolved["started_at"] == firing["started_at"]
+    # the gap starts when the worker went silent (the last beat the parent took) or ended
+    assert before_ms - 1500 <= firing["started_at"] <= before_ms + 1500
+    assert resolved["ended_at"] >= firing["started_at"]
+    assert received(webhook, "monitoring_offline", reason, "firing", mine="dayan") is None
+    text = log.read_text()
+    if sig == signal.SIGSTOP:
+        assert "worker 1 (qipanjing) gave no sign of life for" in text
+    assert "worker 1 (qipanjing) exited (killed by SIGKILL); starting it again" in text
 
 
 @pytest.mark.integration
