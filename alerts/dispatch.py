@@ -124,10 +124,11 @@ class AlertDispatcher:
             log.info("restored %d open alert episode(s) and %d pending one(s)",
                      len(open_alerts), len(held))
         index = self.registry.index
-        gone = [a for a in open_alerts if f"{a.mine}/{a.sensor}" not in index]
-        for a in gone:
-            log.warning("open episode %s of %s/%s: the sensor is no longer configured; it "
-                        "stays open in the record", a.id, a.mine, a.sensor)
+        for a in open_alerts:
+            if f"{a.mine}/{a.sensor}" not in index:
+                log.warning("open episode %s of %s/%s: the sensor is no longer configured; "
+                            "it is resolved as removed from configuration", a.id, a.mine,
+                            a.sensor)
         firing = [(index[f"{a.mine}/{a.sensor}"], a.condition) for a in open_alerts
                   if f"{a.mine}/{a.sensor}" in index]
         # An open episode whose resolve is held was ended by its detector: not firing there.
@@ -142,6 +143,13 @@ class AlertDispatcher:
         due, forced = self.supersede.apply(
             sorted(self.debounce.apply(events, now_ms), key=_EVENT_TS), self.episodes.open)
         return self._announce(self.supersede.mark(self.episodes.apply(due), forced), now_ms)
+
+    def unconfigured(self) -> frozenset[str]:
+        """The sensors (``mine/id``) with an open episode that the configuration no longer
+        has (removed while jinmei was stopped, or by a reload that restarted a worker)."""
+        index = self.registry.index
+        return frozenset(key for a in self.episodes.open()
+                         if (key := f"{a.mine}/{a.sensor}") not in index)
 
     def retire(self, sensors: Collection[str], now_ms: int, config_hash: str) -> list[Alert]:
         """Resolve the open episodes of sensors (``mine/id``) a reload removed from the

@@ -161,6 +161,7 @@ def config_option(parser: argparse.ArgumentParser) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from jinmei.parent import parent_server
+    from jinmei.reload import describe_changes
     from jinmei.strays import StrayWatcher
     from jinmei.workers import WorkerParent, assign, cores, worker_argv, worker_count
 
@@ -187,11 +188,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     def reload() -> bool:
         try:
-            running[0] = _run_deployment(args)
+            new = _run_deployment(args)
         except (ConfigError, UsageError) as exc:
             log.error("reload refused: %s — the workers keep running on config hash %s", exc,
                       running[0].config_hash)
             return False
+        if new.config_hash == running[0].config_hash:
+            log.info("reload: configuration unchanged (config hash %s); the workers run on",
+                     new.config_hash)
+            return False
+        log.info("reload: %s; starting every worker again on config hash %s (open episodes "
+                 "of removed sensors are resolved as removed from configuration)",
+                 describe_changes(running[0], new), new.config_hash)
+        running[0] = new
         return True
 
     parent = WorkerParent(assign(mine_ids, n), lambda k, mines: worker_argv(given, k, mines),

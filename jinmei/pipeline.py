@@ -86,7 +86,7 @@ import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -303,14 +303,21 @@ class Pipeline:
         (jinmei/reload.py); ``reload.done`` is set once it has."""
         self._reload = reload
 
-    def _swap(self, reload: Reload, stop: threading.Event) -> None:
-        """Retire the removed sensors' open episodes, then rebuild on the new registry."""
-        now_ms = int(self.clock() * 1000)
-        retired = self.dispatcher.retire(reload.removed, now_ms, reload.deployment.config_hash)
+    def _retire(self, sensors: Collection[str], config_hash: str,
+                stop: threading.Event) -> bool:
+        """Resolve the open episodes of sensors removed from the configuration (recorded,
+        stored, published, notified); False when stopping came first."""
+        retired = self.dispatcher.retire(sensors, int(self.clock() * 1000), config_hash)
         if retired:
             if self._store(ReadingBatch.empty(), retired, [], stop) is _Stored.STOPPED:
-                return  # stopping: the next start loads the new configuration anyway
+                return False
             self._announce(retired)
+        return True
+
+    def _swap(self, reload: Reload, stop: threading.Event) -> None:
+        """Retire the removed sensors' open episodes, then rebuild on the new registry."""
+        if not self._retire(reload.removed, reload.deployment.config_hash, stop):
+            return  # stopping: the next start loads the new configuration anyway
         reload.old_dispatcher = self.dispatcher
         self.sink.use_registry(reload.deployment.registry)
         self.on_stored = reload.on_stored
@@ -348,6 +355,10 @@ class Pipeline:
         ingest = self.deployment.ingest
         next_tick = 0.0
         next_status, reported = time.monotonic() + STATUS_LOG_S, copy.deepcopy(self.stats)
+        # Sensors removed while jinmei was stopped (or by a reload that restarted a worker):
+        # their open episodes end as a reload in place ends them, never left open for good.
+        if gone := self.dispatcher.unconfigured():
+            self._retire(gone, self.deployment.config_hash, stop)
         while not stop.is_set():
             self.heartbeat = time.monotonic()
             if self._reload is not None:  # a batch boundary: nothing in hand

@@ -9,6 +9,7 @@ from __future__ import annotations
 import doctest
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -34,7 +35,7 @@ from jinmei.cli import main
 from jinmei.supervisor import EXIT_FAILED
 from jinmei.workers import as_worker, assign, select_mines, worker_count
 from tests.servers import Mosquitto, scripted_http_server, wait_until
-from tests.test_service import send
+from tests.test_service import Listener, send
 from tests.test_supervision import ok, received, status_is
 from tests.test_supervision import write_config as supervised_config
 
@@ -285,28 +286,58 @@ def test_a_frozen_or_killed_worker_is_restarted_and_its_gap_reaches_the_receiver
 
 
 @pytest.mark.integration
-def test_sighup_restarts_every_worker_cleanly_and_ingest_goes_on(mosquitto: Mosquitto,
-                                                                  tmp_path: Path) -> None:
-    proc = run(tmp_path, mosquitto, write_config(tmp_path))
+def test_sighup_restarts_every_worker_on_a_changed_file_and_retires_removed_sensors(
+        mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """A reload with workers: the parent logs what changed and starts each worker again
+    cleanly on the new files; the open alarm of a sensor removed from the file is resolved as
+    removed from configuration (never left open for good); ingest goes on; a SIGHUP with the
+    files unchanged leaves the workers running."""
+    (tmp_path / "mines").mkdir()
+    for mine in MINES:
+        shutil.copy(SHIPPED / "mines" / f"{mine}.toml", tmp_path / "mines")
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace(str(SHIPPED / "mines"), str(tmp_path / "mines"))
+                      + '[alerts]\nresolve_hold_s = 0.0\n')
+    alerts = Listener(mosquitto, "jinmei/+/alerts")
+    proc = run(tmp_path, mosquitto, config)
     log = tmp_path / "jinmei.log"
     db = tmp_path / "readings.db"
     try:
         for mine in MINES:
             assert wait_until(lambda m=mine: status_is(mosquitto, "online", m), 30), \
                 log.read_text()
+        send(mosquitto, [("jinmei/qipanjing/telemetry/S01", encode_telemetry(
+            int(time.time() * 1000) - 5000, [("T0-1101", 1.2, "ok")]))])
+        (firing,) = [a for _, a in alerts.wait_for(
+            lambda m: m[1]["sensor"] == "T0-1101" and m[1]["state"] == "firing")]
         before = {k: worker_pid(proc.pid, k) for k in (0, 1)}
+        proc.send_signal(signal.SIGHUP)  # unchanged: nothing to restart
+        assert wait_until(lambda: "configuration unchanged" in log.read_text(), 10)
+        assert {k: worker_pid(proc.pid, k) for k in (0, 1)} == before
+
+        mines_file = tmp_path / "mines" / "qipanjing.toml"
+        text = mines_file.read_text()
+        cut = text.index('[[sensors]]\nid = "T0-1101"')
+        mines_file.write_text(text[:cut] + text[text.index("[[sensors]]", cut + 1):])
         proc.send_signal(signal.SIGHUP)
         assert wait_until(lambda: all(worker_pid(proc.pid, k) not in (None, before[k])
                                       for k in (0, 1)), 30), log.read_text()[-3000:]
+        (resolved,) = [a for _, a in alerts.wait_for(
+            lambda m: m[1]["sensor"] == "T0-1101" and m[1]["state"] == "resolved", 30)]
         start_ms = int(time.time() * 1000) - 600_000
         send(mosquitto, telemetry("dayan", range(5), start_ms)
              + telemetry("qipanjing", range(5), start_ms))
         assert wait_until(lambda: set(stored(db)) == set(MINES), 30), log.read_text()[-3000:]
         text = log.read_text()
+        assert "reload: sensors removed: qipanjing/T0-1101" in text
         assert text.count("stopped; since start") == 2, "each worker stopped cleanly once"
         assert "exited (" not in text, "a reload is not a failure"
     finally:
+        alerts.close()
         assert stop(proc) == 0, log.read_text()[-3000:]
+    assert resolved["id"] == firing["id"]
+    assert "removed from configuration" in resolved["message"]
+    assert resolved["ended_at"] >= resolved["started_at"]
 
 
 @pytest.mark.integration
