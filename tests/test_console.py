@@ -34,6 +34,7 @@ from config.model import ConsoleUser
 from config.readings import ReadingBatch, Status
 from ingest.codec import encode_telemetry
 from jinmei.cli import main
+from jinmei.console import mount
 from jinmei.console.accounts import (
     FAIL_WINDOW_S,
     USER_FAILS,
@@ -43,7 +44,9 @@ from jinmei.console.accounts import (
     hash_password,
     verify_password,
 )
+from jinmei.console.front import Front, local_target
 from jinmei.console.live import LiveTable
+from jinmei.http import OpsServer
 from jinmei.service import Service
 from tests.servers import Mosquitto, scripted_http_server, wait_until
 from tests.test_service import send
@@ -130,6 +133,63 @@ def test_live_table_keeps_the_newest_reading_and_the_worst_state() -> None:
     assert live.points(np.array([registry.index["dayan/T1-1201"]]), 0)[0].state == "no_data"
     assert list(live.indices("qipanjing")) == [i for i, s in enumerate(registry.sensors)
                                                if s.mine == "qipanjing"]
+
+
+@pytest.mark.parametrize(("to", "goes"), [
+    # the language toggle's Referer: back to the page, on this site
+    ("http://127.0.0.1:8080/console/mine/dayan", "/console/mine/dayan"),
+    ("https://jinmei.example/console/mine/dayan/history?rule=trend",
+     "/console/mine/dayan/history?rule=trend"),
+    ("http://127.0.0.1:8080/console", "/console"),
+    ("/console/mine/dayan?done=%E5%B7%B2", "/console/mine/dayan?done=%E5%B7%B2"),  # a form's
+    # another host to a browser (scheme-relative, backslash read as slash): never
+    ("//evil.example/console/", "/console/"),
+    ("http://127.0.0.1:8080//evil.example/console/", "/console/"),
+    ("/\\evil.example/console/", "/console/"),
+    ("http://127.0.0.1:8080/\\evil.example", "/console/"),
+    ("/console/\\..\\..\\evil", "/console/"),
+    # a scheme of its own, or a page that is not the console's: the overview
+    ("javascript:alert(1)", "/console/"),
+    ("https://evil.example/", "/console/"),
+    ("http:evil.example", "/console/"),
+    ("evil.example/console/", "/console/"),
+    ("/healthz", "/console/"),
+    ("", "/console/"),
+    ("/console/\r\nSet-Cookie: x=1", "/console/"),  # a header of its own: never
+])
+def test_redirects_stay_on_the_console(to: str, goes: str) -> None:
+    assert local_target(to) == goes
+
+
+def test_language_toggle_never_sends_the_browser_to_another_site() -> None:
+    """``/console/lang`` goes back to the Referer's console page, and to ``/console/`` for a
+    Referer naming another host the way a browser would read it (``//``, ``/\\``)."""
+    deployment = load_deployment(None)
+    server = OpsServer("127.0.0.1:0", {})
+    mount(server, Front(lambda: deployment))
+    server.start()
+    try:
+        def toggle(referer: str, query: str = "?to=en") -> tuple[int, str, str]:
+            request = urllib.request.Request(f"http://127.0.0.1:{server.port}/console/lang"
+                                             f"{query}", headers={"Referer": referer})
+            opener = urllib.request.build_opener(_NoRedirect())
+            try:
+                opener.open(request, timeout=10)
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.headers["Location"], exc.headers["Set-Cookie"]
+            raise AssertionError("no redirect")
+
+        base = f"http://127.0.0.1:{server.port}"
+        status, where, cookie = toggle(f"{base}/console/mine/dayan")
+        assert (status, where) == (303, "/console/mine/dayan")
+        assert cookie.startswith("jinmei_lang=en;")
+        for referer in (f"{base}//evil.example/", f"{base}/\\evil.example/",
+                        "//evil.example/console/", "https://evil.example/"):
+            assert toggle(referer, "?to=zh")[:2] == (303, "/console/"), referer
+        # a next= of the toggle's own is no way out either (the Referer decides)
+        assert toggle(f"{base}/console/", "?to=en&next=//evil.example")[:2] == (303, "/console/")
+    finally:
+        server.stop()
 
 
 def _deployment_text(tmp_path: Path, users: str, extra: str = "") -> Path:

@@ -3,10 +3,13 @@ non-zero exit when the service refused what was published (its rejects topic say
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from jinmei import cli_simulate
 from jinmei.cli import main
@@ -51,3 +54,36 @@ def test_simulate_shows_progress_and_exits_0_when_everything_was_taken(
     lines = [line for line in err.splitlines() if line.startswith("simulate: ")]
     assert lines and "readings published" in lines[-1] and "%" in lines[-1]
     assert service.pipeline.stats.rejects_by_reason.total() == 0
+
+
+def test_simulate_speed_paces_the_feed_at_that_many_times_real_time(
+        mosquitto: Mosquitto, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--speed 10`` plays a 30 s feed in a tenth of its span on the wall clock, and (its
+    clock started 27 s in the past) no reading arrives stamped after the wall clock."""
+    arrivals: list[tuple[float, int]] = []  # (wall ms at arrival, the message's ts)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="speed-watch")
+    client.on_message = lambda c, u, m: arrivals.append(
+        (time.time() * 1000, json.loads(m.payload)["ts"]))
+    client.connect("127.0.0.1", mosquitto.port)
+    client.subscribe("jinmei/qipanjing/telemetry/#", qos=1)
+    client.loop_start()
+    try:
+        time.sleep(0.3)  # the subscription in place
+        began = time.monotonic()
+        code = main(["simulate", "--mine", "qipanjing", "--duration", "30", "--speed", "10",
+                     "--broker", mosquitto.url])
+        elapsed = time.monotonic() - began
+        time.sleep(0.3)  # the last messages delivered
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    assert code == 0, capsys.readouterr().err
+    stamps = sorted(ts for _, ts in arrivals)
+    span_s = (stamps[-1] - stamps[0]) / 1000
+    assert 20 <= span_s <= 30  # the whole feed came (its ticks: every sensor's period, 5 s)
+    # paced: its span at 10x, from the first message to the last as they arrive
+    arrival_span_s = (max(at for at, _ in arrivals) - min(at for at, _ in arrivals)) / 1000
+    assert 0.8 * span_s / 10 <= arrival_span_s <= span_s / 10 + 1.5, arrival_span_s
+    assert elapsed < span_s / 2, elapsed  # far from real time (the reject watch's settle in)
+    # never a reading from the future (50 ms: the two clocks are one, the rounding is not)
+    assert max(ts - at for at, ts in arrivals) <= 50

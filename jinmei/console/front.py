@@ -28,7 +28,8 @@ from jinmei.console import assets
 from jinmei.console.accounts import LoginLimiter, Session, Sessions, authenticate
 from jinmei.console.pages import Text, form, page
 
-__all__ = ["CSRF_HEADER", "FORMS", "KEY_HEADER", "USER_HEADER", "Front", "Refused", "Request"]
+__all__ = ["CSRF_HEADER", "FORMS", "KEY_HEADER", "USER_HEADER", "Front", "Refused", "Request",
+           "local_target"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,27 @@ class Request:
             raw = handler.rfile.read(size).decode("utf-8", "replace")
             self.form = {k: v[-1] for k, v in
                          urllib.parse.parse_qs(raw, keep_blank_values=True).items()}
+
+
+def local_target(to: str) -> str:
+    """Where a redirect to ``to`` goes: its path and query when the path is one of the
+    console's own (``/console`` or under ``/console/``), else ``/console/`` — never another
+    site. ``to`` may be a Referer (the language toggle goes back to the page it was clicked
+    on), so its scheme and host are dropped; a path starting ``//`` (another host to a
+    browser), holding a backslash (``/\\evil.example`` is ``//evil.example`` to a browser) or a
+    control character goes to ``/console/``.
+
+    >>> local_target("http://127.0.0.1:8080/console/mine/dayan?done=ok")
+    '/console/mine/dayan?done=ok'
+    >>> local_target("http://127.0.0.1:8080//evil.example/console/")
+    '/console/'
+    """
+    target = urllib.parse.urlsplit(to)
+    path = target.path
+    if (not (path == "/console" or path.startswith("/console/")) or "\\" in to
+            or any(ord(c) < 0x20 or ord(c) == 0x7F for c in to)):
+        return "/console/"
+    return f"{path}?{target.query}" if target.query else path
 
 
 class Refused(Exception):
@@ -210,11 +232,7 @@ class Front:
 
     def _redirect(self, request: Request, to: str,
                   cookie: tuple[str, str, bool] | None = None) -> None:
-        target = urllib.parse.urlsplit(to)
-        local = target.path or "/console/"  # only ever back to this site
-        if target.query:
-            local += f"?{target.query}"
-        headers = [("Location", local)]
+        headers = [("Location", local_target(to))]
         if cookie:
             headers.append(self._cookie(request, cookie[0], cookie[1], cookie[2]))
         self._send(request, 303, "", headers=tuple(headers))
