@@ -304,7 +304,8 @@ def cmd_silence(args: argparse.Namespace) -> int:
 
 def check_matchers(deployment: Deployment, matchers: Matchers) -> None:
     """Refuse a silence that could never match: a typo would otherwise mute nothing while
-    the dispatcher believes the maintenance work is covered."""
+    the dispatcher believes the maintenance work is covered; and a silence of power-offs
+    (rule ``limit_power_off``), which the notifier's safety floor never mutes."""
     sensors = [s for s in deployment.registry.sensors
                if not matchers.mine or s.mine == matchers.mine]
     known = {
@@ -317,6 +318,11 @@ def check_matchers(deployment: Deployment, matchers: Matchers) -> None:
     }
     given = {"--mine": matchers.mine, "--sensor": matchers.sensor, "--kind": matchers.kind,
              "--area": matchers.area, "--rule": matchers.rule, "--severity": matchers.severity}
+    if matchers.rule == "limit_power_off":  # the notifier's safety floor (alerts.notify)
+        raise UsageError("--rule", "甲烷断电永不屏蔽 / a power-off (methane's included) is never "
+                                   "silenced: every limit_power_off firing is notified "
+                                   "whatever the silences (a silence of them would hold back "
+                                   "only their all-clear)")
     for option, value in given.items():
         if value and value not in known[option]:
             scope = f" of mine {matchers.mine!r}" if matchers.mine and option in (
