@@ -187,3 +187,24 @@ def test_cli_refuses_a_power_off_silence_too(running: Running,
                  "limit_power_off", "--duration", "1h", "--by", "wang",
                  "--reason", "x"]) == 2
     assert "never silenced" in capsys.readouterr().err
+
+
+def test_the_flash_line_shows_only_what_the_console_said(running: Running) -> None:
+    """The message after a form (``?done=``) is the console's own: a link crafted elsewhere
+    with a ``done`` of its own must not put its words on the real mine page (a dispatcher
+    would take "传感器已标校，断电可忽略" there for the console's)."""
+    wang = running.client("wang")
+    page = wang.get("/console/mine/qipanjing?done=" + urllib.parse.quote(
+        "断电已解除，可恢复生产 power-off cleared"))
+    assert page.status == 200
+    assert "断电已解除" not in page.body and 'id="flash"' not in page.body
+    # the console's own message, after a form, is still shown
+    wang.get("/console/mine/qipanjing")
+    reply = wang.post("/console/mine/qipanjing/ack", {"episode": running.episodes[
+        "qipanjing"], "note": "已通知撤人"})
+    assert reply.status == 303
+    page = wang.get(reply.headers["Location"])
+    assert 'id="flash"' in page.body and "acknowledged by wang" in page.body
+    # … to the session it was made for only
+    other = running.client("wang")
+    assert 'id="flash"' not in other.get(reply.headers["Location"]).body

@@ -27,7 +27,9 @@ a POST, a role that may act (a regulator never may: 403). An episode or silence 
 must belong to the mine of the URL (else 404), so a dispatcher cannot reach another mine's
 alerts through their own mine's address. Every write carries the user's name and the time:
 acknowledgements (``alert_ack``), causes and actions (``alert_cause``), silences
-(``created_by``/``created_at``).
+(``created_by``/``created_at``). The message a form leaves on the mine page (``?done=``) is
+sealed with an HMAC under the session's CSRF token (``&sig=``): a link crafted elsewhere cannot
+put words of its own on the page.
 
 Responses carry ``Content-Security-Policy: default-src 'self'`` (no inline script, no frames),
 ``X-Content-Type-Options: nosniff`` and ``Cache-Control: no-store``.
@@ -89,6 +91,13 @@ _AREA_TYPES = ((("longwall", "shearer", "goaf", "face_intake"), ("采煤工作�
                (("heading",), ("掘进工作面", "heading")),
                (("chamber", "pump_station", "switchgear", "coal_bunker", "motor_vicinity"),
                 ("硐室", "chamber")))
+
+
+def _flash_sig(session: Session, message: str) -> str:
+    """The seal on the message after a form (``?done=…&sig=…``): an HMAC under the session's
+    CSRF token, so the mine page shows only what the console said to this session — never the
+    words of a link crafted elsewhere."""
+    return hmac.new(session.csrf.encode(), message.encode(), "sha256").hexdigest()[:32]
 
 
 def area_type(locations: set[str]) -> tuple[str, str]:
@@ -164,7 +173,8 @@ class Console(Front):
                         "unsilence": self._unsilence}
             message = handlers[action](request, mine, user)
             return self._redirect(request, f"/console/mine/{mine.id}?done="
-                                  f"{urllib.parse.quote(message)}")
+                                  f"{urllib.parse.quote(message)}&sig="
+                                  f"{_flash_sig(session, message)}")
         if action == "":
             return self._send(request, 200, self._mine_page(request, t, mine, user, session))
         if action == "alerts":
@@ -232,6 +242,9 @@ class Console(Front):
             locations[sensor.area].add(sensor.location)
         alert_seq = self.live.alert_seq.get(mine.id, 0)  # before the list is read (see JS)
         done = request.query.get("done", "")
+        if not hmac.compare_digest(request.query.get("sig", "").encode(),
+                                   _flash_sig(session, done).encode()):
+            done = ""  # not what this console said to this session: a crafted link's words
         flash = f'<p class="flash" id="flash">{escape(done)}</p>' if done else ""
         offset = datetime.now(ZoneInfo(mine.timezone)).strftime("%z")
         body = (f'<h1>{escape(t.pick((mine.name, mine.name_en)))}</h1>'
