@@ -8,12 +8,14 @@ not reach.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import re
 import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -208,3 +210,57 @@ def test_the_flash_line_shows_only_what_the_console_said(running: Running) -> No
     # … to the session it was made for only
     other = running.client("wang")
     assert 'id="flash"' not in other.get(reply.headers["Location"]).body
+
+
+def test_logout_ends_a_relayed_event_stream_at_once(tmp_path: Path) -> None:
+    """``jinmei run`` (the workers' parent relays each mine's pages): after a logout the
+    mine's event stream ends within a moment — before, it ran on until the worker next said
+    something (a keepalive 15 s later, or the next readings, which it passed on)."""
+    import subprocess
+    import sys
+
+    from tests.servers import free_port
+
+    broker = Mosquitto(tmp_path)
+    broker.start()
+    port = free_port()
+    users = (f'[[console.users]]\nname = "wang"\nrole = "dispatcher"\nmines = ["qipanjing"]\n'
+             f'password_hash = "{hash_password(password("wang"))}"\n')
+    config = tmp_path / "jinmei.toml"
+    config.write_text(
+        f'mines = ["{CONFIG_DIR}/mines/dayan.toml", "{CONFIG_DIR}/mines/qipanjing.toml"]\n'
+        f'limits = "{CONFIG_DIR}/limits.toml"\n'
+        f'[broker]\nurl = "{broker.url}"\nclient_id = "jinmei-console-relay"\n'
+        f'[store]\nurl = "sqlite:///{tmp_path}/readings.db"\n'
+        f'[ingest]\nstate_dir = "{tmp_path}/state"\nworkers = 2\n'
+        f'[http]\nlisten = "127.0.0.1:{port}"\n{users}', encoding="utf-8")
+    proc = subprocess.Popen([sys.executable, "-m", "jinmei.cli", "run", "--config", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wang = Client(port)
+
+        def up() -> bool:
+            try:
+                return wang.login("wang").status == 303
+            except OSError:
+                return False
+
+        assert wait_until(up, 60)
+        # the worker answers once it is up (503 before)
+        assert wait_until(lambda: wang.get("/console/mine/qipanjing").status == 200, 60)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", "/console/mine/qipanjing/events", headers={"Cookie": wang.cookie})
+        reply = conn.getresponse()
+        assert reply.status == 200
+        reply.read1(65_536)  # the first turn: every point
+        assert wang.post("/console/logout", {}).status == 303
+        started, after = time.monotonic(), b""
+        with contextlib.suppress(http.client.HTTPException, OSError):  # a timeout too
+            while chunk := reply.read1(65_536):
+                after += chunk
+        assert time.monotonic() - started < 5, f"the stream ran on after the logout: {after!r}"
+        conn.close()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        broker.stop()

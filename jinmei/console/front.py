@@ -130,6 +130,10 @@ class Front:
         """The request's session: its cookie's."""
         return self.sessions.get(request.cookies.get("jinmei_session", ""))
 
+    def _end(self, session: Session) -> None:
+        """End ``session`` (logout, or its account changed): its event streams stop."""
+        self.sessions.end(session.token)
+
     def _still(self, session: Session) -> bool:
         """Whether ``session`` is still open (an event stream ends when it is not)."""
         return self.sessions.get(session.token) is not None
@@ -144,7 +148,7 @@ class Front:
             session = self._session(request)
             if session is not None and session.user is not None \
                     and self.users.get(session.user.name) != session.user:
-                self.sessions.end(session.token)  # removed or changed by a reload: log in again
+                self._end(session)  # removed or changed by a reload: log in again
                 session = None
             self._route(request, t, session)
         except Refused as refused:
@@ -175,7 +179,7 @@ class Front:
         if method == "POST" and not session.csrf_ok(request.form.get("csrf", "")):
             raise Refused(403, "CSRF token missing or wrong: reload the page and try again")
         if path == "/console/logout" and method == "POST":
-            self.sessions.end(session.token)
+            self._end(session)
             return self._send(request, 303, "", headers=(
                 ("Location", "/console/login"),
                 self._cookie(request, "jinmei_session", "", max_age=0)))

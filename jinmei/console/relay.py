@@ -16,13 +16,18 @@ a page, a redirect after a form, an event stream — is passed back as it came, 
 worker's cookies. The overview asks each worker for the cards of its mines the user may see
 (``/console/cards``) and shows them in the configuration's order; a mine whose worker is down
 gets a card saying so, and its pages answer 503 until the worker is back.
+A logout cuts the session's relayed event streams at once (the worker's end of them is
+shut), and nothing the worker sends after it is passed on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
+import socket
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -52,6 +57,18 @@ class RelayConsole(Front):
                  clock: Callable[[], float] = time.time) -> None:
         super().__init__(deployment, clock)
         self.parent = parent
+        # the event streams being relayed, by session token: a logout cuts them at once
+        # (the relay loop waits on the worker, which says something only every 15 s)
+        self._streams: dict[str, set[socket.socket]] = {}
+        self._streams_lock = threading.Lock()
+
+    def _end(self, session: Session) -> None:
+        super()._end(session)
+        with self._streams_lock:
+            streams = self._streams.pop(session.token, set())
+        for sock in streams:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the relay loop's read
 
     def _owner(self, mine: str) -> WorkerState:
         state = next((s for s in self.parent.states() if mine in s.mines), None)
@@ -110,9 +127,11 @@ class RelayConsole(Front):
             headers["Content-Type"] = "application/x-www-form-urlencoded"
         conn = http.client.HTTPConnection("127.0.0.1", state.port or 0,
                                           timeout=STREAM_TIMEOUT_S if stream else PAGE_TIMEOUT_S)
+        sock: socket.socket | None = None
         try:
             try:
                 conn.request(h.command, h.path, body, headers)
+                sock = conn.sock  # the reply takes it over (getresponse clears conn.sock)
                 reply = conn.getresponse()
             except (OSError, http.client.HTTPException) as exc:
                 raise Refused(503, f"{state.name} did not answer: {exc}") from None
@@ -124,13 +143,21 @@ class RelayConsole(Front):
             if not stream:
                 h.wfile.write(reply.read())
                 return
+            if sock is not None:
+                with self._streams_lock:
+                    self._streams.setdefault(session.token, set()).add(sock)
             while not self._closing.is_set() and self._still(session):
                 chunk = reply.read1(65_536)
-                if not chunk:
+                if not chunk or not self._still(session):  # nothing after a logout
                     break
                 h.wfile.write(chunk)
                 h.wfile.flush()
         except (OSError, http.client.HTTPException):  # after the headers: the worker went away
             h.close_connection = True
         finally:
+            with self._streams_lock:
+                if sock is not None and (open_ := self._streams.get(session.token)):
+                    open_.discard(sock)
+                    if not open_:
+                        del self._streams[session.token]
             conn.close()
