@@ -13,10 +13,14 @@ that every form carries and every POST must return (compared in constant time). 
 gets an anonymous session for its own token; a successful login replaces it with a new one
 (no session fixation). A session ends after ``[console] session_max_s`` or at logout.
 
-**Failed logins** are limited per account and per client address (:class:`LoginLimiter`):
-after ``USER_FAILS`` failures of one account, or ``ADDRESS_FAILS`` from one address, within
-``FAIL_WINDOW_S``, further attempts are refused without checking the password until the oldest
-failure leaves the window — the page says so and for how long. The account is checked even
+**Failed logins** are limited per account *at* a client address and per client address
+(:class:`LoginLimiter`): after ``USER_FAILS`` failures of one account from one address, or
+``ADDRESS_FAILS`` from one address, within ``FAIL_WINDOW_S``, further attempts from there are
+refused without checking the password until the oldest failure leaves the window — the page
+says so and for how long. Not per account from everywhere: whoever reaches the login page could
+then lock a dispatcher out of the console during an incident with five wrong passwords; a
+safety console keeps its users in, and a guesser is held to ``USER_FAILS`` an account per
+address (every failure is logged with the address). The account is checked even
 when the user is unknown (against a dummy hash), so timing does not tell names apart.
 """
 
@@ -117,7 +121,7 @@ class Sessions:
 
 
 class LoginLimiter:
-    """Failed logins in a sliding window, per account name and per client address."""
+    """Failed logins in a sliding window, per account name at an address and per address."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
@@ -135,7 +139,7 @@ class LoginLimiter:
         now = self.clock()
         with self._lock:
             waits = [fails[0] + FAIL_WINDOW_S - now
-                     for key, limit in ((("user", name), USER_FAILS),
+                     for key, limit in ((("user", f"{name}\x1f{address}"), USER_FAILS),
                                         (("address", address), ADDRESS_FAILS))
                      if len(fails := self._recent(key, now)) >= limit]
         return max(waits, default=0.0)
@@ -146,7 +150,7 @@ class LoginLimiter:
             if len(self._fails) > MAX_FAIL_KEYS:  # forget what left the window
                 self._fails = {k: f for k, f in self._fails.items()
                                if f and f[-1] > now - FAIL_WINDOW_S}
-            for key in (("user", name), ("address", address)):
+            for key in (("user", f"{name}\x1f{address}"), ("address", address)):
                 self._recent(key, now).append(now)
 
 
