@@ -126,6 +126,12 @@ def worker_pid(parent: int, index: int) -> int | None:
                  if argv[-2:] == ["--worker", str(index)]), None)
 
 
+def wait_online(broker: Mosquitto, log: Path) -> None:
+    """Until every mine's status says online (the workers are subscribed)."""
+    for mine in MINES:
+        assert wait_until(lambda m=mine: status_is(broker, "online", m), 30), log.read_text()
+
+
 def telemetry(mine: str, rounds: range, start_ms: int) -> list[tuple[str, bytes]]:
     """One message per round with every methane point of ``mine`` at 0.30 % (no alarm)."""
     sensors = [s.id for s in load_deployment(None).registry.sensors
@@ -197,9 +203,7 @@ def test_a_worker_killed_with_unacknowledged_messages_is_restarted_and_loses_not
     log = tmp_path / "jinmei.log"
     db = tmp_path / "readings.db"
     try:
-        for mine in MINES:
-            assert wait_until(lambda m=mine: status_is(mosquitto, "online", m), 30), \
-                log.read_text()
+        wait_online(mosquitto, log)
         # assign(sorted ids, 2): worker 0 owns dayan, worker 1 qipanjing
         victim = worker_pid(proc.pid, 0)
         other = worker_pid(proc.pid, 1)
@@ -249,9 +253,7 @@ def test_a_frozen_or_killed_worker_is_restarted_and_its_gap_reaches_the_receiver
         log = tmp_path / "jinmei.log"
         db = tmp_path / "readings.db"
         try:
-            for mine in MINES:
-                assert wait_until(lambda m=mine: status_is(mosquitto, "online", m), 30), \
-                    log.read_text()
+            wait_online(mosquitto, log)
             victim, other = worker_pid(proc.pid, 1), worker_pid(proc.pid, 0)  # qipanjing, dayan
             assert victim and other, children(proc.pid)
             before_ms = int(time.time() * 1000)
@@ -303,9 +305,7 @@ def test_sighup_restarts_every_worker_on_a_changed_file_and_retires_removed_sens
     log = tmp_path / "jinmei.log"
     db = tmp_path / "readings.db"
     try:
-        for mine in MINES:
-            assert wait_until(lambda m=mine: status_is(mosquitto, "online", m), 30), \
-                log.read_text()
+        wait_online(mosquitto, log)
         send(mosquitto, [("jinmei/qipanjing/telemetry/S01", encode_telemetry(
             int(time.time() * 1000) - 5000, [("T0-1101", 1.2, "ok")]))])
         (firing,) = [a for _, a in alerts.wait_for(
