@@ -368,8 +368,12 @@ def test_no_account_takes_a_client_id_of_jinmeis(broker: SecureBroker, tmp_path:
         return [json.loads(p)["state"] for t, p in list(watcher.received)[since:]
                 if t == f"jinmei/{mine}/status" and p]
 
+    # jinmei's account reads status too (its instances re-assert online, ingest/status.py)
+    own = Account(broker, "jinmei", topics=("jinmei/qipanjing/status",), port=broker.own_port)
     try:
+        assert own.suback == ["Granted QoS 1"]
         assert service.start(wait_subscribed_s=15), service.source.refusal
+        assert wait_until(lambda: any(b'"online"' in p for _, p in own.received), 10)
         assert wait_until(lambda: all(states(m)[-1:] == ["online"] for m in ("dayan",
                                                                             "qipanjing")), 10)
         online = len(watcher.received)  # (earlier tests left "offline" retained before)
@@ -395,6 +399,7 @@ def test_no_account_takes_a_client_id_of_jinmeis(broker: SecureBroker, tmp_path:
     finally:
         service.stop()
         watcher.close()
+        own.close()
     assert "offline" not in during  # no Last Will, no takeover
     with log.open("rb") as file:  # what the broker logged during this test (mosquitto -v)
         file.seek(start)
