@@ -480,8 +480,15 @@ def _parse_broker(t: _Table, environ: Mapping[str, str], mines: Collection[Mine]
     if duplicate := next((n for n in names[1:] if names.count(n) > 1), None):
         raise t.error("accounts", f"account {duplicate!r} is defined twice (or is jinmei's own "
                                   "account, broker.username)")
+    client_id: str = t.text("client_id", d.client_id)
+    for index, account in enumerate(accounts):
+        if account.name.startswith(client_id):
+            raise t.error(f"accounts[{index}].name",
+                          f"account {account.name!r} is (or starts with) jinmei's client id "
+                          f"{client_id!r}: the broker makes an account's name its client id, so "
+                          "it would take over jinmei's connections; name it otherwise")
     return BrokerConfig(
-        url=url, client_id=t.text("client_id", d.client_id),
+        url=url, client_id=client_id,
         protocol=t.choice("protocol", ("5", "3.1.1"), "an MQTT protocol version", d.protocol),
         username=username, password=environ.get(ENV_MQTT_PASSWORD, ""),
         in_flight=t.integer("in_flight", d.in_flight, high=65535),

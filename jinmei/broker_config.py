@@ -3,19 +3,46 @@
 Who may publish what is a property of the deployment (its mines, substations and accounts), so
 the broker's rules are generated from the deployment file rather than written by hand:
 
-- ``mosquitto.conf`` — TLS listeners only (user name and password on one port, client
-  certificate on another, the certificate's CN being the account name), ``allow_anonymous
-  false``, the password and ACL files below, jinmei's queue limits (deploy/mosquitto.conf
-  explains them) and the persistence settings below; a plain listener only when asked for,
-  meant for loopback;
+- ``mosquitto.conf`` — TLS listeners only, ``per_listener_settings true`` and, on every
+  listener, ``allow_anonymous false`` and its password and ACL files:
+
+  - the *accounts' listeners*, for gateways, dispatchers and regulators: user name and password
+    (``passwd``) on one port, a client certificate signed by the CA (its CN being the account
+    name) on another. Both have ``use_username_as_clientid true``: the broker replaces whatever
+    client id such a client sends by its account name, so no account can take a client id of
+    jinmei's (nor of another account);
+  - *jinmei's own listener*: user name and password, its password file (``passwd.jinmei``)
+    holding jinmei's account alone, client ids as sent (jinmei needs several fixed ones: its
+    persistent ingest session, the status connections with their Last Will, the lease). Login
+    by client certificate for jinmei on a listener of its own too, when asked for, checked
+    against a CA of its own (``--own-ca-file``) that signs jinmei's certificates only: Mosquitto
+    checks no password where the certificate names the account, so the common CA would let any
+    gateway's certificate in there;
+  - a plain listener only when asked for, loopback only, for jinmei's account alone;
+  - jinmei's queue limits (deploy/mosquitto.conf explains them) and the persistence settings
+    below;
 - ``acl`` — per account: jinmei's own (``[broker] username``) reads every mine's telemetry and
-  alone writes ``jinmei/+/alerts``, ``rejects``, ``status`` and ``notifications/#``; a gateway
-  writes only its mine's (or its substations') telemetry and reads nothing; a dispatcher or a
-  regulator reads the ``alerts`` and ``status`` of its mines and writes nothing. An account
-  not named has no rights at all;
+  alone writes ``jinmei/+/alerts``, ``rejects``, ``status`` (which it also reads: active-active
+  instances re-assert ``online``, ingest/status.py) and ``notifications/#``; a gateway writes
+  only its mine's (or its substations') telemetry and reads nothing; a dispatcher or a regulator
+  reads the ``alerts`` and ``status`` of its mines and writes nothing. An account not named has
+  no rights at all;
 - ``passwd.accounts`` — the account names, one a line, and how to give each a password with
-  ``mosquitto_passwd`` (the hashes live only in the broker's ``passwd``; no password is ever in
-  the deployment file or in what this writes).
+  ``mosquitto_passwd``: jinmei's in ``passwd.jinmei``, every other in ``passwd`` (the hashes live
+  only in the broker's files; no password is ever in the deployment file or in what this
+  writes).
+
+Client ids: without ``use_username_as_clientid`` any account could connect with jinmei's client
+id and so cut jinmei's connection, discard its persistent session (the queued telemetry of every
+mine) and make the broker publish jinmei's Last Will ``offline``. A gateway cannot reach
+jinmei's listener (its account is not in ``passwd.jinmei``), and on the accounts' listeners its
+client id is its account name, which config validation keeps from being jinmei's client id or
+starting with it. The price: an account holds one connection at a time (a second login with it
+replaces the first), so every gateway process needs an account of its own (one per substation
+where a mine runs several). Mosquitto's dynamic-security plugin can fix a client id per account,
+but not keep other accounts away from a client id, so it would not close this by itself; a
+certificate must never be issued with a CN that is jinmei's client id or starts with it
+(README "Security").
 
 A static ACL file rather than Mosquitto's dynamic-security plugin: the deployment file stays
 the one source of truth (dynamic security keeps its own JSON state, changed over MQTT, which
@@ -57,9 +84,12 @@ LIMITS = ("max_queued_messages 0\n"
 class ListenerPlan:
     """Where the broker listens and with which server certificate."""
 
-    port: int = 8883
-    cert_port: int | None = 8884  # client-certificate listener; None: none
-    plain_port: int | None = None  # unencrypted listener (loopback only); None: none
+    port: int = 8883  # accounts' listener, login by password
+    cert_port: int | None = 8884  # accounts' client-certificate listener; None: none
+    own_port: int = 8885  # jinmei's own listener, login by password (passwd.jinmei)
+    own_cert_port: int | None = None  # jinmei's client-certificate listener; None: none
+    own_ca_file: str = ""  # the CA of jinmei's certificates alone (with own_cert_port)
+    plain_port: int | None = None  # unencrypted listener (loopback, jinmei only); None: none
     bind: str = ""  # address to bind the TLS listeners to; "": all
     ca_file: str = "/etc/mosquitto/certs/ca.crt"
     server_cert: str = "/etc/mosquitto/certs/server.crt"
@@ -96,11 +126,13 @@ def acl_text(deployment: Deployment) -> str:
              "# An account not named here has no rights. Mosquitto denies what no line allows.",
              "",
              "# jinmei: reads every mine's telemetry; alone writes alerts, rejects, status and",
-             "# notifications (its Last Will on status included); its instances share the",
-             "# networking lease (ingest/lease.py).",
+             "# notifications (its Last Will on status included); reads status (an instance",
+             "# re-asserts online, ingest/status.py); its instances share the networking",
+             "# lease (ingest/lease.py).",
              f"user {own}",
              "topic read jinmei/+/telemetry/#",
-             *(f"topic write jinmei/+/{what}" for what in ("alerts", "rejects", "status")),
+             *(f"topic write jinmei/+/{what}" for what in ("alerts", "rejects")),
+             "topic readwrite jinmei/+/status",
              "topic write jinmei/+/notifications/#",
              "topic readwrite jinmei/+/networking/lease"]
     for account in deployment.broker.accounts:
@@ -125,36 +157,61 @@ def _own_account(deployment: Deployment) -> str:
     return deployment.broker.username
 
 
-def _listener(port: int, plan: ListenerPlan, *, certificate: bool) -> list[str]:
+def _listener(port: int, plan: ListenerPlan, *, passwd: Path, acl: Path, certificate: bool,
+              clientid_is_username: bool, ca_file: str = "") -> list[str]:
     head = f"listener {port} {plan.bind}".rstrip()
-    lines = [head, f"cafile {plan.ca_file}", f"certfile {plan.server_cert}",
+    lines = [head, f"cafile {ca_file or plan.ca_file}", f"certfile {plan.server_cert}",
              f"keyfile {plan.server_key}", "tls_version tlsv1.2"]
     if certificate:
         lines += ["require_certificate true", "use_identity_as_username true"]
+    return lines + _auth(passwd, acl, clientid_is_username=clientid_is_username)
+
+
+def _auth(passwd: Path, acl: Path, *, clientid_is_username: bool) -> list[str]:
+    lines = ["allow_anonymous false", f"password_file {passwd}", f"acl_file {acl}"]
+    if clientid_is_username:
+        lines.append("use_username_as_clientid true")
     return lines
 
 
 def conf_text(deployment: Deployment, plan: ListenerPlan, out: Path) -> str:
     """mosquitto.conf for the deployment (module docstring); ``out``: where the files go."""
     out = out.resolve()
+    passwd, own_passwd, acl = out / "passwd", out / "passwd.jinmei", out / "acl"
+    if plan.own_cert_port is not None and not plan.own_ca_file:
+        raise ValueError("a certificate listener for jinmei needs the CA of jinmei's "
+                         "certificates alone (own_ca_file)")
     parts = [f"# Mosquitto for the jinmei deployment {deployment.source_file}",
              f"# (config hash {deployment.config_hash}). Generated by `jinmei broker config`;",
              "# regenerate rather than edit. deploy/mosquitto.conf explains every setting.",
              "",
-             "per_listener_settings false",
-             "allow_anonymous false",
-             f"password_file {out / 'passwd'}",
-             f"acl_file {out / 'acl'}",
+             "# Every listener has its own login and ACL settings (below each listener line).",
+             "per_listener_settings true",
              f"user {plan.run_as}",
              "",
-             "# TLS, login with user name and password (JINMEI_MQTT_PASSWORD on jinmei's side)",
-             *_listener(plan.port, plan, certificate=False)]
+             "# Gateways, dispatchers, regulators: TLS, user name and password. The client id is",
+             "# the account name, whatever the client sends: nobody takes jinmei's.",
+             *_listener(plan.port, plan, passwd=passwd, acl=acl, certificate=False,
+                        clientid_is_username=True)]
     if plan.cert_port is not None:
-        parts += ["", "# TLS, login with a client certificate signed by the CA: its CN is the "
-                      "account name", *_listener(plan.cert_port, plan, certificate=True)]
+        parts += ["", "# The same accounts by client certificate signed by the CA: its CN is the "
+                      "account name,", "# and the client id.",
+                  *_listener(plan.cert_port, plan, passwd=passwd, acl=acl, certificate=True,
+                             clientid_is_username=True)]
+    parts += ["", "# jinmei alone (passwd.jinmei holds its account only): TLS, user name and "
+                  "password", "# (JINMEI_MQTT_PASSWORD), its own client ids.",
+              *_listener(plan.own_port, plan, passwd=own_passwd, acl=acl, certificate=False,
+                         clientid_is_username=False)]
+    if plan.own_cert_port is not None:
+        parts += ["", "# jinmei alone by client certificate: only certificates signed by the CA "
+                      "of jinmei's", "# certificates are accepted here.",
+                  *_listener(plan.own_cert_port, plan, passwd=own_passwd, acl=acl,
+                             certificate=True, clientid_is_username=False,
+                             ca_file=plan.own_ca_file)]
     if plan.plain_port is not None:
-        parts += ["", "# UNENCRYPTED, asked for with --plain-listener: loopback only",
-                  f"listener {plan.plain_port} 127.0.0.1"]
+        parts += ["", "# UNENCRYPTED, asked for with --plain-listener: loopback, jinmei alone",
+                  f"listener {plan.plain_port} 127.0.0.1",
+                  *_auth(own_passwd, acl, clientid_is_username=False)]
     parts += ["", "# A crash loses what arrived since the last save: 1 s, not the stock 30 s",
               "# (README \"Security\", bench/bench_broker_durability.py).",
               PERSISTENCE.rstrip("\n"), f"persistence_location {plan.data_dir}", "",
@@ -166,19 +223,27 @@ def conf_text(deployment: Deployment, plan: ListenerPlan, out: Path) -> str:
 def broker_files(deployment: Deployment, plan: ListenerPlan, out: Path) -> BrokerFiles:
     """Every generated file and what to run next."""
     own = _own_account(deployment)
-    accounts = [own, *(a.name for a in deployment.broker.accounts)]
+    others = [a.name for a in deployment.broker.accounts]
     out = out.resolve()
-    passwd = out / "passwd"
-    names = "\n".join(accounts) + "\n"
+    passwd, own_passwd = out / "passwd", out / "passwd.jinmei"
+    names = "\n".join([own, *others]) + "\n"
+    own_logins = [f"on port {plan.own_port} with its password in JINMEI_MQTT_PASSWORD"]
+    if plan.own_cert_port is not None:
+        own_logins.append(f"on port {plan.own_cert_port} with a client certificate whose CN is "
+                          f"{own!r}, signed by {plan.own_ca_file}")
     lines = [f"Wrote {out / 'mosquitto.conf'}, {out / 'acl'} and {out / 'passwd.accounts'}.",
              "Give every account a password (asked for, never on the command line):",
-             f"  touch {passwd} && chmod 600 {passwd}",
-             *(f"  mosquitto_passwd {passwd} {name}" for name in accounts),
-             f"({passwd} must be readable by the user Mosquitto runs as, {plan.run_as}.)",
-             f"jinmei itself logs in as {own!r} with its password in JINMEI_MQTT_PASSWORD, or "
-             f"on port {plan.cert_port} with a client certificate whose CN is {own!r}."
-             if plan.cert_port is not None else
-             f"jinmei itself logs in as {own!r} with its password in JINMEI_MQTT_PASSWORD.",
+             f"  touch {passwd} {own_passwd} && chmod 600 {passwd} {own_passwd}",
+             f"  mosquitto_passwd {own_passwd} {own}",
+             *(f"  mosquitto_passwd {passwd} {name}" for name in others),
+             f"({passwd} and {own_passwd} must be readable by the user Mosquitto runs as, "
+             f"{plan.run_as}.)",
+             f"jinmei itself logs in as {own!r} " + ", or ".join(own_logins) + " (its account is "
+             f"in {own_passwd.name} only).",
+             f"Gateways, dispatchers and regulators log in on port {plan.port}"
+             + (f" (or {plan.cert_port} with a client certificate whose CN is the account name)"
+                if plan.cert_port is not None else "")
+             + "; their client id is their account name, one connection per account.",
              f"Then: mosquitto -c {out / 'mosquitto.conf'}  (after a change: regenerate, "
              "then send Mosquitto SIGHUP)"]
     return BrokerFiles({"mosquitto.conf": conf_text(deployment, plan, out),

@@ -60,15 +60,26 @@ def register(sub: Any) -> None:
                     "only (a\nplain one only with --plain-listener), no anonymous access, an ACL "
                     "in which every\naccount may do only what its role allows ([broker] username "
                     "and [[broker.accounts]]),\nand the names of the accounts to give passwords "
-                    "with mosquitto_passwd.")
+                    "with mosquitto_passwd.\njinmei's own account logs in on a listener of its own "
+                    "(--own-port); on the others\nthe client id is the account name, so no "
+                    "account can take one of jinmei's.")
     config_option(config)
     config.add_argument("--out", required=True, type=Path, metavar="DIR")
-    config.add_argument("--port", type=int, default=8883, help="TLS listener, login by user "
-                                                               "name and password (8883)")
+    config.add_argument("--port", type=int, default=8883,
+                        help="TLS listener of gateways, dispatchers and regulators, login by user "
+                             "name and password (8883)")
     config.add_argument("--cert-port", type=int, default=8884,
-                        help="TLS listener, login by client certificate (8884; 0: none)")
+                        help="their TLS listener, login by client certificate (8884; 0: none)")
+    config.add_argument("--own-port", type=int, default=8885,
+                        help="jinmei's own TLS listener, login by user name and password "
+                             "(8885)")
+    config.add_argument("--own-cert-port", type=int, metavar="PORT",
+                        help="jinmei's own TLS listener, login by client certificate (needs "
+                             "--own-ca-file)")
+    config.add_argument("--own-ca-file", default="", metavar="PEM",
+                        help="CA that signs jinmei's client certificates and nothing else")
     config.add_argument("--plain-listener", type=int, metavar="PORT",
-                        help="also listen unencrypted on 127.0.0.1:PORT (local clients only)")
+                        help="also listen unencrypted on 127.0.0.1:PORT (jinmei's account only)")
     config.add_argument("--bind", default="", metavar="ADDRESS",
                         help="address of the TLS listeners (default: all)")
     config.add_argument("--ca-file", default="/etc/mosquitto/certs/ca.crt", metavar="PEM",
@@ -86,8 +97,15 @@ def register(sub: Any) -> None:
 def cmd_broker_config(args: argparse.Namespace) -> int:
     from jinmei.broker_config import ListenerPlan, broker_files
 
+    if args.own_cert_port and not args.own_ca_file:
+        print("error: --own-cert-port needs --own-ca-file, a CA that signs jinmei's "
+              "certificates alone (with the CA of the gateways' certificates any of them "
+              "could log in there and take jinmei's client ids)", file=sys.stderr)
+        return 2
     deployment = load_deployment(args.config)
     plan = ListenerPlan(port=args.port, cert_port=args.cert_port or None,
+                        own_port=args.own_port, own_cert_port=args.own_cert_port or None,
+                        own_ca_file=args.own_ca_file,
                         plain_port=args.plain_listener, bind=args.bind, ca_file=args.ca_file,
                         server_cert=args.server_cert, server_key=args.server_key,
                         data_dir=args.data_dir, run_as=args.user)
@@ -97,6 +115,7 @@ def cmd_broker_config(args: argparse.Namespace) -> int:
         (args.out / name).write_text(text, encoding="utf-8")
     print(generated.instructions)
     if args.plain_listener:
-        print(f"warning: port {args.plain_listener} is unencrypted (127.0.0.1 only)",
+        print(f"warning: port {args.plain_listener} is unencrypted (127.0.0.1, jinmei's account "
+              "only)",
               file=sys.stderr)
     return 0

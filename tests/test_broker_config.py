@@ -64,7 +64,7 @@ def test_the_acl_gives_each_account_only_its_role(tmp_path: Path) -> None:
         "topic read jinmei/+/telemetry/#",
         "topic write jinmei/+/alerts",
         "topic write jinmei/+/rejects",
-        "topic write jinmei/+/status",
+        "topic readwrite jinmei/+/status",  # instances re-assert online (ingest/status.py)
         "topic write jinmei/+/notifications/#",
         "topic readwrite jinmei/+/networking/lease",
         "user gw-dayan",
@@ -98,16 +98,73 @@ def test_broker_config_writes_the_files_and_says_how_to_set_passwords(
     assert main(["broker", "config", "--config", str(tmp_path / "deploy.toml"), "--out",
                  str(out), "--cert-port", "0"]) == 0
     conf = (out / "mosquitto.conf").read_text()
-    assert "allow_anonymous false" in conf and "listener 8883\n" in conf
+    assert "listener 8883\n" in conf and "listener 8885\n" in conf
     assert "require_certificate" not in conf  # --cert-port 0: no certificate listener
     assert "listener 1883" not in conf  # no plain listener unless asked
     assert (out / "passwd.accounts").read_text().split() == [
         "jinmei", "gw-dayan", "gw-qipanjing-s01", "dispatch-dayan", "regulator"]
     printed = capsys.readouterr().out
     assert f"mosquitto_passwd {out.resolve() / 'passwd'} gw-dayan" in printed
+    assert f"mosquitto_passwd {out.resolve() / 'passwd.jinmei'} jinmei" in printed
+    assert f"mosquitto_passwd {out.resolve() / 'passwd'} jinmei" not in printed
     assert main(["broker", "config", "--config", str(tmp_path / "deploy.toml"), "--out",
                  str(out), "--plain-listener", "1883"]) == 0
-    assert "listener 1883 127.0.0.1" in (out / "mosquitto.conf").read_text()
+    assert listeners((out / "mosquitto.conf").read_text())["listener 1883 127.0.0.1"] == [
+        "allow_anonymous false", f"password_file {out.resolve() / 'passwd.jinmei'}",
+        f"acl_file {out.resolve() / 'acl'}"]  # loopback, and jinmei's account alone
+    # a certificate listener for jinmei only with a CA of its own
+    assert main(["broker", "config", "--config", str(tmp_path / "deploy.toml"), "--out",
+                 str(out), "--own-cert-port", "8886"]) == 2
+    assert "--own-ca-file" in capsys.readouterr().err
+
+
+def listeners(conf: str) -> dict[str, list[str]]:
+    """The settings under each ``listener`` line, up to the next blank line."""
+    found: dict[str, list[str]] = {}
+    for block in conf.split("\n\n"):
+        lines = rules(block)
+        if lines and lines[0].startswith("listener "):
+            found[lines[0]] = lines[1:]
+    return found
+
+
+def test_no_account_can_take_a_client_id_of_jinmeis(tmp_path: Path) -> None:
+    """per_listener_settings: the accounts log in where the broker replaces their client id by
+    their account name; jinmei alone (passwd.jinmei) where client ids are its own."""
+    plan = ListenerPlan(own_cert_port=8886, own_ca_file="/etc/mosquitto/certs/jinmei-ca.crt")
+    conf = broker_files(deployment(tmp_path, ACCOUNTS), plan,
+                        Path("/etc/mosquitto/jinmei")).files["mosquitto.conf"]
+    assert "per_listener_settings true" in rules(conf)
+    found = listeners(conf)
+    assert list(found) == ["listener 8883", "listener 8884", "listener 8885", "listener 8886"]
+    etc = "/etc/mosquitto/jinmei"
+    for port in ("8883", "8884"):
+        assert found[f"listener {port}"][-4:] == [
+            "allow_anonymous false", f"password_file {etc}/passwd", f"acl_file {etc}/acl",
+            "use_username_as_clientid true"]
+        assert "cafile /etc/mosquitto/certs/ca.crt" in found[f"listener {port}"]
+    for port in ("8885", "8886"):
+        assert found[f"listener {port}"][-3:] == [
+            "allow_anonymous false", f"password_file {etc}/passwd.jinmei", f"acl_file {etc}/acl"]
+    assert "require_certificate true" in found["listener 8886"]
+    assert "cafile /etc/mosquitto/certs/jinmei-ca.crt" in found["listener 8886"]
+    # nothing about logins before the first listener: it would be ignored per listener
+    head = conf.split("\nlistener ")[0]
+    assert not any(key in head for key in ("password_file", "acl_file", "allow_anonymous"))
+
+
+@pytest.mark.parametrize("name", ["jinmei-ingest", "jinmei-ingest-status-dayan",
+                                  "jinmei-ingest-w0"])
+def test_an_account_named_as_jinmeis_client_id_is_refused(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        deployment(tmp_path, f'[broker]\nusername = "jinmei"\n[[broker.accounts]]\n'
+                             f'name = "{name}"\nrole = "gateway"\nmines = ["dayan"]')
+    assert raised.value.location.endswith("broker.accounts[0].name"), raised.value
+    assert "jinmei's client id 'jinmei-ingest'" in raised.value.message
+    # with another client id the name is free
+    deployment(tmp_path, f'[broker]\nusername = "jinmei"\nclient_id = "jm-1"\n'
+                         f'[[broker.accounts]]\nname = "{name}"\nrole = "gateway"\n'
+                         'mines = ["dayan"]')
 
 
 def test_broker_config_needs_jinmeis_own_account(tmp_path: Path,

@@ -82,6 +82,9 @@ role = "regulator"
 [store]
 url = "sqlite:///{workdir / 'readings.db'}"
 
+[http]
+listen = "127.0.0.1:0"
+
 [ingest]
 state_dir = "{workdir / 'state'}"
 
@@ -92,12 +95,16 @@ resolve_hold_s = 0.0
 
 @dataclass
 class SecureBroker:
-    """Mosquitto running the generated configuration: login on ``port``, certificate on
-    ``cert_port``."""
+    """Mosquitto running the generated configuration: the accounts log in on ``port`` (or by
+    certificate on ``cert_port``), jinmei on ``own_port`` (or by a certificate of ``own_pki``
+    on ``own_cert_port``)."""
 
     port: int
     cert_port: int
+    own_port: int
+    own_cert_port: int
     pki: Pki
+    own_pki: Pki
     config_file: Path
     out: Path
     process: subprocess.Popen[bytes]
@@ -111,27 +118,31 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 @pytest.fixture(scope="module")
 def broker(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
     workdir = tmp_path_factory.mktemp("secure-broker")
-    port, cert_port = free_port(), free_port()
+    own_pki = make_pki(workdir / "own-pki")  # the CA of jinmei's certificate alone
+    port, cert_port, own_port, own_cert_port = (free_port() for _ in range(4))
     config_file = workdir / "deployment.toml"
-    config_file.write_text(deployment_text(port, pki, workdir))
+    config_file.write_text(deployment_text(own_port, pki, workdir))
     out = workdir / "mosquitto"
     assert main(["broker", "config", "--config", str(config_file), "--out", str(out),
-                 "--port", str(port), "--cert-port", str(cert_port), "--bind", "127.0.0.1",
+                 "--port", str(port), "--cert-port", str(cert_port), "--own-port",
+                 str(own_port), "--own-cert-port", str(own_cert_port), "--own-ca-file",
+                 str(own_pki.ca), "--bind", "127.0.0.1",
                  "--ca-file", str(pki.ca), "--server-cert", str(pki.server_cert),
                  "--server-key", str(pki.server_key), "--data-dir", str(workdir / "data"),
                  "--user", "root"]) == 0  # the tests run as root; production drops to mosquitto
     (workdir / "data").mkdir()
-    passwd = out / "passwd"
-    passwd.touch(mode=0o600)
     for name, password in PASSWORDS.items():
+        passwd = out / ("passwd.jinmei" if name == "jinmei" else "passwd")
+        passwd.touch(mode=0o600)
         subprocess.run(["mosquitto_passwd", "-b", str(passwd), name, password], check=True)
     log = (workdir / "mosquitto.log").open("wb")
-    process = subprocess.Popen([MOSQUITTO, "-c", str(out / "mosquitto.conf")], stdout=log,
-                               stderr=subprocess.STDOUT)
+    process = subprocess.Popen([MOSQUITTO, "-v", "-c", str(out / "mosquitto.conf")],
+                               stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_listening(port, process)
-        wait_listening(cert_port, process)
-        yield SecureBroker(port, cert_port, pki, config_file, out, process)
+        for listening in (port, cert_port, own_port, own_cert_port):
+            wait_listening(listening, process)
+        yield SecureBroker(port, cert_port, own_port, own_cert_port, pki, own_pki, config_file,
+                           out, process)
     finally:
         process.terminate()
         process.wait(10)
@@ -142,16 +153,28 @@ class Account:
     """A raw paho client (MQTT 5, TLS) logged in as one account: what it received, and the
     broker's answer to each of its publishes and subscriptions."""
 
-    def __init__(self, broker: SecureBroker, name: str, *, topics: tuple[str, ...] = ()) -> None:
+    def __init__(self, broker: SecureBroker, name: str, *, topics: tuple[str, ...] = (),
+                 client_id: str = "", port: int = 0,
+                 certificate: tuple[Path, Path] | None = None) -> None:
+        """``name`` logs in with its password on the accounts' listener, or with
+        ``certificate`` (its CN the account) on ``port``. On the accounts' listeners the broker
+        makes the account name the client id: one Account of a name at a time."""
         self.received: list[tuple[str, bytes]] = []
         self.puback: dict[int, str] = {}
         self.suback: list[str] = []
+        self.connack: list[str] = []
         self._lock = threading.Lock()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
-                                  client_id=f"{name}-{time.monotonic_ns()}",
+                                  client_id=client_id or f"{name}-{time.monotonic_ns()}",
                                   protocol=mqtt.MQTTv5)
-        self.client.username_pw_set(name, PASSWORDS[name])
-        self.client.tls_set(ca_certs=str(broker.pki.ca))
+        if certificate is None:
+            self.client.username_pw_set(name, PASSWORDS[name])
+        self.client.tls_set(ca_certs=str(broker.pki.ca),
+                            certfile=str(certificate[0]) if certificate else None,
+                            keyfile=str(certificate[1]) if certificate else None)
+        self.client.on_connect = lambda c, u, f, reason, p: self.connack.append(str(reason))
+        self.client.on_disconnect = lambda c, u, f, reason, p: self.connack.append(
+            f"disconnected: {reason}")  # e.g. a certificate the listener's CA did not sign
         self.client.on_message = self._on_message
         self.client.on_publish = self._on_publish
         subscribed = threading.Event()
@@ -162,7 +185,7 @@ class Account:
             subscribed.set()
 
         self.client.on_subscribe = on_subscribe
-        self.client.connect("127.0.0.1", broker.port)
+        self.client.connect("127.0.0.1", port or broker.port, clean_start=True)
         self.client.loop_start()
         if topics:
             self.client.subscribe([(t, 1) for t in topics])
@@ -224,9 +247,9 @@ def test_jinmei_ingests_and_alerts_over_tls(broker: SecureBroker, tmp_path: Path
     if login == "password":
         deployment = deployment_of(broker, tmp_path, client_id=f"jinmei-{login}")
     else:
-        cert, key = broker.pki.client("jinmei")
+        cert, key = broker.own_pki.client("jinmei")
         deployment = deployment_of(broker, tmp_path, client_id=f"jinmei-{login}",
-                                   url=f"mqtts://127.0.0.1:{broker.cert_port}", username="",
+                                   url=f"mqtts://127.0.0.1:{broker.own_cert_port}", username="",
                                    password="", cert_file=str(cert), key_file=str(key))
     dispatcher = Account(broker, "dispatch-qipanjing", topics=("jinmei/qipanjing/alerts",))
     gateway = Account(broker, "gw-qipanjing")
@@ -251,7 +274,7 @@ def test_a_gateway_writes_its_own_telemetry_and_nothing_else(broker: SecureBroke
     own telemetry is stored."""
     service = Service(deployment_of(broker, tmp_path, client_id="jinmei-acl"))
     watcher = Account(broker, "regulator", topics=("jinmei/+/alerts", "jinmei/+/status"))
-    attacker = Account(broker, "gw-dayan", topics=("jinmei/#",))
+    attacker: Account | None = None
     try:
         assert service.start(wait_subscribed_s=15), service.source.refusal
         now = int(time.time() * 1000) - 60_000
@@ -266,9 +289,10 @@ def test_a_gateway_writes_its_own_telemetry_and_nothing_else(broker: SecureBroke
                 ("jinmei/dayan/status", b'{"state": "offline"}'),
                 ("jinmei/dayan/rejects", b"{}"),
                 ("jinmei/dayan/notifications/desk", forged_alert)):
-            forger = Account(broker, "gw-dayan")
+            forger = Account(broker, "gw-dayan")  # one at a time: its client id is gw-dayan
             assert forger.publish(topic, payload) == "Not authorized", topic
             forger.close()
+        attacker = Account(broker, "gw-dayan", topics=("jinmei/#",))
         # its own mine's telemetry goes through, and is stored
         assert attacker.publish("jinmei/dayan/telemetry/S01",
                                 encode_telemetry(now, [(DAYAN_SENSOR, 0.2, "ok")])) == "Success"
@@ -285,7 +309,8 @@ def test_a_gateway_writes_its_own_telemetry_and_nothing_else(broker: SecureBroke
     finally:
         service.stop()
         watcher.close()
-        attacker.close()
+        if attacker is not None:
+            attacker.close()
     assert counts == {"dayan": 1, "qipanjing": 3}  # the forged 1.9 and 1.8 % are not there
     # jinmei's own status (online, then offline "stopped" at the end) comes through its own
     # account; the gateway's forged alert and status never do
@@ -299,6 +324,9 @@ def test_a_gateway_writes_its_own_telemetry_and_nothing_else(broker: SecureBroke
 def test_a_dispatcher_reads_its_mines_alerts_and_nothing_else(broker: SecureBroker,
                                                               tmp_path: Path) -> None:
     service = Service(deployment_of(broker, tmp_path, client_id="jinmei-dispatch"))
+    forger = Account(broker, "dispatch-qipanjing")  # a read-only account writes nothing
+    assert forger.publish("jinmei/qipanjing/alerts", b"{}") == "Not authorized"
+    forger.close()  # (before the reader logs in: its client id is the account name too)
     dispatcher = Account(broker, "dispatch-qipanjing", topics=("jinmei/#",))
     try:
         assert service.start(wait_subscribed_s=15), service.source.refusal
@@ -310,9 +338,6 @@ def test_a_dispatcher_reads_its_mines_alerts_and_nothing_else(broker: SecureBrok
         dayan.publish("jinmei/dayan/telemetry/S01",
                       encode_telemetry(now, [(DAYAN_SENSOR, 2.0, "ok")]))
         qipanjing.publish("jinmei/qipanjing/telemetry/S01", b"{not json")
-        forger = Account(broker, "dispatch-qipanjing")  # a read-only account writes nothing
-        assert forger.publish("jinmei/qipanjing/alerts", b"{}") == "Not authorized"
-        forger.close()
         assert wait_until(lambda: stored(service) == {"dayan": 1, "qipanjing": 3}, 15)
         assert wait_until(lambda: "jinmei/qipanjing/alerts" in dispatcher.topics(), 15)
         time.sleep(1.0)
@@ -324,6 +349,80 @@ def test_a_dispatcher_reads_its_mines_alerts_and_nothing_else(broker: SecureBrok
     assert service.pipeline.stats.alerts.total() >= 3  # dayan's alert exists, unseen
     # its mine's alerts and status (jinmei's online/offline), nothing of Dayan, no telemetry
     assert dispatcher.topics() == {"jinmei/qipanjing/alerts", "jinmei/qipanjing/status"}
+
+
+def test_no_account_takes_a_client_id_of_jinmeis(broker: SecureBroker, tmp_path: Path) -> None:
+    """While jinmei runs, Dayan's gateway connects with jinmei's client ids (its ingest session,
+    its status connections with their Last Will), clean start, by password and by certificate
+    on the accounts' listeners, and tries jinmei's own listeners: the broker gives it its
+    account name for client id there, and refuses it here. jinmei's connections are never cut:
+    Qipanjing's telemetry published meanwhile is stored, its status stays online, no Last
+    Will is published."""
+    client_id = "jinmei-takeover"
+    log = broker.out.parent / "mosquitto.log"
+    start = log.stat().st_size
+    service = Service(deployment_of(broker, tmp_path, client_id=client_id))
+    watcher = Account(broker, "regulator", topics=("jinmei/+/status",))
+
+    def states(mine: str, since: int = 0) -> list[str]:
+        return [json.loads(p)["state"] for t, p in list(watcher.received)[since:]
+                if t == f"jinmei/{mine}/status" and p]
+
+    # jinmei's account reads status too (its instances re-assert online, ingest/status.py)
+    own = Account(broker, "jinmei", topics=("jinmei/qipanjing/status",), port=broker.own_port)
+    try:
+        assert own.suback == ["Granted QoS 1"]
+        assert service.start(wait_subscribed_s=15), service.source.refusal
+        assert wait_until(lambda: any(b'"online"' in p for _, p in own.received), 10)
+        assert wait_until(lambda: all(states(m)[-1:] == ["online"] for m in ("dayan",
+                                                                            "qipanjing")), 10)
+        online = len(watcher.received)  # (earlier tests left "offline" retained before)
+        cert, key = broker.pki.client("gw-dayan")
+        stolen = (client_id, f"{client_id}-status-qipanjing", f"{client_id}-status-dayan")
+        gateway = Account(broker, "gw-qipanjing")
+        rise = methane_rise(int(time.time() * 1000) - 60_000)
+        for target, (topic, payload) in zip(stolen, rise, strict=True):
+            for port, certificate in ((broker.port, None), (broker.cert_port, (cert, key))):
+                intruder = Account(broker, "gw-dayan", client_id=target, port=port,
+                                   certificate=certificate)
+                assert wait_until(lambda i=intruder: i.connack, 10) == ["Success"]
+                time.sleep(0.3)
+                intruder.close()
+            for port, certificate in ((broker.own_port, None),
+                                      (broker.own_cert_port, (cert, key))):
+                assert refused(broker, target, port, certificate), (target, port)
+            assert gateway.publish(topic, payload) == "Success"  # Qipanjing, meanwhile
+        gateway.close()
+        assert wait_until(lambda: stored(service).get("qipanjing") == 3, 15)
+        time.sleep(1.0)  # a Last Will or a reconnection would show by now
+        during = states("qipanjing", online) + states("dayan", online)
+    finally:
+        service.stop()
+        watcher.close()
+        own.close()
+    assert "offline" not in during  # no Last Will, no takeover
+    with log.open("rb") as file:  # what the broker logged during this test (mosquitto -v)
+        file.seek(start)
+        text = file.read().decode(errors="replace")
+    assert f"as {client_id} " in text  # jinmei's ingest session, connected once ...
+    assert text.count(f"as {client_id} ") == 1
+    assert "already connected, closing old connection" not in text, text  # never taken over
+    assert text.count("as gw-dayan ") >= 6  # the broker named the intruder after its account
+
+
+def refused(broker: SecureBroker, client_id: str, port: int,
+            certificate: tuple[Path, Path] | None) -> bool:
+    """Whether Dayan's gateway cannot log in on jinmei's listener ``port`` at all."""
+    try:
+        intruder = Account(broker, "gw-dayan", client_id=client_id, port=port,
+                           certificate=certificate)
+    except (OSError, ssl.SSLError):
+        return True  # the certificate listener: not signed by jinmei's CA
+    try:
+        wait_until(lambda: intruder.connack, 3)
+        return "Success" not in intruder.connack
+    finally:
+        intruder.close()
 
 
 def run_cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
@@ -350,7 +449,7 @@ def test_a_wrong_ca_or_password_is_refused_naming_the_setting(broker: SecureBrok
                      f"mqtts://gw-dayan:{PASSWORDS['gw-dayan']}@127.0.0.1:{broker.port}", env={})
     assert in_url.returncode == 2 and "JINMEI_MQTT_PASSWORD" in in_url.stderr
     config = tmp_path / "deployment.toml"
-    config.write_text(deployment_text(broker.port, broker.pki, tmp_path))
+    config.write_text(deployment_text(broker.own_port, broker.pki, tmp_path))
     service = run_cli("run", "--config", str(config), env={"JINMEI_MQTT_PASSWORD": "guess"})
     assert service.returncode == 2  # jinmei run stops at once: waiting cannot fix this
     assert "broker.username 'jinmei'" in service.stderr
@@ -374,7 +473,7 @@ def test_a_whole_run_over_tls_prints_no_secret(broker: SecureBroker, tmp_path: P
     replay` (the Dayan gateway's), passwords from the environment: the feed is stored and
     recorded, and no output of any of them holds a password."""
     config = tmp_path / "deployment.toml"
-    config.write_text(deployment_text(broker.port, broker.pki, tmp_path))
+    config.write_text(deployment_text(broker.own_port, broker.pki, tmp_path))
     service = subprocess.Popen([sys.executable, "-m", "jinmei.cli", "-v", "run", "--config",
                                 str(config)], cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True,
