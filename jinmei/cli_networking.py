@@ -4,6 +4,12 @@
 ``check FILE...`` validates any mine's files and exits 1 on any finding; ``export`` writes the
 definition files (CDDY, FZDY) of every mine into the archive and the upload queue now (and
 remembers the configuration, so the service's next start does not send them again).
+
+With ``[ingest] workers`` each worker writes and uploads its own mines' files from its own
+queue, ``<state_dir>/worker-<k>/networking/`` (jinmei.workers): ``status`` then shows every
+worker's queue and their sum, and ``export`` queues each mine's definitions in the queue of the
+worker that uploads them — the assignment ``jinmei run`` computes on this machine (a queue no
+process reads would say "queued" of files that are never sent).
 """
 
 from __future__ import annotations
@@ -15,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from config.loader import deployment_limits, load_deployment
+from config.model import Deployment
 from jinmei.cli import config_option, formatter
-from networking.queue import UploadQueue
+from jinmei.workers import as_worker, assign, cores, select_mines, worker_count
+from networking.queue import QueueStatus, UploadQueue
 from networking.validate import check_files
 from networking.worker import queue_definitions
 
@@ -42,25 +50,55 @@ def register(sub: Any) -> None:
     export.set_defaults(func=cmd_export)
 
 
-def _queue(args: argparse.Namespace) -> UploadQueue:
-    deployment = load_deployment(args.config)
+def _shares(deployment: Deployment) -> list[tuple[str, Deployment]]:
+    """(who, the part of the deployment it serves) for every process that keeps an upload
+    queue: the one process, or each worker of ``jinmei run`` on this machine."""
+    mine_ids = [m.id for m in deployment.mines]
+    n = worker_count(deployment.ingest.workers, len(mine_ids), cores())
+    if n == 1:
+        return [("", deployment)]
+    return [(f"worker {k} ({', '.join(share)})",
+             as_worker(select_mines(deployment, ",".join(share)), k))
+            for k, share in enumerate(assign(mine_ids, n))]
+
+
+def _queue(deployment: Deployment) -> UploadQueue:
     return UploadQueue(Path(deployment.ingest.state_dir) / "networking",
                        retry_max_s=deployment.networking.retry_max_s)
 
 
 def _when(at: float | None) -> str:
-    return "never" if at is None else datetime.fromtimestamp(at).isoformat(" ", "seconds")
+    """A time for a person: the machine's local time with its offset."""
+    return ("never" if at is None
+            else datetime.fromtimestamp(at).astimezone().isoformat(" ", "seconds"))
+
+
+def _print_status(status: QueueStatus, indent: str = "") -> None:
+    print(f"{indent}queued (not yet confirmed): {status.pending}")
+    print(f"{indent}uploaded: {status.uploaded}")
+    print(f"{indent}last success: {_when(status.last_success)}")
+    error = status.last_error
+    print(f"{indent}last error: {'none' if error is None else f'{_when(error[0])} {error[2]}'}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    queue = _queue(args)
-    status = queue.status()
-    queue.close()
-    print(f"queued (not yet confirmed): {status.pending}")
-    print(f"uploaded: {status.uploaded}")
-    print(f"last success: {_when(status.last_success)}")
-    error = status.last_error
-    print(f"last error: {'none' if error is None else f'{_when(error[0])} {error[2]}'}")
+    shares = _shares(load_deployment(args.config))
+    statuses = []
+    for who, deployment in shares:
+        queue = _queue(deployment)
+        statuses.append(queue.status())
+        queue.close()
+        if who:
+            print(f"{who}:")
+            _print_status(statuses[-1], "  ")
+    if len(statuses) > 1:
+        print("all workers:")
+    successes = [s.last_success for s in statuses if s.last_success is not None]
+    errors = [s.last_error for s in statuses if s.last_error is not None]
+    _print_status(QueueStatus(sum(s.pending for s in statuses),
+                              sum(s.uploaded for s in statuses),
+                              max(successes, default=None),
+                              max(errors, default=None)), "  " if len(statuses) > 1 else "")
     return 0
 
 
@@ -73,10 +111,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    deployment = load_deployment(args.config)
-    kinds = deployment_limits(deployment).kinds
-    queue = UploadQueue(Path(deployment.ingest.state_dir) / "networking")
-    for file in queue_definitions(deployment, kinds, queue, time.time()):
-        print(queue.archive / file.name)
-    queue.close()
+    whole = load_deployment(args.config)
+    kinds = deployment_limits(whole).kinds
+    for _who, deployment in _shares(whole):
+        queue = _queue(deployment)
+        for file in queue_definitions(deployment, kinds, queue, time.time()):
+            print(queue.archive / file.name)
+        queue.close()
     return 0

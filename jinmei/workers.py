@@ -24,7 +24,7 @@ fixed subset of the mines:
   InfluxDB store is the one that scales with workers.
 - **Readers of the alert state**: ``jinmei alerts`` and ``jinmei report daily`` read every
   worker's state file, and a silence is written to each (jinmei.cli_alerts);
-  ``jinmei networking status|export`` still use ``<state_dir>/networking`` only (README).
+  ``jinmei networking status|export`` use every worker's upload queue (jinmei.cli_networking).
 
 The parent supervises: a worker that exits — any code but 2, 3 (its own supervision failed)
 or killed — is started again after a backoff (``RESTART_MIN_S`` doubling to

@@ -338,6 +338,33 @@ def test_export_queues_the_definitions_and_the_next_start_does_not_resend(
         "CDDY", "CDSS", "FZDY", "FZSS"]  # the definitions once, then the real-time values
 
 
+def test_with_workers_export_and_status_use_the_queue_each_worker_uploads_from(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With ``[ingest] workers = 2`` each worker uploads its mines' files from its own queue:
+    export puts each mine's definitions there (not in a queue no process reads), and status
+    shows every worker's queue and the sum."""
+    conf = tmp_path / "jinmei.toml"
+    shipped = Path(load_deployment(None).source_file)
+    conf.write_text(f'mines = ["{shipped.parent / "mines" / "dayan.toml"}", '
+                    f'"{shipped.parent / "mines" / "qipanjing.toml"}"]\n'
+                    f'limits = "{shipped.parent / "limits.toml"}"\n'
+                    f'[ingest]\nstate_dir = "{tmp_path / "state"}"\nworkers = 2\n')
+    assert main(["networking", "export", "--config", str(conf)]) == 0
+    printed = [Path(p) for p in capsys.readouterr().out.split()]
+    assert len(printed) == 4
+    codes = {m.networking.code: m.id for m in load_deployment(conf).mines}
+    for path in printed:  # dayan → worker 0, qipanjing → worker 1 (jinmei.workers.assign)
+        worker = {"dayan": "worker-0", "qipanjing": "worker-1"}[codes[path.name.split("_")[0]]]
+        assert tmp_path / "state" / worker / "networking" in path.parents
+    assert not (tmp_path / "state" / "networking").exists()
+    assert main(["networking", "status", "--config", str(conf)]) == 0
+    out = capsys.readouterr().out
+    assert "worker 0 (dayan):\n  queued (not yet confirmed): 2" in out
+    assert "worker 1 (qipanjing):\n  queued (not yet confirmed): 2" in out
+    assert "all workers:\n  queued (not yet confirmed): 4\n  uploaded: 0\n" \
+        "  last success: never\n  last error: none" in out
+
+
 def test_a_cause_entered_after_the_close_sends_the_closing_record_again(tmp_path: Path) -> None:
     """The console lets a dispatcher enter the cause and action of an event already over: the
     closing YCBJ record goes out again with them (same key, the same extremes); a cause
