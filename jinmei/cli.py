@@ -253,7 +253,7 @@ def _serve(deployment: Deployment, args: argparse.Namespace) -> int:
     topic = telemetry_topics(deployment, not args.mines and not worker)
     stop, reload = threading.Event(), threading.Event()
     if worker:
-        beat(stop.is_set)  # the parent's sign that this process is not frozen
+        beat()  # the parent's sign that this process is not frozen
     service = Service(deployment, on_alert=log_alert, on_failure=lambda failure: stop.set(),
                       topic=topic, endpoint=WorkerEndpoint.from_environment() if worker else None)
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -402,9 +402,10 @@ class WorkerParent:
         return clean
 
 
-def beat(stop: Callable[[], bool]) -> None:
+def beat() -> None:
     """A worker's beat to its parent (module docstring): a byte every :data:`BEAT_S` on the
-    pipe of :data:`BEAT_ENV`, from a daemon thread, until ``stop()``; nothing without it."""
+    pipe of :data:`BEAT_ENV`, from a daemon thread, for as long as the process lives — a clean
+    stop that takes a while is no freeze; nothing without the pipe."""
     fd = os.environ.get(BEAT_ENV)
     if not fd:
         return
@@ -412,7 +413,7 @@ def beat(stop: Callable[[], bool]) -> None:
     os.set_blocking(beats, False)
 
     def run() -> None:
-        while not stop():
+        while True:
             try:
                 os.write(beats, b".")
             except BlockingIOError:  # the parent is behind: it has had its beats

@@ -99,8 +99,7 @@ def test_the_watcher_comes_back_after_the_broker_restarts(mosquitto: Mosquitto,
 def test_with_workers_a_stray_mine_is_rejected_and_configured_mines_stored_once(
         mosquitto: Mosquitto, tmp_path: Path) -> None:
     port = free_port()
-    config = write_config(tmp_path)
-    config.write_text(config.read_text() + f'[http]\nlisten = "127.0.0.1:{port}"\n')
+    config = write_config(tmp_path, listen=f"127.0.0.1:{port}")
     listener = Listener(mosquitto, "jinmei/+/rejects")
     proc = run(tmp_path, mosquitto, config)
     log = tmp_path / "jinmei.log"

@@ -83,13 +83,15 @@ def test_select_mines_names_the_unknown_and_the_known() -> None:
 
 # ── jinmei run as processes ─────────────────────────────────────────────────────────────
 
-def write_config(tmp_path: Path, workers: int = 2) -> Path:
+def write_config(tmp_path: Path, workers: int = 2, listen: str = "127.0.0.1:0") -> Path:
+    """Both pilot mines, ``workers`` workers; the endpoint on ``listen`` (default: a free
+    port, so that nothing else's 9108 matters)."""
     config = tmp_path / "jinmei.toml"
     config.write_text(
         f'mines = ["{SHIPPED / "mines" / "dayan.toml"}", '
         f'"{SHIPPED / "mines" / "qipanjing.toml"}"]\n'
         '[broker]\nclient_id = "jinmei-workers"\n'
-        '[http]\nlisten = "127.0.0.1:0"\n'  # a free port: nothing else's 9108 matters
+        f'[http]\nlisten = "{listen}"\n'
         f'[ingest]\nstate_dir = "{tmp_path / "state"}"\nworkers = {workers}\n',
         encoding="utf-8")
     return config
