@@ -125,7 +125,13 @@ class AlertDispatcher:
                      len(open_alerts), len(held))
         index = self.registry.index
         for a in open_alerts:
-            if f"{a.mine}/{a.sensor}" not in index:
+            if f"{a.mine}/{a.sensor}" in index:
+                continue
+            if a.mine not in self.registry.mine_ids:  # another process's now, or removed
+                log.warning("open episode %s of %s/%s: this process does not serve mine %s "
+                            "(removed, or moved to another worker); it stays open in the "
+                            "record", a.id, a.mine, a.sensor, a.mine)
+            else:
                 log.warning("open episode %s of %s/%s: the sensor is no longer configured; "
                             "it is resolved as removed from configuration", a.id, a.mine,
                             a.sensor)
@@ -145,11 +151,14 @@ class AlertDispatcher:
         return self._announce(self.supersede.mark(self.episodes.apply(due), forced), now_ms)
 
     def unconfigured(self) -> frozenset[str]:
-        """The sensors (``mine/id``) with an open episode that the configuration no longer
-        has (removed while jinmei was stopped, or by a reload that restarted a worker)."""
+        """The sensors (``mine/id``) of this process's mines with an open episode that the
+        configuration no longer has (removed while jinmei was stopped, or by a reload that
+        restarted a worker). A mine this process does not serve is not judged: it may have
+        moved to another worker (a changed ``[ingest] workers``), where it is still watched."""
         index = self.registry.index
         return frozenset(key for a in self.episodes.open()
-                         if (key := f"{a.mine}/{a.sensor}") not in index)
+                         if (key := f"{a.mine}/{a.sensor}") not in index
+                         and a.mine in self.registry.mine_ids)
 
     def retire(self, sensors: Collection[str], now_ms: int, config_hash: str) -> list[Alert]:
         """Resolve the open episodes of sensors (``mine/id``) a reload removed from the

@@ -191,3 +191,28 @@ def test_restart_keeps_pending_timers_groups_and_escalations(tmp_path: Path) -> 
     second.apply([], 400_000)
     second.apply([], 500_000)
     assert [why for _, why, _ in sent(second)].count("escalation") == 2  # once per receiver
+
+
+def test_a_start_retires_only_removed_sensors_of_its_own_mines(tmp_path: Path) -> None:
+    """After a restart on another configuration: an open episode of a sensor of a mine this
+    process serves, which the configuration no longer has, is to be retired (removed from
+    configuration); one of a mine it does not serve (moved to another worker) is not judged."""
+    first = open_dispatcher(tmp_path / "alerts.db")
+    first.apply([ev(T1, "limit_power_off", True, 1_000, 1.6),
+                 ev(T2, "limit_power_off", True, 1_000, 1.6)], 1_000)
+    first.close()
+    first.record.close()
+    other = Registry.from_sensors([sample_sensor("qipanjing", "T1-1101"),
+                                   sample_sensor("dayan", "T1-1201")])
+    for registry, gone in ((other, {"qipanjing/T2-1101"}),
+                           (Registry.from_sensors([sample_sensor("dayan", "T1-1201")]), set())):
+        d = AlertDispatcher(registry, Names(), AlertRecord(tmp_path / "alerts.db"),
+                            config_hash="beef", publish=lambda t, p: None, config=CONFIG)
+        d.restore()
+        assert d.unconfigured() == gone
+        retired = d.retire(d.unconfigured(), 5_000, "beef")
+        assert [(a.sensor, a.state, a.ended_at) for a in retired] == \
+            [(key.split("/")[1], "resolved", 5_000) for key in sorted(gone)]
+        assert all("removed from configuration" in a.message for a in retired)
+        d.close()
+        d.record.close()
