@@ -275,7 +275,11 @@ def _serve(deployment: Deployment, args: argparse.Namespace) -> int:
                                      "the supervisor thread has ended", 0.0))
                 break
             if worker and os.getppid() != parent:
-                log.error("the parent process is gone: stopping")
+                # Killed (-9) or crashed: nothing would restart this worker, and its mines go
+                # unwatched until something restarts the whole — say so, as any failure.
+                service.fail(Failure("jinmei-parent", "worker_dead", "the workers' parent "
+                                     "process is gone (killed or crashed); this worker stops",
+                                     0.0))
                 break
             if reload.is_set():
                 # SIGHUP: re-read the files and swap them in (jinmei/reload.py) from this

@@ -38,7 +38,9 @@ stop (batch finished and acknowledged); SIGHUP makes the parent reread the confi
 if it is valid, each worker stops cleanly and is started again at once on the new files (the
 assignment stays the one computed at the parent's start); a broken file is refused and the
 workers go on. A worker whose parent is gone (``kill -9`` of the parent) stops by itself
-within a second.
+within a second, as a failure: ``monitoring_offline`` (``worker_dead``, scope
+``jinmei-parent``) to the receivers, status ``offline``, exit 3; the next start resolves it
+once online.
 
 **A worker frozen whole** (``SIGSTOP``, a C call that never lets the interpreter lock go)
 cannot report itself: its own supervisor thread is frozen with it. Each worker therefore

@@ -290,6 +290,40 @@ def test_a_frozen_or_killed_worker_is_restarted_and_its_gap_reaches_the_receiver
 
 
 @pytest.mark.integration
+def test_a_killed_parent_leaves_no_worker_running_silently(mosquitto: Mosquitto,
+                                                           tmp_path: Path) -> None:
+    """kill -9 of the parent: each worker stops within seconds and says why — monitoring_offline
+    to the receivers, status offline — and the next start resolves it under the same id."""
+    with scripted_http_server(ok) as webhook:
+        config = supervised_config(tmp_path, webhook)
+        config.write_text(config.read_text().replace("workers = 1", "workers = 2"))
+        proc = run(tmp_path, mosquitto, config)
+        log = tmp_path / "jinmei.log"
+        wait_online(mosquitto, log)
+        workers = list(children(proc.pid))
+        assert len(workers) == 2, children(proc.pid)
+        proc.kill()
+        proc.wait()
+        assert wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers),
+                          30), log.read_text()[-3000:]
+        for mine in MINES:
+            firing = received(webhook, "monitoring_offline", "worker_dead", "firing", mine)
+            assert firing is not None and firing["scope"] == "jinmei-parent", webhook.requests
+            status = wait_until(lambda m=mine: status_is(mosquitto, "offline", m), 10)
+            assert status and status["reason"] == "worker_dead", status
+        again = run(tmp_path, mosquitto, config)
+        try:
+            assert wait_until(lambda: all(received(webhook, "monitoring_offline",
+                                                   "worker_dead", "resolved", m)
+                                          for m in MINES), 30), webhook.requests
+        finally:
+            assert stop(again) == 0, log.read_text()[-3000:]
+    for mine in MINES:
+        assert received(webhook, "monitoring_offline", "worker_dead", "resolved", mine)["id"] \
+            == received(webhook, "monitoring_offline", "worker_dead", "firing", mine)["id"]
+
+
+@pytest.mark.integration
 def test_sighup_restarts_every_worker_on_a_changed_file_and_retires_removed_sensors(
         mosquitto: Mosquitto, tmp_path: Path) -> None:
     """A reload with workers: the parent logs what changed and starts each worker again
