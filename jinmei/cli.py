@@ -260,7 +260,10 @@ def _serve(deployment: Deployment, args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     signal.signal(signal.SIGHUP, lambda *_: (stop if worker else reload).set())
     service.start()
-    if worker and (lost := lost_from_environment()) is not None:
+    # A previous run that ended without saying so: its parent knows best why (a freeze it
+    # ended), else the last sign it left in state_dir (jinmei.lastsign) says since when.
+    lost = (lost_from_environment() if worker else None) or service.previous_run_lost()
+    if lost is not None:
         service.report_lost(*lost)
     # Settings the broker refuses (an untrusted certificate, a wrong password) cannot come
     # right by waiting: say so and stop, rather than start "running" deaf.

@@ -29,6 +29,10 @@ InfluxDB forwarder when that store is used) and, once a second, what the service
 - system alerts (:mod:`alerts.system`): ``monitoring_offline`` after ``offline_after_s`` of
   broker loss or store failure, ``store_fault`` after ``store_fault_after_s`` of store failure;
   both resolve when the condition ends and the service sees evidence of it.
+- a previous run that ended without saying so (``kill -9``, a crash, a power loss): its last
+  sign of life in ``state_dir`` (:mod:`jinmei.lastsign`, rewritten by ``_observe`` every
+  second) is read at construction; ``jinmei run`` raises ``monitoring_offline`` from it
+  (:meth:`Service.report_lost`), resolved once online.
 - a dead or stalled thread: :meth:`Service.fail` logs CRITICAL, raises ``monitoring_offline``
   (outbox, then a bounded synchronous delivery: the delivery worker may be the dead one),
   says offline, and calls ``on_failure``; ``jinmei run`` then exits with code 3
@@ -65,6 +69,7 @@ from ingest.mqtt import TELEMETRY_TOPIC, MqttSource
 from ingest.sink import open_sink
 from ingest.status import MineStatus
 from jinmei.http import WorkerEndpoint, ops_server
+from jinmei.lastsign import LastSign
 from jinmei.pipeline import Pipeline
 from jinmei.supervisor import Failure, Supervisor, Watch
 from networking.queue import UploadQueue
@@ -142,6 +147,9 @@ class Service:
         state_dir = Path(deployment.ingest.state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
         self.deployment = deployment
+        # Read before anything of this run is written: how the previous run ended.
+        self.last_sign = LastSign(state_dir)
+        self.previous_end_ms = self.last_sign.left_over()
         self.clock = clock
         self.source = MqttSource(deployment.broker, topic)
         self.sink = open_sink(deployment.store.url, deployment.registry, state_dir=state_dir,
@@ -222,6 +230,7 @@ class Service:
             self.http.start()  # first: an unusable address stops the start before any thread
         self._switch_interval_before = sys.getswitchinterval()
         sys.setswitchinterval(GIL_SWITCH_S)
+        self.last_sign.beat(int(self.clock() * 1000), durable=True)
         self.status.start()
         self.source.start()
         self.delivery.start()
@@ -258,6 +267,7 @@ class Service:
         self.system.close()
         if self.http is not None:
             self.http.stop()
+        self.last_sign.clear()  # a clean end: the next start has no gap to report
         if self._switch_interval_before is not None:
             sys.setswitchinterval(self._switch_interval_before)
 
@@ -302,6 +312,7 @@ class Service:
     def _observe(self) -> None:
         """Raise and resolve the system alerts, and keep the status topic true."""
         now_ms = int(self.clock() * 1000)
+        self.last_sign.beat(now_ms)
         subscribed, holding = self._holding(now_ms)
 
         def evidence(condition: str) -> bool:
@@ -350,8 +361,18 @@ class Service:
         if owed:
             log.error("%d monitoring_offline notification(s) not delivered before exit; "
                       "they stay in the outbox for the next start", owed)
+        self.last_sign.clear()  # reported: the next start resolves it, and adds no gap
         if self.on_failure is not None:
             self.on_failure(failure)
+
+    def previous_run_lost(self) -> tuple[Failure, int] | None:
+        """(the failure, since when) if the previous run in this ``state_dir`` ended without
+        saying so — killed, crashed, the machine down (:mod:`jinmei.lastsign`) — else None."""
+        if self.previous_end_ms is None:
+            return None
+        return Failure("jinmei", "worker_dead", "the previous run ended without stopping "
+                       "(killed, crashed, or the machine went down); nothing was watched from "
+                       "its last sign of life until this start", 0.0), self.previous_end_ms
 
     def report_lost(self, failure: Failure, since_ms: int) -> None:
         """The previous run of this worker ended without reporting it — frozen and killed, or

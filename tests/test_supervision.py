@@ -200,6 +200,45 @@ def test_kill_9_turns_every_status_offline_by_last_will(mosquitto: Mosquitto,
         assert will["instance"] == online["instance"]
 
 
+def test_the_start_after_a_kill_9_tells_the_receivers_of_the_gap(mosquitto: Mosquitto,
+                                                                  tmp_path: Path) -> None:
+    """Nobody can report a kill -9 (or a crash, or a power loss) while it lasts: the next
+    start does, from the killed run's last sign of life, and resolves it once online. A clean
+    stop leaves nothing to report."""
+    with scripted_http_server(ok) as webhook:
+        config = write_config(tmp_path, webhook)
+        first = run(tmp_path, mosquitto, config, "jinmei.cli")
+        try:
+            assert wait_until(lambda: status_is(mosquitto, "online"), 20), "never online"
+            time.sleep(1.5)  # a sign of life or two after the start's
+        finally:
+            killed_ms = int(time.time() * 1000)
+            first.kill()
+            first.wait()
+        again = run(tmp_path, mosquitto, config, "jinmei.cli", log_name="again.log")
+        try:
+            assert wait_until(lambda: received(webhook, "monitoring_offline", "worker_dead",
+                                               "resolved"), 30), webhook.requests
+        finally:
+            again.send_signal(signal.SIGTERM)
+            assert ended(again, 30) == 0, (tmp_path / "again.log").read_text()
+        third = run(tmp_path, mosquitto, config, "jinmei.cli", log_name="third.log")
+        try:
+            assert wait_until(lambda: status_is(mosquitto, "online"), 20), "never online"
+            time.sleep(2)
+        finally:
+            third.send_signal(signal.SIGTERM)
+            assert ended(third, 30) == 0, (tmp_path / "third.log").read_text()
+    for mine in ("qipanjing", "dayan"):
+        firing = received(webhook, "monitoring_offline", "worker_dead", "firing", mine)
+        resolved = received(webhook, "monitoring_offline", "worker_dead", "resolved", mine)
+        assert firing is not None and resolved is not None and firing["id"] == resolved["id"]
+        assert killed_ms - 2500 <= firing["started_at"] <= killed_ms  # its last sign of life
+        assert firing["scope"] == "jinmei" and resolved["ended_at"] >= firing["started_at"]
+    # one gap, one alert per mine: the clean stop of the second run left nothing to report
+    assert len([a for a in system_alerts(webhook) if a["state"] == "firing"]) == 2
+
+
 # ── the service in this process: broker and store failures it must ride out ───────────────
 
 def supervised(broker: Mosquitto, tmp_path: Path, webhook: ScriptedServer,
