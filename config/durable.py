@@ -16,6 +16,7 @@ corrupt file — may pass or be fixed by an operator, so the caller holds the da
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +27,7 @@ from config.errors import DeliveryError
 __all__ = ["BUSY_TIMEOUT_S", "connect_durable", "delivery_errors", "refused_for_good"]
 
 BUSY_TIMEOUT_S = 10.0  # jinmei's own: far above a CLI read, short enough to report a stuck lock
+WAL_RETRY_S = 0.02  # jinmei's own: a new file's switch to WAL takes milliseconds
 
 # SQLite result codes that refuse the statement's data itself: sending it again cannot succeed.
 _REFUSED_CODES = frozenset({sqlite3.SQLITE_CONSTRAINT, sqlite3.SQLITE_TOOBIG,
@@ -43,9 +45,27 @@ def connect_durable(path: str | Path, *, synchronous: Literal["FULL", "NORMAL"] 
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, check_same_thread=False,
                            isolation_level=isolation_level)
-    conn.execute("PRAGMA journal_mode=WAL")
+    _wal(conn)
     conn.execute(f"PRAGMA synchronous={synchronous}")
     return conn
+
+
+def _wal(conn: sqlite3.Connection) -> None:
+    """Put the file in WAL mode, waiting up to ``BUSY_TIMEOUT_S`` for it: turning a new file
+    to WAL needs it alone, and SQLite refuses a second process opening it at that moment at
+    once, without its busy timeout (two workers starting on one new store: measured 13 of 15
+    simultaneous starts refused "database is locked")."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            busy = (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in (sqlite3.SQLITE_BUSY,
+                                                                    sqlite3.SQLITE_LOCKED)
+            if not busy or time.monotonic() >= deadline:
+                raise
+            time.sleep(WAL_RETRY_S)
 
 
 def refused_for_good(exc: sqlite3.Error) -> bool:

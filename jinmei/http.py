@@ -36,6 +36,7 @@ a management network, behind a TLS proxy when the console is used from other mac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -158,15 +159,24 @@ class OpsServer:
                 for name, value in reply.headers:
                     self.send_header(name, value)
                 self.end_headers()
-                self.wfile.write(reply.body)
+                # the asker may have given up (a parent's 3 s question to a busy worker)
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(reply.body)
 
             def log_message(self, format: str, *args: Any) -> None:
                 """Quiet: a scrape every 15 s is not news; failures are logged above."""
 
         self._handler = Handler
         self._address = (host, port)
+        def handle_error(httpd: ThreadingHTTPServer, request: object,
+                         client_address: object) -> None:
+            """One log line (the traceback joined by jinmei.logs), not socketserver's
+            multi-line print to stderr."""
+            log.exception("HTTP request from %s failed", client_address)
+
         self._class = type("Server", (ThreadingHTTPServer,),
-                           {"address_family": family, "daemon_threads": True})
+                           {"address_family": family, "daemon_threads": True,
+                            "handle_error": handle_error})
         self._listen, self._source_file = listen, source_file
         self._sock = sock  # already listening (a worker's, from its parent): served as it is
         self._httpd: ThreadingHTTPServer | None = None

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -347,3 +348,30 @@ def test_an_alert_table_from_before_the_late_field_gains_it_and_keeps_its_rows(
         assert (old.id, old.late) == ("old", False) and new == late
     finally:
         store.close()
+
+
+_OPEN_AT = """
+import sys, time
+from config.loader import load_deployment
+from ingest.sqlite import SQLiteSink
+registry = load_deployment(None).registry
+while time.time() < float(sys.argv[2]):
+    pass
+SQLiteSink(sys.argv[1], registry).close()
+"""
+
+
+def test_two_processes_opening_one_new_store_at_once_both_open_it(tmp_path: Path) -> None:
+    """Two workers starting on one new SQLite store: turning the file to WAL needs it alone,
+    and SQLite refused the second opener at once ("database is locked": 13 of 15 such starts
+    before the wait in config.durable)."""
+    for attempt in range(5):
+        db = tmp_path / f"try{attempt}" / "readings.db"
+        at = time.time() + 1.0
+        openers = [subprocess.Popen([sys.executable, "-c", _OPEN_AT, str(db), str(at)],
+                                    cwd=Path(__file__).parent.parent, stderr=subprocess.PIPE,
+                                    text=True)
+                   for _ in range(2)]
+        for opener in openers:
+            _, err = opener.communicate(timeout=60)
+            assert opener.returncode == 0, err
