@@ -137,8 +137,10 @@ class AlertDispatcher:
                             a.sensor)
         firing = [(index[f"{a.mine}/{a.sensor}"], a.condition) for a in open_alerts
                   if f"{a.mine}/{a.sensor}" in index]
-        # An open episode whose resolve is held was ended by its detector: not firing there.
-        return sorted((set(firing) - set(resolving)) | set(held) | set(swallowed))
+        # An open episode — or a warning swallowed under an alarm — whose resolve is held was
+        # ended by its detector: not firing there (told firing, the detector would never send
+        # the clear again, and the held one would end a warning that never opened).
+        return sorted(((set(firing) | set(swallowed)) - set(resolving)) | set(held))
 
     def apply(self, events: Sequence[Event], now_ms: int) -> list[Alert]:
         """Record and send the transitions these events make (and the clock's); returns the

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -268,6 +268,9 @@ _RISING = {"trend_high", "level_shift", "warning_high"}
 @settings(max_examples=80, deadline=None)
 @given(steps=st.lists(st.integers(0, len(_CONDITIONS) - 1), min_size=1, max_size=40),
        restart_at=st.integers(0, 40), hold_s=st.sampled_from([0, 30]))
+# found by a CI run: a trend swallowed under the alarm, its clear held by the resolve hold at
+# the restart — restored as firing, its clear later ended a warning that never opened
+@example(steps=[0, 0, 0, 2, 2, 2, 0, 0, 2], restart_at=5, hold_s=30)
 def test_no_warning_beside_an_open_alarm_and_no_unknown_start(
         steps: list[int], restart_at: int, hold_s: int) -> None:
     """Detectors toggling seven conditions of two points of one area at random (the truth), a
