@@ -123,18 +123,16 @@ class AlertDispatcher:
         if open_alerts or held:
             log.info("restored %d open alert episode(s) and %d pending one(s)",
                      len(open_alerts), len(held))
-        index = self.registry.index
+        index, retiring = self.registry.index, self.unconfigured()
         for a in open_alerts:
-            if f"{a.mine}/{a.sensor}" in index:
-                continue
-            if a.mine not in self.registry.mine_ids:  # another process's now, or removed
-                log.warning("open episode %s of %s/%s: this process does not serve mine %s "
+            key = f"{a.mine}/{a.sensor}"
+            if key in retiring:
+                log.warning("open episode %s of %s: the sensor is no longer configured; it "
+                            "is resolved as removed from configuration", a.id, key)
+            elif key not in index:
+                log.warning("open episode %s of %s: this process does not serve mine %s "
                             "(removed, or moved to another worker); it stays open in the "
-                            "record", a.id, a.mine, a.sensor, a.mine)
-            else:
-                log.warning("open episode %s of %s/%s: the sensor is no longer configured; "
-                            "it is resolved as removed from configuration", a.id, a.mine,
-                            a.sensor)
+                            "record", a.id, key, a.mine)
         firing = [(index[f"{a.mine}/{a.sensor}"], a.condition) for a in open_alerts
                   if f"{a.mine}/{a.sensor}" in index]
         # An open episode — or a warning swallowed under an alarm — whose resolve is held was

@@ -163,13 +163,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from jinmei.parent import parent_server
     from jinmei.reload import describe_changes
     from jinmei.strays import StrayWatcher
-    from jinmei.workers import WorkerParent, assign, cores, worker_argv, worker_count
+    from jinmei.workers import WorkerParent, shares, worker_argv
 
     deployment = _run_deployment(args)
     if args.worker is not None:
         return _serve(deployment, args)
-    mine_ids = [m.id for m in deployment.mines]
-    n = worker_count(deployment.ingest.workers, len(mine_ids), cores())
+    workers = shares(deployment)
+    n = len(workers)
     if n == 1:
         return _serve(deployment, args)
     given = [*(["-v"] if args.verbose else []),
@@ -178,7 +178,7 @@ def cmd_run(args: argparse.Namespace) -> int:
              *(["--config", str(args.config)] if args.config else []),
              *(["--broker", args.broker] if args.broker else []),
              *(["--store", args.store] if args.store else [])]
-    log.info("jinmei running %d workers for %d mines", n, len(mine_ids))
+    log.info("jinmei running %d workers for %d mines", n, len(deployment.mines))
     single = Path(deployment.ingest.state_dir) / "alerts.db"
     if single.exists():
         log.warning("%s holds the state of a single-process run (open episodes, notifications "
@@ -203,7 +203,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         running[0] = new
         return True
 
-    parent = WorkerParent(assign(mine_ids, n), lambda k, mines: worker_argv(given, k, mines),
+    parent = WorkerParent(workers, lambda k, mines: worker_argv(given, k, mines),
                           endpoints=bool(deployment.http.listen), on_reload=reload,
                           stall_s=deployment.ingest.stall_s)
     # The whole configuration here: telemetry of a mine no worker serves is refused by the

@@ -97,11 +97,6 @@ def register(sub: Any) -> None:
 def cmd_broker_config(args: argparse.Namespace) -> int:
     from jinmei.broker_config import ListenerPlan, broker_files
 
-    if args.own_cert_port and not args.own_ca_file:
-        print("error: --own-cert-port needs --own-ca-file, a CA that signs jinmei's "
-              "certificates alone (with the CA of the gateways' certificates any of them "
-              "could log in there and take jinmei's client ids)", file=sys.stderr)
-        return 2
     deployment = load_deployment(args.config)
     plan = ListenerPlan(port=args.port, cert_port=args.cert_port or None,
                         own_port=args.own_port, own_cert_port=args.own_cert_port or None,

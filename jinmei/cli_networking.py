@@ -23,7 +23,7 @@ from typing import Any
 from config.loader import deployment_limits, load_deployment
 from config.model import Deployment
 from jinmei.cli import config_option, formatter
-from jinmei.workers import as_worker, assign, cores, select_mines, worker_count
+from jinmei.workers import as_worker, select_mines, shares
 from networking.queue import QueueStatus, UploadQueue
 from networking.validate import check_files
 from networking.worker import queue_definitions
@@ -53,13 +53,12 @@ def register(sub: Any) -> None:
 def _shares(deployment: Deployment) -> list[tuple[str, Deployment]]:
     """(who, the part of the deployment it serves) for every process that keeps an upload
     queue: the one process, or each worker of ``jinmei run`` on this machine."""
-    mine_ids = [m.id for m in deployment.mines]
-    n = worker_count(deployment.ingest.workers, len(mine_ids), cores())
-    if n == 1:
+    processes = shares(deployment)
+    if len(processes) == 1:
         return [("", deployment)]
     return [(f"worker {k} ({', '.join(share)})",
              as_worker(select_mines(deployment, ",".join(share)), k))
-            for k, share in enumerate(assign(mine_ids, n))]
+            for k, share in enumerate(processes)]
 
 
 def _queue(deployment: Deployment) -> UploadQueue:

@@ -99,7 +99,7 @@ from jinmei.supervisor import EXIT_FAILED, Failure
 
 __all__ = ["BEAT_ENV", "BEAT_S", "LOST_ENV", "RESTART_LIMIT", "RESTART_WINDOW_S", "WorkerParent",
            "WorkerState", "as_worker", "assign", "beat", "cores", "lost_from_environment",
-           "select_mines", "telemetry_topics", "worker_count"]
+           "select_mines", "shares", "telemetry_topics", "worker_count"]
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,13 @@ def assign(mine_ids: Sequence[str], n: int) -> tuple[tuple[str, ...], ...]:
 def worker_count(configured: int, n_mines: int, available: int) -> int:
     """Workers to run: the configured number (0: one per core), at most one per mine."""
     return max(1, min(configured or available, n_mines))
+
+
+def shares(deployment: Deployment) -> tuple[tuple[str, ...], ...]:
+    """The mines of each process ``jinmei run`` starts for ``deployment`` on this machine:
+    one share for a single process, else one per worker (:func:`assign`)."""
+    mine_ids = [m.id for m in deployment.mines]
+    return assign(mine_ids, worker_count(deployment.ingest.workers, len(mine_ids), cores()))
 
 
 def select_mines(deployment: Deployment, names: str) -> Deployment:
@@ -209,8 +216,7 @@ class _Slot:
     beats: int | None = None  # the read end of its beat pipe while it runs
     beat: float = 0.0  # monotonic time of its last beat (or of its start)
     beaten: bool = False  # a beat came since its start
-    killed: Failure | None = None  # why the parent killed it (a freeze)
-    lost: Failure | None = None  # what its next start reports
+    lost: Failure | None = None  # what its next start reports (set when the parent kills it)
     lost_at_ms: int = 0  # when the loss began (epoch ms)
 
 
@@ -320,8 +326,8 @@ class WorkerParent:
             pass
         silent = now - slot.beat
         allowed = self.stall_s if slot.beaten else max(self.stall_s, START_GRACE_S)
-        if silent > allowed and slot.killed is None:
-            slot.killed = Failure(
+        if silent > allowed and slot.lost is None:
+            slot.lost = Failure(
                 f"worker {slot.index} ({', '.join(slot.mines)})", "worker_stalled",
                 f"the worker process gave no sign of life for {silent:.0f} s "
                 f"(stall_s {self.stall_s:g}): frozen; killed and started again", silent)
@@ -336,10 +342,7 @@ class WorkerParent:
         if slot.beats is not None:
             os.close(slot.beats)
             slot.beats = None
-        killed, slot.killed = slot.killed, None
-        if killed is not None:
-            slot.lost = killed
-        elif code not in (0, EXIT_USAGE, EXIT_FAILED):
+        if slot.lost is None and code not in (0, EXIT_USAGE, EXIT_FAILED):
             how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
             slot.lost = Failure(f"worker {slot.index} ({', '.join(slot.mines)})",
                                 "worker_dead", f"the worker process ended ({how}) without "
