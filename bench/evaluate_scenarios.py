@@ -32,7 +32,6 @@ Run: ``python -m bench.evaluate_scenarios [--scenario S ...] [--seed 0] [--durat
 from __future__ import annotations
 
 import argparse
-import itertools
 import statistics
 import sys
 import tempfile
@@ -44,8 +43,7 @@ from typing import Any
 from config.loader import load_deployment
 from config.model import Deployment, DetectorConfig, Mine, Registry
 from detectors.base import Event
-from detectors.suite import build_detectors
-from ingest.codec import TelemetryCodec
+from jinmei import playback
 from simulators.feed import generate
 from simulators.scenarios import SCENARIOS
 from simulators.truth import ground_truth
@@ -127,20 +125,9 @@ def play(registry: Registry, mine: Mine, scenario: str, config: DetectorConfig,
          duration_s: float | None, seed: int) -> Iterator[tuple[int, list[Event]]]:
     """Play the feed through codec and detectors of ``registry`` (the mine's own): (the
     service clock's ms, the events of that feed tick or clock tick), in time order."""
-    codec = TelemetryCodec(registry)
-    suite = build_detectors(registry, config)
     messages = generate(mine, scenario, start_ms=START_MS, duration_s=duration_s, seed=seed)
-    clock = START_MS  # the next second the service's clock ticks the detectors
-    for at_ms, tick in itertools.groupby(messages, key=lambda m: m.at_ms):
-        while clock < at_ms:
-            yield clock, suite.tick(clock).events
-            clock += 1000
-        batch = codec.decode_many([(m.topic, m.payload) for m in tick], at_ms).batch
-        yield at_ms, suite.update(batch, at_ms).events
     end_ms = START_MS + int(1000 * (duration_s or SCENARIOS[scenario].duration_s))
-    while clock <= end_ms:
-        yield clock, suite.tick(clock).events
-        clock += 1000
+    return playback.play(registry, config, messages, START_MS, end_ms)
 
 
 def _detect(mine: Mine, scenario: str, config: DetectorConfig, duration_s: float | None,

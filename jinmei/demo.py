@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
-import itertools
 import tempfile
 import threading
 import time
@@ -33,10 +32,10 @@ from config.errors import DeliveryError
 from config.loader import load_deployment
 from config.model import BrokerConfig, Deployment, HttpConfig
 from config.redact import redact_url
-from detectors.suite import build_detectors
-from ingest.codec import TelemetryCodec, encode_telemetry
+from ingest.codec import encode_telemetry
 from ingest.sqlite import SQLiteSink
 from jinmei.embedded_broker import EmbeddedBroker
+from jinmei.playback import play
 from jinmei.service import Service, names_from_limits
 from simulators.feed import Message, generate
 from simulators.publisher import publish
@@ -203,11 +202,8 @@ def replay(duration_s: float = 20.0, speed: float = 30.0, seed: int = 0,
     shipped = load_deployment(None)
     with tempfile.TemporaryDirectory(prefix="jinmei-demo-replay-") as folder:
         deployment = demo_deployment(shipped.broker, Path(folder))
-        registry = deployment.registry
-        codec = TelemetryCodec(registry)
-        suite = build_detectors(registry, deployment.detectors)
         record = AlertRecord(Path(folder) / "alerts.db")
-        dispatcher = AlertDispatcher(registry, names_from_limits(deployment), record,
+        dispatcher = AlertDispatcher(deployment.registry, names_from_limits(deployment), record,
                                      config_hash=deployment.config_hash,
                                      publish=lambda topic, payload: None,
                                      config=deployment.alerts)
@@ -215,15 +211,10 @@ def replay(duration_s: float = 20.0, speed: float = 30.0, seed: int = 0,
         feeds = [generate(mine, SCENARIO, start_ms=start_ms, duration_s=duration_s * speed,
                           seed=seed + i) for i, mine in enumerate(deployment.mines)]
         out: list[Alert] = []
-        clock = start_ms  # the next second the service's clock ticks the detectors
         try:
-            for at_ms, tick in itertools.groupby(heapq.merge(*feeds, key=lambda m: m.at_ms),
-                                                 key=lambda m: m.at_ms):
-                while clock < at_ms:
-                    out += dispatcher.apply(suite.tick(clock).events, clock)
-                    clock += 1000
-                batch = codec.decode_many([(m.topic, m.payload) for m in tick], at_ms).batch
-                out += dispatcher.apply(suite.update(batch, at_ms).events, at_ms)
+            for now, events in play(deployment.registry, deployment.detectors,
+                                    heapq.merge(*feeds, key=lambda m: m.at_ms), start_ms):
+                out += dispatcher.apply(events, now)
         finally:
             dispatcher.close()
             record.close()
